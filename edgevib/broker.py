@@ -1,0 +1,108 @@
+"""Find an MQTT broker, or run a private Mosquitto for tests and the demo.
+
+>>> b = MosquittoProcess()          # doctest: +SKIP
+>>> b.start(); b.url                # doctest: +SKIP
+'mqtt://127.0.0.1:40123'
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from edgevib.errors import ConfigError, FatalError, RetryableError
+
+log = logging.getLogger(__name__)
+
+
+def parse_url(url: str) -> tuple[str, int, bool]:
+    """``mqtt://host:port`` -> (host, port, tls). ``mqtts://`` means TLS (default port 8883)."""
+    u = urlparse(url if "://" in url else f"mqtt://{url}")
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ConfigError("broker", f"url {url!r} has scheme {u.scheme!r}", "use mqtt://HOST:PORT or mqtts://HOST:PORT")
+    tls = u.scheme in ("mqtts", "ssl")
+    if not u.hostname:
+        raise ConfigError("broker", f"url {url!r} has no host", "use mqtt://HOST:PORT")
+    return u.hostname, u.port or (8883 if tls else 1883), tls
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MosquittoProcess:
+    """A private ``mosquitto`` on 127.0.0.1, on a port of its own; can be stopped and restarted.
+
+    ``max_queued`` raises Mosquitto's default of 1000 queued messages per client, which
+    silently drops QoS 0 and 1 messages for a subscriber that falls behind.
+    """
+
+    def __init__(self, port: int | None = None, *, max_queued: int = 100_000, extra_conf: str = "") -> None:
+        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        if exe is None:
+            raise FatalError("broker", "no mosquitto executable on PATH", "apt-get install mosquitto")
+        self.exe = exe
+        self.port = port or free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="edgevib-mosq-"))
+        conf = self._dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"max_queued_messages {max_queued}\nmax_inflight_messages 1000\n{extra_conf}\n"
+        )
+        self.conf = conf
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 5.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen(
+            [self.exe, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self._dir / "mosquitto.log", "ab"),  # noqa: SIM115 - lives as long as the process
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if reachable("127.0.0.1", self.port, 0.2):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        log_text = (self._dir / "mosquitto.log").read_text(errors="replace")[-500:]
+        raise RetryableError("broker", f"mosquitto did not listen on port {self.port}: {log_text}", "check the port is free")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> MosquittoProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,54 @@
+"""Shared fixtures: the real CWRU data, a private Mosquitto, seeded randomness.
+
+Tests that need the data or a broker never skip silently in CI: with ``CI=true`` a
+missing prerequisite fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgevib.broker import MosquittoProcess
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: prerequisites must be present, not skipped)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cwru_dir() -> Path:
+    """The real CWRU recordings (``../shared/cwru`` or ``$EDGEVIB_CWRU_DIR``)."""
+    d = Path(os.environ.get("EDGEVIB_CWRU_DIR", REPO.parent / "shared" / "cwru"))
+    if not (d / "manifest.csv").exists():
+        _missing(f"CWRU data not found at {d}; set EDGEVIB_CWRU_DIR")
+    return d
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoProcess]:
+    """A private Mosquitto on its own port: tests may stop and restart it freely."""
+    try:
+        b = MosquittoProcess()
+    except Exception as exc:  # no mosquitto binary
+        _missing(str(exc))
+        raise
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
