@@ -106,3 +106,76 @@ class MosquittoProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class EmbeddedBroker:
+    """An in-process MQTT broker (amqtt) for machines without Mosquitto; demo use only."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._loop: object | None = None
+        self._thread: object | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        import asyncio
+        import threading
+
+        from edgevib.extras import require
+
+        broker_mod = require("amqtt.broker", extra="dev", feature="embedded demo broker")
+        cfg = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            broker = broker_mod.Broker(cfg, loop=loop)
+            loop.run_until_complete(broker.start())
+            loop.run_forever()
+
+        t = threading.Thread(target=run, name="embedded-broker", daemon=True)
+        t.start()
+        self._thread = t
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if reachable("127.0.0.1", self.port, 0.2):
+                return
+            time.sleep(0.1)
+        raise RetryableError("broker", f"embedded broker did not listen on port {self.port}", "install mosquitto")
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)  # type: ignore[attr-defined]
+        self._loop = None
+
+
+def find_or_start(url: str | None = None) -> tuple[str, MosquittoProcess | EmbeddedBroker | None]:
+    """Use ``url`` or a broker on 127.0.0.1:1883; else start Mosquitto, else an embedded one.
+
+    Returns the URL and the broker this call started (``None`` when one was found).
+    """
+    if url:
+        host, port, _ = parse_url(url)
+        if not reachable(host, port, 1.0):
+            raise RetryableError("broker", f"no MQTT broker answers at {url}", "start one or leave --broker out")
+        return url, None
+    if reachable("127.0.0.1", 1883, 0.5):
+        log.info("using the MQTT broker found on 127.0.0.1:1883")
+        return "mqtt://127.0.0.1:1883", None
+    started: MosquittoProcess | EmbeddedBroker
+    try:
+        started = MosquittoProcess()
+        log.info("no broker found; starting mosquitto on port %d", started.port)
+    except FatalError:
+        started = EmbeddedBroker()
+        log.info("no broker and no mosquitto; starting an embedded broker on port %d", started.port)
+    started.start()
+    return started.url, started
