@@ -1,0 +1,315 @@
+"""MQTT topics and the alert / heartbeat JSON schemas (shared by edge and cloud).
+
+Every topic lives under ``edgevib/v1/<site>/<gateway>/``. Names (site, gateway,
+sensor) are 1-64 characters of ``A-Z a-z 0-9 _ - . :``, so they can never hold the
+MQTT separators or wildcards ``/ + #``.
+
+>>> t = Topics("plant1", "gw-7")
+>>> t.raw("de")
+'edgevib/v1/plant1/gw-7/sensors/de/raw'
+>>> parse_topic("edgevib/v1/plant1/gw-7/sensors/de/raw")
+TopicInfo(site='plant1', gateway='gw-7', kind='raw', sensor='de')
+>>> a = make_alert(site="plant1", gateway="gw-7", sensor="de", kind="fault", state="raised",
+...                t_ns=0, cls="IR007", probability=0.97)
+>>> parse_alert(dumps(a))["fault_type"]
+'IR'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgevib.edge.errors import ProtocolError
+from edgevib.models.classes import FAULT_TYPES, fault_type
+
+PREFIX = "edgevib/v1"
+NAME_MAX = 64
+_NAME = re.compile(rf"[A-Za-z0-9_.:-]{{1,{NAME_MAX}}}")
+KINDS: tuple[str, ...] = ("raw", "alerts", "heartbeat", "status", "models", "cmd")
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+ALERT_SCHEMA = "edgevib.alert/1"
+HEARTBEAT_SCHEMA = "edgevib.heartbeat/1"
+ALERT_KINDS: tuple[str, ...] = ("fault", "anomaly")
+ALERT_STATES: tuple[str, ...] = ("raised", "cleared")
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+def check_name(value: object, what: str = "name") -> str:
+    """Return ``value`` if it is a valid site/gateway/sensor name, else raise ProtocolError."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ProtocolError("bad_name", f"{what}={value!r}",
+                            f"use 1-{NAME_MAX} characters of A-Z a-z 0-9 _ - . : (no '/', '+', '#')")
+    return value
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    site: str
+    gateway: str
+    kind: str
+    sensor: str | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic builder for one gateway."""
+
+    site: str
+    gateway: str
+
+    def __post_init__(self) -> None:
+        check_name(self.site, "site")
+        check_name(self.gateway, "gateway")
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}/{self.site}/{self.gateway}"
+
+    def raw(self, sensor: str) -> str:
+        return f"{self.base}/sensors/{check_name(sensor, 'sensor')}/raw"
+
+    @property
+    def raw_all(self) -> str:
+        """Subscription for every sensor of this gateway."""
+        return f"{self.base}/sensors/+/raw"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.base}/alerts"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.base}/heartbeat"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def models(self) -> str:
+        return f"{self.base}/models"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.base}/cmd"
+
+
+def subscription(kind: str, site: str = "+", gateway: str = "+") -> str:
+    """Wildcard subscription, e.g. ``subscription("alerts")`` -> ``edgevib/v1/+/+/alerts``."""
+    if kind not in KINDS:
+        raise ProtocolError("bad_topic", f"kind={kind!r}", f"use one of {', '.join(KINDS)}")
+    parts = [site if site == "+" else check_name(site, "site"),
+             gateway if gateway == "+" else check_name(gateway, "gateway")]
+    tail = "sensors/+/raw" if kind == "raw" else kind
+    return f"{PREFIX}/{parts[0]}/{parts[1]}/{tail}"
+
+
+def parse_topic(topic: str) -> TopicInfo:
+    """Split a concrete topic into site, gateway, kind (and sensor for ``raw``)."""
+    if not isinstance(topic, str) or not topic.startswith(PREFIX + "/"):
+        raise ProtocolError("bad_topic", f"topic {topic!r}", f"topics start with {PREFIX}/")
+    parts = topic[len(PREFIX) + 1:].split("/")
+    if len(parts) == 5 and parts[2] == "sensors" and parts[4] == "raw":
+        site, gw, _, sensor, _ = parts
+        return TopicInfo(check_name(site, "site"), check_name(gw, "gateway"), "raw", check_name(sensor, "sensor"))
+    if len(parts) == 3 and parts[2] in KINDS and parts[2] != "raw":
+        return TopicInfo(check_name(parts[0], "site"), check_name(parts[1], "gateway"), parts[2])
+    raise ProtocolError("bad_topic", f"topic {topic!r}",
+                        "use <prefix>/<site>/<gateway>/sensors/<sensor>/raw or .../{alerts,heartbeat,status,models,cmd}")
+
+
+def dumps(doc: Mapping[str, Any]) -> bytes:
+    """Compact JSON bytes; NaN/inf are refused (they are not JSON)."""
+    try:
+        return json.dumps(doc, allow_nan=False, separators=(",", ":"), sort_keys=True).encode()
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("bad_field", f"not JSON-serialisable: {exc}", "pass finite numbers, strings, lists, dicts") from exc
+
+
+def _num(doc: Mapping[str, Any], key: str, lo: float = -math.inf, hi: float = math.inf,
+         optional: bool = False, integer: bool = False) -> None:
+    if key not in doc or doc[key] is None:
+        if optional:
+            return
+        raise ProtocolError("missing_field", f"field {key!r} missing", f"set {key}")
+    v = doc[key]
+    ok_type = int if integer else (int, float)
+    if isinstance(v, bool) or not isinstance(v, ok_type) or not (lo <= v <= hi) or not math.isfinite(v):
+        raise ProtocolError("bad_field", f"{key}={v!r}", f"use a finite {'integer' if integer else 'number'} in [{lo}, {hi}]")
+
+
+def _str(doc: Mapping[str, Any], key: str, choices: tuple[str, ...] | None = None, optional: bool = False) -> None:
+    if key not in doc or doc[key] is None:
+        if optional:
+            return
+        raise ProtocolError("missing_field", f"field {key!r} missing", f"set {key}")
+    v = doc[key]
+    if not isinstance(v, str) or len(v) > 256 or (choices is not None and v not in choices):
+        raise ProtocolError("bad_field", f"{key}={str(v)[:80]!r}",
+                            f"use one of {', '.join(choices)}" if choices else "use a string of <= 256 characters")
+
+
+def _model(doc: Mapping[str, Any]) -> None:
+    m = doc.get("model")
+    if m is None:
+        return
+    if not isinstance(m, dict):
+        raise ProtocolError("bad_field", f"model={m!r}", "use {name, version, sha256}")
+    for k in ("name", "version", "sha256"):
+        _str(m, k)
+
+
+def _alert_id(site: str, gateway: str, sensor: str, kind: str, state: str, t_ns: int) -> str:
+    # Deterministic: a replayed alert keeps its id, so the cloud can de-duplicate it.
+    return hashlib.sha256(f"{site}/{gateway}/{sensor}/{kind}/{state}/{t_ns}".encode()).hexdigest()[:20]
+
+
+def make_alert(*, site: str, gateway: str, sensor: str, kind: str, state: str, t_ns: int,
+               cls: str | None = None, probability: float | None = None,
+               anomaly_score: float | None = None, anomaly_threshold: float | None = None,
+               physics: str | None = None, agree: bool | None = None,
+               model: Mapping[str, str] | None = None, evidence: Mapping[str, Any] | None = None,
+               windows: int | None = None) -> dict[str, Any]:
+    """Build (and validate) an alert dict; serialise it with :func:`dumps`."""
+    doc: dict[str, Any] = {
+        "schema": ALERT_SCHEMA,
+        "id": _alert_id(site, gateway, sensor, kind, state, t_ns),
+        "site": site, "gateway": gateway, "sensor": sensor,
+        "kind": kind, "state": state, "t_ns": t_ns,
+        "class": cls, "fault_type": fault_type(cls) if isinstance(cls, str) and _valid_class(cls) else None,
+        "probability": probability,
+        "anomaly_score": anomaly_score, "anomaly_threshold": anomaly_threshold,
+        "physics": physics, "agree": agree,
+        "model": dict(model) if model is not None else None,
+        "evidence": dict(evidence) if evidence is not None else None,
+        "windows": windows,
+    }
+    validate_alert(doc)
+    return doc
+
+
+def _valid_class(cls: str) -> bool:
+    try:
+        fault_type(cls)
+    except Exception:
+        return False
+    return True
+
+
+def validate_alert(doc: Any) -> dict[str, Any]:
+    """Check an alert dict against ``edgevib.alert/1``; return it or raise ProtocolError."""
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad_json", f"alert is a {type(doc).__name__}", "send a JSON object")
+    if doc.get("schema") != ALERT_SCHEMA:
+        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {ALERT_SCHEMA!r}")
+    _str(doc, "id")
+    for k in ("site", "gateway", "sensor"):
+        if k not in doc:
+            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
+        check_name(doc[k], k)
+    _str(doc, "kind", ALERT_KINDS)
+    _str(doc, "state", ALERT_STATES)
+    _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
+    if doc["kind"] == "fault":
+        _str(doc, "class")
+        if not _valid_class(doc["class"]):
+            raise ProtocolError("bad_field", f"class={doc['class']!r}", "use a class name such as IR007 or normal")
+        if doc.get("fault_type") != fault_type(doc["class"]):
+            raise ProtocolError("bad_field", f"fault_type={doc.get('fault_type')!r}", "use fault_type(class)")
+        _num(doc, "probability", 0.0, 1.0, optional=doc["state"] == "cleared")
+    else:
+        _num(doc, "anomaly_score", 0.0, optional=doc["state"] == "cleared")
+        _num(doc, "anomaly_threshold", 0.0, optional=True)
+    _str(doc, "physics", FAULT_TYPES, optional=True)
+    if doc.get("agree") is not None and not isinstance(doc["agree"], bool):
+        raise ProtocolError("bad_field", f"agree={doc['agree']!r}", "use true, false or null")
+    _model(doc)
+    if doc.get("evidence") is not None and not isinstance(doc["evidence"], dict):
+        raise ProtocolError("bad_field", "evidence is not an object", "use a JSON object")
+    _num(doc, "windows", 0, integer=True, optional=True)
+    return doc
+
+
+def make_heartbeat(*, site: str, gateway: str, t_ns: int, uptime_s: float,
+                   model: Mapping[str, str] | None = None,
+                   sensors: Mapping[str, Mapping[str, int | float]] | None = None,
+                   drops: Mapping[str, int] | None = None,
+                   counters: Mapping[str, int | float] | None = None,
+                   resources: Mapping[str, float] | None = None,
+                   outbox_pending: int = 0, agent_version: str = "") -> dict[str, Any]:
+    """Build (and validate) a heartbeat: per-sensor counters, drops per reason, resources."""
+    doc: dict[str, Any] = {
+        "schema": HEARTBEAT_SCHEMA, "site": site, "gateway": gateway, "t_ns": t_ns,
+        "uptime_s": uptime_s, "model": dict(model) if model is not None else None,
+        "sensors": {k: dict(v) for k, v in (sensors or {}).items()},
+        "drops": dict(drops or {}), "counters": dict(counters or {}),
+        "resources": dict(resources or {}), "outbox_pending": outbox_pending,
+        "agent_version": agent_version,
+    }
+    validate_heartbeat(doc)
+    return doc
+
+
+def _numbers(doc: Mapping[str, Any], key: str) -> None:
+    v = doc.get(key)
+    if not isinstance(v, dict):
+        raise ProtocolError("bad_field", f"{key} is not an object", "use a JSON object of numbers")
+    for k in v:
+        _num(v, k)
+
+
+def validate_heartbeat(doc: Any) -> dict[str, Any]:
+    """Check a heartbeat dict against ``edgevib.heartbeat/1``; return it or raise ProtocolError."""
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad_json", f"heartbeat is a {type(doc).__name__}", "send a JSON object")
+    if doc.get("schema") != HEARTBEAT_SCHEMA:
+        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {HEARTBEAT_SCHEMA!r}")
+    for k in ("site", "gateway"):
+        if k not in doc:
+            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
+        check_name(doc[k], k)
+    _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
+    _num(doc, "uptime_s", 0.0)
+    _num(doc, "outbox_pending", 0, integer=True)
+    _str(doc, "agent_version")
+    _model(doc)
+    sensors = doc.get("sensors")
+    if not isinstance(sensors, dict):
+        raise ProtocolError("bad_field", "sensors is not an object", "use {sensor: {counter: number}}")
+    for name, counters in sensors.items():
+        check_name(name, "sensor")
+        if not isinstance(counters, dict):
+            raise ProtocolError("bad_field", f"sensors.{name} is not an object", "use {counter: number}")
+        for k in counters:
+            _num(counters, k)
+    for key in ("drops", "counters", "resources"):
+        _numbers(doc, key)
+    return doc
+
+
+def _load(payload: bytes, what: str) -> Any:
+    if not isinstance(payload, (bytes, bytearray)):
+        raise ProtocolError("bad_json", f"{what} payload of type {type(payload).__name__}", "pass bytes")
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("oversized", f"{what} of {len(payload)} bytes", f"keep messages under {MAX_MESSAGE_BYTES} bytes")
+    try:
+        return json.loads(payload, parse_constant=lambda c: math.nan)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"{what} is not JSON ({str(exc)[:60]})", "send UTF-8 JSON") from exc
+
+
+def parse_alert(payload: bytes) -> dict[str, Any]:
+    """Bytes from the ``alerts`` topic -> validated alert dict."""
+    return validate_alert(_load(payload, "alert"))
+
+
+def parse_heartbeat(payload: bytes) -> dict[str, Any]:
+    """Bytes from the ``heartbeat`` topic -> validated heartbeat dict."""
+    return validate_heartbeat(_load(payload, "heartbeat"))
