@@ -1,0 +1,247 @@
+"""NSAE-LCN bearing-fault classifier (Jia et al. 2018, Neurocomputing 272), numpy + scipy.
+
+A normalized sparse autoencoder (NSAE: ReLU, no bias, tied weights, L1 sparsity on the
+activations, soft orthonormality ``||W W^T - I||^2``) learns ``n_features`` local filters of
+``seg_len`` samples from random segments of the (per-window z-scored) training windows. The
+local connection network (LCN) applies the filters to every segment (``stride`` apart),
+averages the ReLU responses over segments (shift invariance) and ends in a softmax
+classifier. Both stages are fitted with L-BFGS on analytic gradients; no deep-learning
+framework is involved. ``to_onnx`` lives in :mod:`edgevib.models.nsae_lcn_onnx`.
+
+>>> ws = ...                                      # doctest: +SKIP
+>>> model = train(ws, seed=0)                     # doctest: +SKIP
+>>> model.predict_proba(ws.x3d()).shape           # doctest: +SKIP
+(N, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.optimize
+from edgevib.models.errors import DataError
+
+from edgevib.progress import Progress, null_progress
+
+if TYPE_CHECKING:
+    import onnx
+    from edgevib.models.split import WindowSet
+
+log = logging.getLogger(__name__)
+ARCH = "nsae-lcn"
+_COMP = "models.nsae_lcn"
+EPS = 1e-8  # variance floor (g^2): keeps an all-zero window finite
+
+
+@dataclass(frozen=True)
+class Options:
+    """Hyper-parameters of :func:`train` (defaults chosen on CWRU, see docs/nsae_lcn.md)."""
+
+    seg_len: int = 128  # Nin: samples per local segment (~10 ms at 12 kHz)
+    n_features: int = 100  # Nout: learned filters
+    stride: int = 32  # hop between segments in the LCN
+    n_segments: int = 20000  # random segments for the NSAE
+    sparsity: float = 0.1  # L1 weight on activations
+    ortho: float = 1.0  # weight of ||W W^T - I||^2
+    nsae_iters: int = 300
+    weight_decay: float = 1e-4  # L2 on the softmax weights
+    clf_iters: int = 400
+    noise_copies: int = 0  # noisy copies of the training set (white noise)
+    noise_snr_db: tuple[float, float] = (-6.0, 10.0)  # SNR range of those copies
+
+    def __post_init__(self) -> None:
+        for name in ("seg_len", "n_features", "stride", "n_segments", "nsae_iters", "clf_iters"):
+            if int(getattr(self, name)) < 1:
+                raise DataError(_COMP, f"{name}={getattr(self, name)!r}", "use a positive integer")
+        if self.noise_copies < 0 or self.sparsity < 0 or self.ortho < 0 or self.weight_decay < 0:
+            raise DataError(_COMP, "negative noise_copies/sparsity/ortho/weight_decay", "use values >= 0")
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Z-score each window along the last axis (float64): gain- and offset-free input."""
+    x = np.asarray(x, dtype=np.float64)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    return xc / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + EPS)
+
+
+def segments(xn: np.ndarray, seg_len: int, stride: int) -> np.ndarray:
+    """[N, W] -> [N, S, seg_len] views, S = (W - seg_len) // stride + 1 (as a strided Conv)."""
+    return np.lib.stride_tricks.sliding_window_view(xn, seg_len, axis=-1)[:, ::stride, :]
+
+
+def nsae_cost(theta: np.ndarray, X: np.ndarray, n_features: int, sparsity: float,
+              ortho: float) -> tuple[float, np.ndarray]:
+    """NSAE cost and gradient for segments ``X`` [M, Nin] and flat filters ``theta``.
+
+    ``J = |W^T relu(W x) - x|^2 / 2M + sparsity * sum relu(W x) / M + ortho/2 |W W^T - I|^2``.
+    """
+    m, n_in = X.shape
+    W = theta.reshape(n_features, n_in)
+    A = X @ W.T
+    H = np.maximum(A, 0.0)
+    E = H @ W - X
+    G = W @ W.T - np.eye(n_features)
+    cost = 0.5 * float(np.sum(E * E)) / m + sparsity * float(H.sum()) / m + 0.5 * ortho * float(np.sum(G * G))
+    dH = (E @ W.T + sparsity) / m
+    dA = dH * (A > 0)
+    grad = H.T @ (E / m) + dA.T @ X + 2.0 * ortho * (G @ W)
+    return cost, grad.ravel()
+
+
+def softmax_cost(theta: np.ndarray, F: np.ndarray, Y: np.ndarray,
+                 weight_decay: float) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy + ``weight_decay/2 |V|^2`` of softmax(F V + b); ``Y`` one-hot [N, C]."""
+    n, k = F.shape
+    c = Y.shape[1]
+    V = theta[: k * c].reshape(k, c)
+    b = theta[k * c:]
+    Z = F @ V + b
+    Z -= Z.max(axis=1, keepdims=True)
+    logp = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+    cost = -float(np.sum(Y * logp)) / n + 0.5 * weight_decay * float(np.sum(V * V))
+    D = (np.exp(logp) - Y) / n
+    return cost, np.concatenate([(F.T @ D + weight_decay * V).ravel(), D.sum(axis=0)])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def check_input(x: Any, window: int | None = None, component: str = _COMP) -> np.ndarray:
+    """``x`` as float32 [N, 1, W] with finite values, else a :class:`DataError` saying what to pass."""
+    arr = np.asarray(x)
+    if arr.ndim != 3 or arr.shape[1] != 1 or arr.shape[0] < 1:
+        raise DataError(component, f"input of shape {arr.shape}",
+                        "pass float32 windows shaped [N, 1, W] (use WindowSet.x3d() or x[:, None, :])")
+    if window is not None and arr.shape[2] != window:
+        raise DataError(component, f"window of {arr.shape[2]} samples",
+                        f"pass windows of exactly {window} samples at the model's sample rate")
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(component, f"input dtype {arr.dtype}", "pass float32 acceleration in g")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise DataError(component, f"{int(np.sum(~np.isfinite(arr)))} NaN/inf samples in the input",
+                        "drop or repair windows with NaN/inf before predicting")
+    return arr
+
+
+@dataclass(frozen=True)
+class NSAELCN:
+    """A trained NSAE-LCN: ``filters`` [K, Nin], ``clf_w`` [K, C] and ``clf_b`` [C] act on the
+    raw segment-averaged features (feature standardisation is folded into them)."""
+
+    filters: np.ndarray
+    clf_w: np.ndarray
+    clf_b: np.ndarray
+    stride: int
+    window: int
+    classes: tuple[str, ...]
+    fs: float = 12000.0
+    arch: str = ARCH
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """Segment-averaged ReLU filter responses [N, K] of windows ``x`` [N, 1, W]."""
+        xn = normalize(check_input(x, self.window)[:, 0, :])
+        return lcn_features(xn, self.filters, self.stride)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities float32 [N, C] of raw windows float32 [N, 1, W] in g."""
+        return _softmax(self.features(x) @ self.clf_w + self.clf_b).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class indices [N]."""
+        return np.argmax(self.predict_proba(x), axis=1)
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """The ONNX graph (opset 17): normalise, strided Conv, ReLU, ReduceMean, MatMul+Add, Softmax."""
+        from edgevib.models.nsae_lcn_onnx import build_onnx
+
+        return build_onnx(self)
+
+
+def lcn_features(xn: np.ndarray, filters: np.ndarray, stride: int, batch: int = 256) -> np.ndarray:
+    """Mean over segments of relu(filters @ segment) for normalised windows ``xn`` [N, W]."""
+    out = np.empty((len(xn), len(filters)))
+    for i in range(0, len(xn), batch):
+        seg = segments(xn[i:i + batch], filters.shape[1], stride)
+        out[i:i + batch] = np.maximum(seg @ filters.T, 0.0).mean(axis=1)
+    return out
+
+
+def add_noise(x: np.ndarray, snr_db: np.ndarray | float, rng: np.random.Generator) -> np.ndarray:
+    """``x`` [N, W] plus white Gaussian noise at ``snr_db`` (per window) relative to its power."""
+    p = np.mean(np.asarray(x, np.float64) ** 2, axis=-1, keepdims=True)
+    snr = np.broadcast_to(np.asarray(snr_db, np.float64), (len(x),))[:, None]
+    return x + rng.standard_normal(x.shape) * np.sqrt(p / 10 ** (snr / 10))
+
+
+def train(train: WindowSet, *, seed: int = 0, progress: Progress | None = None, **opts: Any) -> NSAELCN:
+    """Fit NSAE filters on random training segments, then the softmax on LCN features."""
+    try:
+        o = Options(**opts)
+    except TypeError as exc:
+        names = ", ".join(f.name for f in dataclasses.fields(Options))
+        raise DataError(_COMP, f"unknown option in {sorted(opts)}", f"use some of: {names}") from exc
+    report = progress or null_progress
+    x = np.asarray(train.x)
+    if x.ndim != 2 or x.shape[1] < o.seg_len or len(x) < 2:
+        raise DataError(_COMP, f"training windows of shape {x.shape}",
+                        f"give >= 2 windows [N, W] with W >= seg_len={o.seg_len}")
+    n_cls = len(train.classes)
+    if len(np.unique(train.y)) < 2:
+        raise DataError(_COMP, f"training labels hold {len(np.unique(train.y))} class",
+                        "train on windows of at least two classes")
+    rng = np.random.default_rng(seed)
+    total = o.nsae_iters + o.clf_iters
+    x = check_input(x[:, None, :])[:, 0, :]
+    y = np.asarray(train.y)
+    if o.noise_copies:
+        noisy = [add_noise(x, rng.uniform(*o.noise_snr_db, size=len(x)), rng) for _ in range(o.noise_copies)]
+        x = np.concatenate([x, *noisy])
+        y = np.tile(y, o.noise_copies + 1)
+    xn = normalize(x)
+
+    # NSAE on random segments; each segment is centred so filters see waveform shape, not offset
+    rows = rng.integers(0, len(xn), o.n_segments)
+    cols = rng.integers(0, xn.shape[1] - o.seg_len + 1, o.n_segments)
+    X = xn[rows[:, None], cols[:, None] + np.arange(o.seg_len)]
+    X -= X.mean(axis=1, keepdims=True)
+    w0 = rng.standard_normal((o.n_features, o.seg_len)) / np.sqrt(o.seg_len)
+    it = [0]
+
+    def step(_: np.ndarray) -> None:
+        it[0] += 1
+        report(min(it[0], total), total, "nsae")
+
+    res = scipy.optimize.minimize(nsae_cost, w0.ravel(), args=(X, o.n_features, o.sparsity, o.ortho),
+                                  jac=True, method="L-BFGS-B", callback=step,
+                                  options={"maxiter": o.nsae_iters})
+    # centring each segment equals centring each filter (w.(s - mean s) = (w - mean w).s),
+    # which keeps the LCN a plain strided Conv
+    filters = res.x.reshape(o.n_features, o.seg_len)
+    filters = filters - filters.mean(axis=1, keepdims=True)
+    log.info("nsae: cost %.4f after %d iterations (%s)", res.fun, res.nit, res.message)
+
+    F = lcn_features(xn, filters, o.stride)
+    mu, sd = F.mean(axis=0), F.std(axis=0) + 1e-8
+    Fz = (F - mu) / sd
+    Y = np.eye(n_cls)[y]
+    it[0] = o.nsae_iters
+
+    res = scipy.optimize.minimize(softmax_cost, np.zeros(F.shape[1] * n_cls + n_cls),
+                                  args=(Fz, Y, o.weight_decay), jac=True, method="L-BFGS-B",
+                                  callback=step, options={"maxiter": o.clf_iters})
+    V = res.x[: F.shape[1] * n_cls].reshape(F.shape[1], n_cls)
+    b = res.x[F.shape[1] * n_cls:]
+    log.info("softmax: cost %.4f after %d iterations", res.fun, res.nit)
+    report(total, total, "done")
+    # fold the standardisation into the classifier: (F - mu)/sd @ V + b = F @ V' + b'
+    return NSAELCN(filters.astype(np.float32), (V / sd[:, None]).astype(np.float32),
+                   (b - (mu / sd) @ V).astype(np.float32), o.stride, int(x.shape[1]),
+                   tuple(train.classes), float(train.fs))
