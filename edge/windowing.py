@@ -1,0 +1,181 @@
+"""Per-sensor windowing: sequence checks, streaming resampling, sliding windows, history.
+
+:class:`StreamResampler` is a stateful polyphase filter (``scipy.signal.upfirdn``) with
+the same filter as ``scipy.signal.resample_poly``, so feeding a signal in chunks gives
+the same samples as resampling it at once (all but the not-yet-emitted tail).
+
+>>> import numpy as np
+>>> from edgevib.edge.frames import Frame
+>>> w = SensorWindower(window=4, hop=2, model_fs=100.0)
+>>> [x.tolist() for x in w.push(Frame(0, 0, 100.0, np.arange(6, dtype=np.float32)))]
+[[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0]]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
+from edgevib.edge.errors import WindowingError
+from edgevib.edge.frames import Frame
+from scipy.signal import firwin, upfirdn
+
+log = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+
+
+def rate_ratio(fs_in: float, fs_out: float, max_den: int = 160) -> tuple[int, int]:
+    """``(up, down)`` with ``fs_out / fs_in == up / down`` (to 1e-6), or WindowingError."""
+    if not (fs_in > 0 and fs_out > 0):
+        raise WindowingError("edge.windowing", f"rates {fs_in} -> {fs_out} Hz", "use positive sample rates")
+    r = Fraction(fs_out / fs_in).limit_denominator(max_den)
+    if r.numerator == 0 or abs(float(r) - fs_out / fs_in) > 1e-6 * fs_out / fs_in or r.numerator > max_den:
+        raise WindowingError("edge.windowing", f"sensor rate {fs_in} Hz has no small ratio to {fs_out} Hz",
+                             "use a sensor rate whose ratio to the model rate is a fraction p/q with p, q <= 160")
+    return r.numerator, r.denominator
+
+
+class StreamResampler:
+    """Chunk-wise ``resample_poly(x, up, down)`` with state carried across chunks."""
+
+    def __init__(self, up: int, down: int) -> None:
+        self.up, self.down = up, down
+        self.half = 10 * max(up, down)
+        self.h = (firwin(2 * self.half + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+                  if up != down else np.ones(1))
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0, np.float64)
+        self._start = 0  # absolute input index of _buf[0]
+        self._n_in = 0
+        self._m = 0  # next output index
+
+    def push(self, x: npt.ArrayLike) -> F32:
+        x = np.asarray(x, np.float64)
+        if self.up == self.down:
+            return x.astype(np.float32)
+        self._buf = np.concatenate([self._buf, x])
+        self._n_in += len(x)
+        up, down, d = self.up, self.down, self.half
+        # Output m needs inputs up to floor((m*down + d) / up); later inputs cannot change it.
+        m_end = max(self._m, (self._n_in * up - d + down - 1) // down)
+        if m_end == self._m:
+            return np.zeros(0, np.float32)
+        z = (self._start * up - d) % down
+        y = upfirdn(np.concatenate([np.zeros(z), self.h]), self._buf, up, down)
+        q0 = (self._m * down + d - self._start * up + z) // down
+        out = y[q0 : q0 + (m_end - self._m)].astype(np.float32)
+        self._m = m_end
+        # Keep only inputs the next output still needs (they are real samples, so extra ones are harmless).
+        keep_from = max(self._start, (self._m * down + d - 2 * d) // up)
+        self._buf = self._buf[keep_from - self._start :]
+        self._start = keep_from
+        return out
+
+
+@dataclass
+class WindowStats:
+    frames: int = 0
+    samples: int = 0
+    windows: int = 0
+    gaps: int = 0
+    reorders: int = 0
+    rate_changes: int = 0
+    resets: int = 0
+
+
+class SensorWindower:
+    """Frames of one sensor in, float32 windows of ``window`` samples at ``model_fs`` out.
+
+    A sequence gap (seq jumps ahead) or a reorder/duplicate/restart (seq goes back)
+    resets the stream: buffered samples are dropped and the frame starts a new one,
+    so no window ever spans a discontinuity. ``recent()`` holds the last
+    ``history_s`` seconds at the model rate (for the evidence check).
+    """
+
+    def __init__(self, window: int = 2048, hop: int = 1024, model_fs: float = 12000.0,
+                 history_s: float = 2.0) -> None:
+        if window < 1 or not 1 <= hop:
+            raise WindowingError("edge.windowing", f"window={window}, hop={hop}", "use window >= 1 and hop >= 1")
+        if not model_fs > 0 or history_s < 0:
+            raise WindowingError("edge.windowing", f"model_fs={model_fs}, history_s={history_s}",
+                                 "use model_fs > 0 and history_s >= 0")
+        self.window, self.hop, self.model_fs = window, hop, float(model_fs)
+        self.history_len = max(window, int(round(history_s * model_fs)))
+        self.stats = WindowStats()
+        self._fs: float | None = None
+        self._resampler: StreamResampler | None = None
+        self._expect: int | None = None
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        self._pending = np.zeros(0, np.float32)
+        self._pending_t0 = 0  # output-sample index of _pending[0] since stream start
+        self._stream_t0_ns = 0
+        self._hist = np.zeros(0, np.float32)
+        self._skip = 0  # samples still to drop when hop > window
+        if self._resampler is not None:
+            self._resampler.reset()
+
+    def _start(self, frame: Frame) -> None:
+        if self._fs != frame.fs:
+            up, down = rate_ratio(frame.fs, self.model_fs)
+            self._resampler = StreamResampler(up, down)
+            self._fs = frame.fs
+        self._reset_stream()
+        self._stream_t0_ns = frame.t0_ns
+
+    def push(self, frame: Frame) -> list[F32]:
+        """New windows completed by ``frame`` (possibly none)."""
+        return [w for _, w in self.push_timed(frame)]
+
+    def push_timed(self, frame: Frame) -> list[tuple[int, F32]]:
+        """Like :meth:`push`, each window with the time of its first sample (ns)."""
+        st = self.stats
+        if self._expect is None:
+            self._start(frame)
+        elif frame.fs != self._fs:
+            st.rate_changes += 1
+            st.resets += 1
+            log.info("sensor rate changed %s -> %s Hz: window reset", self._fs, frame.fs)
+            self._start(frame)
+        elif frame.seq > self._expect:
+            st.gaps += 1
+            st.resets += 1
+            log.info("sequence gap: expected %d, got %d: window reset", self._expect, frame.seq)
+            self._start(frame)
+        elif frame.seq < self._expect:
+            st.reorders += 1
+            st.resets += 1
+            log.info("sequence went back: expected %d, got %d: window reset", self._expect, frame.seq)
+            self._start(frame)
+        self._expect = (frame.seq + 1) % 2**64
+        st.frames += 1
+        st.samples += len(frame.samples)
+        assert self._resampler is not None
+        y = self._resampler.push(frame.samples)
+        if len(y) == 0:
+            return []
+        self._hist = np.concatenate([self._hist, y])[-self.history_len :]
+        drop = min(self._skip, len(y))
+        self._skip -= drop
+        self._pending_t0 += drop
+        self._pending = np.concatenate([self._pending, y[drop:]])
+        out: list[tuple[int, F32]] = []
+        while len(self._pending) >= self.window:
+            t_ns = self._stream_t0_ns + round(self._pending_t0 * 1e9 / self.model_fs)
+            out.append((t_ns, self._pending[: self.window].copy()))
+            step = min(self.hop, len(self._pending))
+            self._skip = self.hop - step  # only non-zero when hop > window
+            self._pending = self._pending[step:]
+            self._pending_t0 += step
+        st.windows += len(out)
+        return out
+
+    def recent(self) -> F32:
+        """The last ``history_s`` seconds of continuous signal at the model rate."""
+        return self._hist.copy()
