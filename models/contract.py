@@ -106,7 +106,8 @@ def save(model_proto: Any, meta: ModelMeta, path: str | Path) -> ModelMeta:
     return check_contract(p)
 
 
-def _session(model: str | Path | bytes) -> tuple[Any, str]:
+def open_session(model: str | Path | bytes) -> tuple[Any, str]:
+    """An onnxruntime session (CPU, one thread) and a printable name of the model."""
     ort = require("onnxruntime", extra="edge", feature="reading ONNX models")
     where = "model bytes" if isinstance(model, bytes) else repr(str(model))
     if not isinstance(model, bytes) and not Path(model).is_file():
@@ -129,7 +130,7 @@ def meta_of_session(sess: Any, where: str = "model") -> ModelMeta:
 
 def read_meta(model: str | Path | bytes) -> ModelMeta:
     """Metadata of an ONNX file (or its bytes), through onnxruntime only."""
-    sess, where = _session(model)
+    sess, where = open_session(model)
     return meta_of_session(sess, where)
 
 
@@ -140,7 +141,7 @@ def _dim_ok(dim: Any, want: int) -> bool:
 
 def check_contract(model: str | Path | bytes) -> ModelMeta:
     """Check layout and metadata, and that a dry run gives [N, C] probabilities; return the metadata."""
-    sess, where = _session(model)
+    sess, where = open_session(model)
     meta = meta_of_session(sess, where)
     ins, outs = sess.get_inputs(), sess.get_outputs()
     shape = list(ins[0].shape) if len(ins) == 1 else []
