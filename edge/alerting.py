@@ -1,0 +1,133 @@
+"""Per-sensor alert state machine: k-of-n confirmation, hysteresis, cooldown.
+
+* raise class ``c`` when ``c`` scored >= ``p_on`` in at least ``k`` of the last ``n`` windows;
+* clear only after ``m`` consecutive windows below ``p_off`` (< ``p_on``: hysteresis);
+* never re-raise the same class within ``cooldown_s`` of its last raise; a different
+  class may raise at once (the old one is cleared first, so the cloud sees one active alert).
+
+The same machine serves anomaly alerts: feed ``score / threshold`` with label ``anomaly``.
+
+>>> t = [0.0]
+>>> a = Alerter(AlertPolicy(k=2, n=3, m=2, p_on=0.8, p_off=0.5), clock=lambda: t[0])
+>>> [e.state for v in (0.9, 0.1, 0.95) for e in a.update("IR007", v)]
+['raised']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edgevib.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """Thresholds of the state machine; ``p_off <= p_on`` and ``k <= n``."""
+
+    p_on: float = 0.8
+    p_off: float = 0.5
+    k: int = 3
+    n: int = 5
+    m: int = 5
+    cooldown_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.p_off <= self.p_on):
+            raise ConfigError("edge.alerting", f"p_off={self.p_off}, p_on={self.p_on}",
+                              "use 0 <= p_off <= p_on (p_off < p_on gives hysteresis)")
+        if not (1 <= self.k <= self.n) or self.m < 1:
+            raise ConfigError("edge.alerting", f"k={self.k}, n={self.n}, m={self.m}", "use 1 <= k <= n and m >= 1")
+        if self.cooldown_s < 0:
+            raise ConfigError("edge.alerting", f"cooldown_s={self.cooldown_s}", "use a cooldown >= 0 seconds")
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """A state change: ``raised`` (``value`` = mean score of the confirming windows) or ``cleared``."""
+
+    state: str
+    label: str
+    value: float
+    t: float
+    windows: int
+
+
+@dataclass
+class AlertCounters:
+    windows: int = 0
+    raised: int = 0
+    cleared: int = 0
+    suppressed: int = 0  # confirmations swallowed by the cooldown
+    last_raise: dict[str, float] = field(default_factory=dict)
+
+
+class Alerter:
+    """One sensor's alert state; feed one ``(label, value)`` per window."""
+
+    def __init__(self, policy: AlertPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy or AlertPolicy()
+        self.clock = clock
+        self.active: str | None = None
+        self.counters = AlertCounters()
+        self._recent: deque[tuple[str, float]] = deque(maxlen=self.policy.n)
+        self._below = 0
+
+    def update(self, label: str, value: float) -> list[AlertEvent]:
+        """Record one window's best non-normal ``label`` and its score; return state changes."""
+        p, now = self.policy, self.clock()
+        self.counters.windows += 1
+        self._recent.append((label, float(value)))
+        events: list[AlertEvent] = []
+        if self.active is not None:
+            self._below = self._below + 1 if value < p.p_off else 0
+            if self._below >= p.m:
+                events.append(self._clear(now))
+        hits = Counter(lbl for lbl, v in self._recent if v >= p.p_on)
+        if hits:
+            best, count = max(hits.items(), key=lambda kv: (kv[1], self._mean(kv[0])))
+            if count >= p.k and best != self.active:
+                last = self.counters.last_raise.get(best)
+                if last is not None and now - last < p.cooldown_s:
+                    self.counters.suppressed += 1
+                else:
+                    if self.active is not None:
+                        events.append(self._clear(now))
+                    events.append(self._raise(best, now))
+        return events
+
+    def _mean(self, label: str) -> float:
+        vals = [v for lbl, v in self._recent if lbl == label and v >= self.policy.p_on]
+        return float(np.mean(vals)) if vals else 0.0
+
+    def _raise(self, label: str, now: float) -> AlertEvent:
+        self.active, self._below = label, 0
+        self.counters.raised += 1
+        self.counters.last_raise[label] = now
+        log.info("alert raised: %s", label)
+        return AlertEvent("raised", label, self._mean(label), now, len(self._recent))
+
+    def _clear(self, now: float) -> AlertEvent:
+        label, self.active, self._below = self.active or "", None, 0
+        self.counters.cleared += 1
+        log.info("alert cleared: %s", label)
+        return AlertEvent("cleared", label, 0.0, now, len(self._recent))
+
+
+def top_fault(probs: npt.ArrayLike, classes: Sequence[str], normal: str = "normal") -> tuple[str, float]:
+    """The most probable non-normal class of one window and its probability."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    idx = [i for i, c in enumerate(classes) if c != normal]
+    if len(p) != len(classes) or not idx:
+        raise ConfigError("edge.alerting", f"{len(p)} probabilities for classes {list(classes)}",
+                          "pass one probability per class, with at least one fault class")
+    best = max(idx, key=lambda i: p[i])
+    return classes[best], float(p[best])
