@@ -1,0 +1,64 @@
+"""Knowledge distillation (Hinton et al., 2015): a slim student learns from the teacher.
+
+Loss = ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``; the
+``T^2`` keeps the soft term's gradient scale independent of the temperature. With
+``alpha = 1`` no labels are used (the data-free path distils on synthesised windows whose
+"labels" are only the classes they were synthesised for).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgevib.models.compress.errors import CompressError
+from edgevib.models.compress.training import BatchFn, fit
+
+from edgevib.extras import require
+from edgevib.progress import Progress
+
+torch: Any = require("torch", extra="train", feature="knowledge distillation")
+F: Any = torch.nn.functional
+log = logging.getLogger(__name__)
+_COMP = "models.compress.distill"
+
+
+def kd_loss(student_logits: Any, teacher_logits: Any, y: Any, *, temperature: float = 4.0,
+            alpha: float = 0.7) -> Any:
+    """Hinton's distillation loss on logits (teacher logits carry no gradient)."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits.detach() / t, dim=1),
+                    reduction="batchmean") * t * t
+    if alpha >= 1:
+        return soft
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, y)
+
+
+def distill(student: Any, teacher: Any, batches: BatchFn, *, steps: int = 400, temperature: float = 4.0,
+            alpha: float = 0.7, lr: float = 1e-3, seed: int = 0, bn_stats: bool = False,
+            progress: Progress | None = None) -> Any:
+    """Train ``student`` in place on ``batches`` to match ``teacher`` (kept in eval mode).
+
+    ``bn_stats=False`` keeps the student's BN statistics (inherited from the teacher by
+    pruning) fixed, which matters when batches are synthetic.
+    """
+    if temperature <= 0 or not 0 <= alpha <= 1:
+        raise CompressError(_COMP, f"temperature={temperature}, alpha={alpha}",
+                            "use temperature > 0 (e.g. 4) and alpha in [0, 1] (e.g. 0.7)")
+    teacher.eval()
+
+    def loss(net: Any, x: Any, y: Any) -> Any:
+        with torch.no_grad():
+            t = teacher(x)
+        return kd_loss(net(x), t, y, temperature=temperature, alpha=alpha)
+
+    return fit(student, batches, loss, steps=steps, lr=lr, seed=seed, bn_stats=bn_stats, progress=progress,
+               label="kd")
+
+
+def finetune(net: Any, batches: BatchFn, *, steps: int = 400, lr: float = 1e-3, seed: int = 0,
+             progress: Progress | None = None) -> Any:
+    """Plain fine-tuning on labels (the recipe without ``kd``)."""
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
+    return fit(net, batches, lambda n, x, y: ce(n(x), y), steps=steps, lr=lr, seed=seed, bn_stats=False,
+               progress=progress, label="finetune")
