@@ -132,7 +132,7 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
     for i in range(len(classes)):
         for j in range(len(classes)):
             if a[i, j]:
-                ax.text(j, i, int(a[i, j]), ha="center", va="center", fontsize=7,
+                ax.text(j, i, str(int(a[i, j])), ha="center", va="center", fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

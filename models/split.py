@@ -79,7 +79,12 @@ def windows(recs: Sequence[Recording], window: int = 2048, hop: int = 1024, clas
     if window < 1 or hop < 1:
         raise SplitError(_COMP, f"window={window}, hop={hop}", "use positive sample counts, e.g. 2048 and 1024")
     classes = tuple(classes)
-    xs, ys, rs, ss, rpms, sources = [], [], [], [], [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    rs: list[np.ndarray] = []
+    ss: list[np.ndarray] = []
+    rpms: list[np.ndarray] = []
+    sources: list[str] = []
     for i, rec in enumerate(recs):
         y = label_index(rec.class_name, classes)
         if y is None:

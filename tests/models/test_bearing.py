@@ -40,6 +40,6 @@ def test_contact_angle_lowers_the_ratio() -> None:
 @pytest.mark.parametrize("args", [(2, 1.0, 5.0), (9, 5.0, 5.0), (9, 1.0, 5.0, 95.0)])
 def test_bad_geometry(args: tuple[float, ...]) -> None:
     with pytest.raises(ModelsError, match="models.bearing"):
-        BearingGeometry(*args)  # type: ignore[arg-type]
+        BearingGeometry(*args)
     with pytest.raises(ModelsError, match="rpm"):
         CWRU_DE_6205.frequencies(0)

@@ -38,9 +38,10 @@ class LogPowerModel:
         return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
     def to_onnx(self) -> Any:
-        inits = [numpy_helper.from_array(a, n) for a, n in [
+        arrays: list[tuple[np.ndarray, str]] = [
             (self.centroids, "c"), (np.array([1e-12], np.float32), "eps"), (np.array([-20.0], np.float32), "k"),
-            (np.array([1], np.int64), "ax")]]
+            (np.array([1], np.int64), "ax")]
+        inits = [numpy_helper.from_array(a, n) for a, n in arrays]
         nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]),
                  helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1, 2], keepdims=0),
                  helper.make_node("Add", ["ms", "eps"], ["ms1"]), helper.make_node("Log", ["ms1"], ["lp"]),

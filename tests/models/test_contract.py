@@ -22,7 +22,8 @@ def tiny_model(window: int = 64, c: int = 10, in_name: str = "x", rank: int = 3,
     shape: list[Any] = ["N", 1, window] if rank == 3 else ["N", window]
     nodes = [helper.make_node("Flatten", [in_name], ["flat"], axis=1),
              helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-             helper.make_node("Softmax" if softmax else "Identity", ["logits"], ["probs"], **({"axis": 1} if softmax else {}))]
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1) if softmax
+             else helper.make_node("Identity", ["logits"], ["probs"])]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", c])], [w])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -70,4 +70,4 @@ def test_speed_change_moves_the_peak() -> None:
 @pytest.mark.parametrize("kw", [{"fault": "XR"}, {"resonance_hz": 7000.0}, {"damping": 0.0}, {"rpm": -1.0}])
 def test_bad_parameters(kw: dict[str, object]) -> None:
     with pytest.raises(ModelsError, match="models.simulate"):
-        simulate(**kw)  # type: ignore[arg-type]
+        simulate(**kw)
