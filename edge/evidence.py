@@ -1,0 +1,183 @@
+"""Physics evidence from one stretch of signal: window statistics and the envelope spectrum.
+
+The envelope check is independent of any classifier: pick the resonance band where
+impacts stand out (kurtogram-lite: the band whose complex envelope has the highest
+kurtosis), demodulate it (analytic signal of the band, i.e. a band-limited Hilbert
+transform), and measure the envelope spectrum's peaks at the bearing's fault
+frequencies against the local noise floor:
+
+* ``OR``: BPFO and its 2x, 3x harmonics;
+* ``IR``: BPFI, 2x, 3x, and the shaft-rate sidebands BPFI +- fr;
+* ``B``: ball spin BSF and its harmonics (2x BSF is the rolling-element rate) with
+  FTF (cage) sidebands around 2x BSF.
+
+Peaks are searched within ``tol`` (relative, for slip) of each expected frequency.
+The fault type with the strongest family score above ``threshold_db`` wins, else
+``normal``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+from edgevib.edge.errors import EdgeError
+from edgevib.models.bearing import CWRU_DE_6205, BearingGeometry
+from edgevib.models.classes import fault_type
+from scipy import stats
+
+FAULT_TYPES = ("normal", "B", "IR", "OR")
+
+
+def window_stats(x: npt.ArrayLike) -> dict[str, float]:
+    """RMS (g), peak (g), kurtosis (Pearson: 3 for Gaussian noise), crest factor, skewness."""
+    v = np.asarray(x, dtype=np.float64)
+    v = v - v.mean()
+    rms = float(np.sqrt(np.mean(v * v)))
+    peak = float(np.max(np.abs(v)))
+    return {
+        "rms": rms, "peak": peak, "crest": peak / rms if rms > 0 else 0.0,
+        "kurtosis": float(stats.kurtosis(v, fisher=False)) if rms > 0 else 0.0,
+        "skewness": float(stats.skew(v)) if rms > 0 else 0.0,
+    }
+
+
+@dataclass(frozen=True)
+class Peak:
+    expected_hz: float
+    found_hz: float
+    snr_db: float
+
+
+@dataclass
+class Evidence:
+    """What the envelope spectrum says, and the fault type it names on its own."""
+
+    fault_type: str
+    scores_db: dict[str, float]
+    band_hz: tuple[float, float]
+    band_kurtosis: float
+    stats: dict[str, float]
+    peaks: dict[str, Peak] = field(default_factory=dict)
+
+    def agrees_with(self, cls: str) -> bool:
+        """Whether a classifier's class (e.g. ``IR007``) has the same fault type."""
+        return fault_type(cls) == self.fault_type
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready summary for an alert's ``evidence`` field."""
+        return {
+            "physics": self.fault_type,
+            "band_hz": [round(self.band_hz[0], 1), round(self.band_hz[1], 1)],
+            "band_kurtosis": round(self.band_kurtosis, 2),
+            "scores_db": {k: round(v, 2) for k, v in self.scores_db.items()},
+            **{k: round(v, 4) for k, v in self.stats.items()},
+            "peaks": {k: [round(p.found_hz, 2), round(p.snr_db, 2)] for k, p in self.peaks.items()},
+        }
+
+
+def _bands(fs: float, min_bw: float) -> list[tuple[float, float]]:
+    nyq, out = fs / 2, []
+    bw = nyq / 2
+    while bw >= min_bw:
+        lo = bw / 2
+        while lo + bw <= nyq * 0.98:
+            out.append((lo, lo + bw))
+            lo += bw / 2
+        bw /= 2
+    return out or [(min(min_bw, nyq) * 0.1, nyq * 0.98)]
+
+
+def band_envelopes(x: npt.NDArray[np.float64], fs: float, bands: list[tuple[float, float]]) -> list[npt.NDArray[np.float64]]:
+    """Envelope (|analytic band signal|) of each band, via one FFT (a band-limited Hilbert transform)."""
+    n = len(x)
+    spec = scipy.fft.fft(x - x.mean())
+    f = np.abs(scipy.fft.fftfreq(n, 1 / fs))
+    pos = np.zeros(n, bool)
+    pos[1 : (n + 1) // 2] = True
+    out = []
+    for lo, hi in bands:
+        mask = pos & (f >= lo) & (f <= hi)
+        out.append(np.abs(scipy.fft.ifft(np.where(mask, 2 * spec, 0))))
+    return out
+
+
+def envelope_spectrum(env: npt.NDArray[np.float64], fs: float, pad_to: int | None = None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Amplitude spectrum of a (mean-removed, Hann-windowed) envelope."""
+    e = env - env.mean()
+    n = max(pad_to or 0, len(e))
+    amp = np.abs(scipy.fft.rfft(e * np.hanning(len(e)), n)) * 2 / len(e)
+    return scipy.fft.rfftfreq(n, 1 / fs), amp
+
+
+def peak_snr(freqs: npt.NDArray[np.float64], amp: npt.NDArray[np.float64], f0: float, tol: float,
+             floor_frac: float = 0.15, min_floor_hz: float = 8.0) -> Peak:
+    """Largest peak within ``f0 * (1 +- tol)`` against the median of the surrounding band."""
+    df = freqs[1] - freqs[0]
+    half = max(f0 * tol, 1.5 * df)
+    inside = (freqs >= f0 - half) & (freqs <= f0 + half)
+    if f0 + half >= freqs[-1] or not inside.any():
+        return Peak(f0, f0, 0.0)
+    w = max(f0 * floor_frac, min_floor_hz, 6 * df)
+    around = (freqs >= f0 - w) & (freqs <= f0 + w) & ~inside
+    floor = float(np.median(amp[around])) if around.sum() >= 3 else float(np.median(amp))
+    i = int(np.flatnonzero(inside)[np.argmax(amp[inside])])
+    # The largest of k noise-only (Rayleigh) bins exceeds their median by ~sqrt(ln k / ln 2):
+    # subtract that, so a wide search window does not pass for a peak.
+    bias = 10 * math.log10(max(math.log(int(inside.sum())), math.log(2)) / math.log(2))
+    snr = 20 * math.log10(max(amp[i], 1e-30) / max(floor, 1e-30)) - bias
+    return Peak(f0, float(freqs[i]), max(0.0, snr))
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """Bearing and thresholds; ``tol`` is the relative frequency tolerance (slip)."""
+
+    geometry: BearingGeometry = CWRU_DE_6205
+    rpm: float = 1797.0
+    tol: float = 0.015
+    threshold_db: float = 4.5  # above the 99th percentile of simulated healthy bearings
+    min_band_hz: float = 0.0  # 0: from the fault frequencies
+
+
+def _family(peaks: dict[str, Peak], keys: list[str], weights: list[float]) -> float:
+    return float(sum(w * peaks[k].snr_db for k, w in zip(keys, weights, strict=True)) / sum(weights))
+
+
+def analyze(x: npt.ArrayLike, fs: float, config: EvidenceConfig | None = None) -> Evidence:
+    """Envelope-spectrum evidence of one signal stretch (>= ~0.5 s for useful resolution)."""
+    cfg = config or EvidenceConfig()
+    v = np.asarray(x, dtype=np.float64)
+    if v.ndim != 1 or len(v) < 256 or not np.all(np.isfinite(v)):
+        raise EdgeError("edge.evidence", f"signal of shape {v.shape}", "pass >= 256 finite samples (ideally >= 1 s)")
+    if not cfg.rpm > 0:
+        raise EdgeError("edge.evidence", f"rpm={cfg.rpm}", "configure the shaft speed in rpm")
+    fr = cfg.rpm / 60.0
+    o = cfg.geometry.orders()
+    bpfo, bpfi, bsf, ftf = o.bpfo * fr, o.bpfi * fr, o.bsf * fr, o.ftf * fr
+    # The band must pass the carrier's sidebands up to the 3rd harmonic of the fastest fault.
+    min_bw = max(cfg.min_band_hz, 2.2 * 3 * max(bpfo, bpfi, 2 * bsf) + fr)
+    bands = _bands(fs, min_bw)
+    envs = band_envelopes(v, fs, bands)
+    kurt = [float(np.mean(e**4) / np.mean(e**2) ** 2) - 2.0 if np.any(e) else 0.0 for e in envs]
+    targets = {
+        "bpfo": bpfo, "bpfo2": 2 * bpfo, "bpfo3": 3 * bpfo,
+        "bpfi": bpfi, "bpfi2": 2 * bpfi, "bpfi3": 3 * bpfi, "bpfi-fr": bpfi - fr, "bpfi+fr": bpfi + fr,
+        "bsf": bsf, "bsf2": 2 * bsf, "bsf3": 3 * bsf, "bsf2-ftf": 2 * bsf - ftf, "bsf2+ftf": 2 * bsf + ftf,
+    }
+    # Choosing the band by the fault score instead looked more sensitive but called 60% of
+    # healthy CWRU segments faulty: the most impulsive band is the honest choice.
+    best = int(np.argmax(kurt))
+    freqs, amp = envelope_spectrum(envs[best] ** 2, fs, pad_to=int(2 * fs))  # 0.5 Hz bins
+    peaks = {k: peak_snr(freqs, amp, f, cfg.tol) for k, f in targets.items()}
+    scores = {
+        "OR": _family(peaks, ["bpfo", "bpfo2", "bpfo3"], [2, 1, 1]),
+        "IR": _family(peaks, ["bpfi", "bpfi2", "bpfi-fr", "bpfi+fr"], [2, 1, 0.5, 0.5]),
+        "B": _family(peaks, ["bsf", "bsf2", "bsf3", "bsf2-ftf", "bsf2+ftf"], [1, 2, 0.5, 0.5, 0.5]),
+    }
+    top = max(scores, key=lambda k: scores[k])
+    label = top if scores[top] >= cfg.threshold_db else "normal"
+    return Evidence(label, scores, bands[best], kurt[best], window_stats(v), peaks)
