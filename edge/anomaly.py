@@ -1,0 +1,99 @@
+"""Class-independent anomaly score: distance from this sensor's own healthy baseline.
+
+The first ``n_baseline`` windows after start-up are taken as healthy. Each window
+becomes a small feature vector (log energies of ``n_bands`` frequency bands, log
+RMS, log kurtosis, crest factor); the baseline gives a mean and a shrunk
+covariance, and the score is the Mahalanobis distance. The threshold comes from the
+baseline's own distances (the larger of ``margin`` x their 99th percentile and
+median + 6 robust standard deviations), so it adapts to each machine. A fault, or a
+disturbance no classifier knows, moves the features and scores above 1.0 (= threshold).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+from edgevib.edge.errors import EdgeError
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnomalyResult:
+    """``ratio`` = score / threshold (>= 1 is anomalous); ``ready`` is False while learning."""
+
+    score: float
+    threshold: float
+    ratio: float
+    ready: bool
+
+
+def features(x: npt.ArrayLike, n_bands: int = 8) -> npt.NDArray[np.float64]:
+    """Log band energies (equal-width bands up to Nyquist), log RMS, log kurtosis, crest factor."""
+    v = np.asarray(x, dtype=np.float64)
+    v = v - v.mean()
+    power = np.abs(scipy.fft.rfft(v * np.hanning(len(v)))) ** 2
+    bands = np.array_split(power[1:], n_bands)
+    rms = float(np.sqrt(np.mean(v * v)))
+    # A flat (dead) signal has no kurtosis: give it the floor, which scores far from any baseline.
+    kurt = float(stats.kurtosis(v, fisher=False)) if rms > 1e-12 else 0.0
+    rms += 1e-12
+    tiny = 1e-20 * len(v)
+    return np.array([*(np.log10(b.sum() + tiny) for b in bands), np.log10(rms),
+                     np.log10(max(kurt, 1e-3)), float(np.max(np.abs(v))) / rms])
+
+
+class AnomalyDetector:
+    """One sensor's healthy baseline and Mahalanobis score; feed it every window."""
+
+    def __init__(self, n_baseline: int = 200, n_bands: int = 8, margin: float = 1.25, shrinkage: float = 0.1) -> None:
+        if n_baseline < 3 * (n_bands + 3):
+            raise EdgeError("edge.anomaly", f"n_baseline={n_baseline} for {n_bands + 3} features",
+                            f"learn from at least {3 * (n_bands + 3)} windows")
+        if margin < 1 or not 0 <= shrinkage <= 1:
+            raise EdgeError("edge.anomaly", f"margin={margin}, shrinkage={shrinkage}", "use margin >= 1, 0 <= shrinkage <= 1")
+        self.n_baseline, self.n_bands, self.margin, self.shrinkage = n_baseline, n_bands, margin, shrinkage
+        self._baseline: list[npt.NDArray[np.float64]] = []
+        self.mean: npt.NDArray[np.float64] | None = None
+        self._prec: npt.NDArray[np.float64] | None = None
+        self.threshold = float("inf")
+
+    @property
+    def ready(self) -> bool:
+        return self.mean is not None
+
+    def fit(self, feats: npt.NDArray[np.float64]) -> None:
+        """Learn the baseline from feature rows [N, F] (normally called automatically)."""
+        mean = feats.mean(axis=0)
+        cov = np.cov(feats, rowvar=False)
+        # Shrink towards the diagonal: a few hundred windows give a noisy 11x11 covariance.
+        cov = (1 - self.shrinkage) * cov + self.shrinkage * np.diag(np.diag(cov)) + 1e-9 * np.eye(len(mean))
+        self.mean, self._prec = mean, np.linalg.inv(cov)
+        d = np.array([self._distance(f) for f in feats])
+        mad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+        self.threshold = max(self.margin * float(np.quantile(d, 0.99)), float(np.median(d)) + 6 * mad)
+        log.info("anomaly baseline learned from %d windows: threshold %.2f", len(feats), self.threshold)
+
+    def _distance(self, f: npt.NDArray[np.float64]) -> float:
+        assert self.mean is not None and self._prec is not None
+        z = f - self.mean
+        return float(np.sqrt(max(float(z @ self._prec @ z), 0.0)))
+
+    def update(self, window: npt.ArrayLike) -> AnomalyResult:
+        """Score one window; the first ``n_baseline`` windows build the baseline (ratio 0)."""
+        f = features(window, self.n_bands)
+        if not np.all(np.isfinite(f)):
+            raise EdgeError("edge.anomaly", "window gives non-finite features", "drop windows with NaN/inf samples")
+        if not self.ready:
+            self._baseline.append(f)
+            if len(self._baseline) >= self.n_baseline:
+                self.fit(np.array(self._baseline))
+                self._baseline = []
+            return AnomalyResult(0.0, self.threshold, 0.0, False)
+        d = self._distance(f)
+        return AnomalyResult(d, self.threshold, d / self.threshold, True)

@@ -1,0 +1,59 @@
+"""Anomaly score: healthy stays low, faults and unseen disturbances score high."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgevib.edge.anomaly import AnomalyDetector, features
+from edgevib.edge.errors import EdgeError
+from edgevib.models.bearing import DG_6308
+from edgevib.models.simulate import Simulator
+
+W = 2048
+
+
+def _windows(sim: Simulator, n: int) -> list[np.ndarray]:
+    return [sim.next_samples(W) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[AnomalyDetector, Simulator]:
+    sim = Simulator("normal", rpm=1500.0, geometry=DG_6308, noise_g=0.05, seed=11)
+    det = AnomalyDetector(n_baseline=150)
+    results = [det.update(w) for w in _windows(sim, 150)]
+    assert not any(r.ready for r in results[:-1]) and det.ready
+    return det, sim
+
+
+def test_healthy_scores_low(trained: tuple[AnomalyDetector, Simulator]) -> None:
+    det, sim = trained
+    ratios = [det.update(w).ratio for w in _windows(sim, 150)]
+    assert np.mean(np.array(ratios) >= 1.0) <= 0.02 and np.median(ratios) < 0.5
+
+
+@pytest.mark.parametrize("fault", ["IR", "OR", "B"])
+def test_fault_scores_high(trained: tuple[AnomalyDetector, Simulator], fault: str) -> None:
+    det, _ = trained
+    sim = Simulator(fault, rpm=1500.0, geometry=DG_6308, noise_g=0.05, severity=0.3, seed=12)
+    ratios = [det.update(w).ratio for w in _windows(sim, 40)]
+    assert np.mean(np.array(ratios) >= 1.0) >= 0.9
+
+
+def test_unseen_disturbances_score_high(trained: tuple[AnomalyDetector, Simulator], rng: np.random.Generator) -> None:
+    det, sim = trained
+    t = np.arange(W) / 12000.0
+    hum = [w + 0.1 * np.sin(2 * np.pi * 1234.0 * t) for w in _windows(sim, 20)]  # a new tone
+    noisy = [w + rng.normal(0, 0.1, W) for w in _windows(sim, 20)]  # a loose sensor mount
+    for ws in (hum, noisy):
+        assert np.mean([det.update(w).ratio >= 1.0 for w in ws]) >= 0.9
+
+
+def test_features_and_errors() -> None:
+    f = features(np.random.default_rng(0).normal(size=W))
+    assert f.shape == (11,) and np.all(np.isfinite(f))
+    assert np.all(np.isfinite(features(np.zeros(W))))
+    with pytest.raises(EdgeError, match="n_baseline"):
+        AnomalyDetector(n_baseline=5)
+    det = AnomalyDetector(n_baseline=33)
+    with pytest.raises(EdgeError, match="non-finite"):
+        det.update(np.full(W, np.nan))
