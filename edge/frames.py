@@ -31,7 +31,7 @@ VERSION = 1
 DTYPE_INT16 = 1
 DTYPE_FLOAT32 = 2
 DTYPE_CODES: dict[str, int] = {"int16": DTYPE_INT16, "float32": DTYPE_FLOAT32}
-_NP_DTYPES = {DTYPE_INT16: np.dtype("<i2"), DTYPE_FLOAT32: np.dtype("<f4")}
+_NP_DTYPES: dict[int, np.dtype[Any]] = {DTYPE_INT16: np.dtype("<i2"), DTYPE_FLOAT32: np.dtype("<f4")}
 # magic, version, dtype, flags, scale (g/count), fs (Hz), seq, t0 (ns), n, crc32
 HEADER = struct.Struct("<4sBBHfdQqII")
 HEADER_SIZE = HEADER.size  # 44
