@@ -71,6 +71,7 @@ class OutboxStats:
     acked: int = 0
     evicted: int = 0
     refused: int = 0
+    expired: int = 0
 
 
 class Outbox:
@@ -186,6 +187,20 @@ class Outbox:
             self._bytes -= row[0]
             self.stats.acked += 1
             return True
+
+    def expire(self, max_age_s: float, keep_alerts: bool = True) -> int:
+        """Delete records older than ``max_age_s`` (alerts kept unless ``keep_alerts`` is False)."""
+        cutoff = self.clock() - max_age_s
+        top = PRIORITY_ALERT if keep_alerts else PRIORITY_ALERT + 1
+        with self._lock, self._tx():
+            gone = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE created < ? AND priority < ?",
+                (cutoff, top)).fetchone()
+            self._db.execute("DELETE FROM outbox WHERE created < ? AND priority < ?", (cutoff, top))
+            self._rows -= gone[0]
+            self._bytes -= gone[1]
+            self.stats.expired += gone[0]
+            return int(gone[0])
 
     def _tx(self) -> _Tx:
         return _Tx(self._db)

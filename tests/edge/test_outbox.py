@@ -138,3 +138,16 @@ def test_sigkill_mid_writes_leaves_consistent_db(tmp_path: Path) -> None:
             assert int(rid) in by_id
     ob.put("after", b"restart")
     assert ob.pending(10_000)[-1].topic == "after"
+
+
+def test_expire_keeps_alerts(tmp_path: Path) -> None:
+    now = [1000.0]
+    ob = Outbox(tmp_path / "ob.sqlite", clock=lambda: now[0])
+    ob.put("h", b"old", priority=PRIORITY_HEARTBEAT)
+    ob.put("a", b"old-alert")
+    now[0] = 2000.0
+    keep = ob.put("h", b"new", priority=PRIORITY_HEARTBEAT)
+    assert ob.expire(500.0) == 1 and ob.stats.expired == 1
+    assert [r.payload for r in ob.pending()] == [b"old-alert", b"new"] and len(ob) == 2
+    assert ob.expire(500.0, keep_alerts=False) == 1
+    assert [r.id for r in ob.pending()] == [keep] and ob.size_bytes == 3
