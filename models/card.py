@@ -31,9 +31,10 @@ def render_card(m: Mapping[str, Any]) -> str:
     ``data`` (dir, recordings), ``time_split`` and ``load_split`` (evaluate() results with
     ``train_windows``/``test_windows``/``train_seconds``), ``onnx_bytes``, ``reproduce``."""
     t, ld = m.get("time_split") or {}, m.get("load_split") or {}
+    loads = ",".join(str(x) for x in ld.get("test_loads", [])) or "?"
     rows = [_row("time split, clean", t.get("clean"))]
     rows += [_row(f"time split, SNR {k} dB", v) for k, v in (t.get("snr") or {}).items()]
-    rows += [_row(f"load {ld.get('test_loads', '?')} held out, clean", ld.get("clean"))]
+    rows += [_row(f"load {loads} held out, clean", ld.get("clean"))]
     rows += [_row(f"load held out, SNR {k} dB", v) for k, v in (ld.get("snr") or {}).items()]
     classes = list(m.get("classes", []))
     cm = (t.get("clean") or {}).get("confusion")
@@ -56,8 +57,8 @@ def render_card(m: Mapping[str, Any]) -> str:
         f"- **time split**: per recording, train windows from the first 70 %, test windows from the last 30 %; "
         f"no window crosses the cut and the overlap check finds 0 shared samples. "
         f"{t.get('train_windows', '?')} train / {t.get('test_windows', t.get('n_windows', '?'))} test windows.",
-        f"- **load hold-out**: a second model of the same recipe trained on loads 0-2 only, tested on whole "
-        f"recordings at load {ld.get('test_loads', '?')} ({ld.get('train_windows', '?')} train / "
+        f"- **load hold-out**: a second model of the same recipe trained on the other loads only, tested on whole "
+        f"recordings at load {loads} ({ld.get('train_windows', '?')} train / "
         f"{ld.get('n_windows', '?')} test windows). This is the closer estimate of performance on a machine "
         "running at a condition the model never saw.",
         "",

@@ -73,7 +73,7 @@ def _split(args: argparse.Namespace, classes: tuple[str, ...], window: int, hop:
         desc = f"time split (per recording: first {1 - args.test_frac:.0%} train, last {args.test_frac:.0%} test)"
     else:
         tr, te = load_split(recs, window, hop, tuple(args.test_loads), classes, fs=fs)
-        desc = f"load split (loads {','.join(map(str, args.test_loads))} held out)"
+        desc = f"load split (load {','.join(map(str, args.test_loads))} held out)"
     return tr, te, desc, len(recs)
 
 
