@@ -97,3 +97,13 @@ def test_function_model_checks_its_output() -> None:
     bad = FunctionModel(META, lambda x: np.zeros((len(x), 2), np.float32), name="bad")
     with pytest.raises(ModelError, match=r"edge.model\[bad\]: output shape"):
         bad.predict(np.zeros((1, 1, W), np.float32))
+
+
+def test_edge_modules_never_import_torch_or_onnx() -> None:
+    import subprocess
+    import sys
+    mods = "errors frames protocol windowing model onnx alerting evidence anomaly outbox".split()
+    code = ("import sys\n" + "".join(f"import edgevib.edge.{m}\n" for m in mods)
+            + "bad = [m for m in ('torch', 'onnx', 'pyflink') if m in sys.modules]\nprint(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
