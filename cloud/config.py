@@ -1,0 +1,119 @@
+"""Configuration of the cloud job and its MQTT bridge (TOML + ``EDGEVIB_`` overrides).
+
+>>> cfg = load_config(None, env={"EDGEVIB_JOB__OFFLINE_AFTER_S": "5"})
+>>> cfg.job.offline_after_s, cfg.store_url
+(5.0, 'sqlite:///edgevib-cloud/store.db')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgevib.config import load
+from edgevib.errors import ConfigError
+
+
+def _positive(where: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError("cloud.config", f"{where}={value!r}", "use a positive number")
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """MQTT -> spool bridge: persistent session, QoS 1, ack only after the batch is on disk."""
+
+    client_id: str = "edgevib-cloud-bridge"
+    topic_prefix: str = "edgevib/v1"
+    flush_ms: int = 100
+    max_batch: int = 5000
+    # Files older than this are deleted; keep it far above the checkpoint interval so a
+    # restart from the last checkpoint never needs a deleted file.
+    retention_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _positive("bridge.flush_ms", self.flush_ms)
+        _positive("bridge.max_batch", self.max_batch)
+        _positive("bridge.retention_s", self.retention_s)
+        if not self.topic_prefix or self.topic_prefix.endswith("/") or "+" in self.topic_prefix or "#" in self.topic_prefix:
+            raise ConfigError("cloud.config", f"bridge.topic_prefix={self.topic_prefix!r}",
+                              "use a plain topic prefix such as 'edgevib/v1'")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Event-time windows, incidents and liveness of the Flink job."""
+
+    window_s: float = 10.0
+    out_of_orderness_s: float = 2.0
+    incident_k: int = 3
+    incident_window_s: float = 60.0
+    incident_bucket_s: float = 1.0
+    incident_resolve_s: float = 120.0
+    offline_after_s: float = 30.0
+    min_incident_severity: str = "warning"
+    checkpoint_interval_ms: int = 1000
+    file_monitor_ms: int = 100
+    bundle_time_ms: int = 50
+    parallelism: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "out_of_orderness_s", "incident_k", "incident_window_s", "incident_bucket_s",
+                     "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "file_monitor_ms",
+                     "bundle_time_ms", "parallelism"):
+            _positive(f"job.{name}", getattr(self, name))
+        if self.incident_window_s < self.incident_bucket_s:
+            raise ConfigError("cloud.config", f"job.incident_window_s={self.incident_window_s}",
+                              "use a window at least as long as job.incident_bucket_s")
+        # Window sizes become SQL INTERVAL literals in milliseconds.
+        for name in ("window_s", "incident_bucket_s", "out_of_orderness_s"):
+            ms = getattr(self, name) * 1000
+            if abs(ms - round(ms)) > 1e-6:
+                raise ConfigError("cloud.config", f"job.{name}={getattr(self, name)}", "use whole milliseconds")
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Everything ``edgevib cloud run`` needs; paths are relative to the working directory."""
+
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    store_url: str = "sqlite:///edgevib-cloud/store.db"
+    spool_dir: Path = Path("edgevib-cloud/spool")
+    checkpoint_dir: Path = Path("edgevib-cloud/checkpoints")
+    fleet_topic: str = "edgevib/v1/fleet/events"
+    python_executable: str = ""
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    job: JobConfig = field(default_factory=JobConfig)
+
+    def __post_init__(self) -> None:
+        if not (self.store_url.startswith("sqlite:///") or self.store_url.startswith(("postgresql://", "postgres://"))):
+            raise ConfigError("cloud.config", f"store_url={self.store_url!r}",
+                              "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        if not self.fleet_topic or "+" in self.fleet_topic or "#" in self.fleet_topic:
+            raise ConfigError("cloud.config", f"fleet_topic={self.fleet_topic!r}", "use a topic without wildcards")
+
+
+def load_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> CloudConfig:
+    """Defaults < TOML file < ``EDGEVIB_...`` environment < ``overrides``."""
+    return load(CloudConfig, path, env=env, overrides=overrides)
+
+
+def to_toml(cfg: CloudConfig) -> str:
+    """Write ``cfg`` as TOML, so a job started in another process sees the same settings."""
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"{k} = {val(getattr(cfg, k))}" for k in
+             ("broker_url", "store_url", "spool_dir", "checkpoint_dir", "fleet_topic", "python_executable")]
+    for section in ("bridge", "job"):
+        sub = getattr(cfg, section)
+        lines.append(f"\n[{section}]")
+        lines += [f"{k} = {val(v)}" for k, v in vars(sub).items()]
+    return "\n".join(lines) + "\n"

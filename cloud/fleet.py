@@ -1,0 +1,131 @@
+"""Fleet state in plain Python: liveness, model inventory and incidents per key.
+
+Kept free of pyflink so it can be unit-tested; :mod:`edgevib.cloud.job` wraps it in a
+keyed process function whose state is a JSON string per key (gateway or asset).
+
+Outputs are ``(kind, key, row)`` store records (see :data:`edgevib.cloud.store.KIND_TABLE`).
+Every event id is deterministic, so a replay after a restart upserts the same rows.
+
+>>> f = FleetLogic(offline_after_ms=3000, incident_k=2, incident_window_ms=10_000, resolve_ms=5000)
+>>> st, out = f.on_bucket(None, "a1", {"asset": "a1", "site": "p", "window_end": 1000, "n": 1})
+>>> st, out = f.on_bucket(st, "a1", {"asset": "a1", "site": "p", "window_end": 2000, "n": 1})
+>>> [(k, r["status"]) for k, _, r in out if k == "incident"]
+[('incident', 'open')]
+>>> st, out = f.on_resolve_timer(st, "a1", 7000)
+>>> [r["type"] for k, _, r in out if k == "fleet_event"]
+['incident_resolved']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+Record = tuple[str, str, dict[str, Any]]
+State = dict[str, Any]
+
+
+def _event(type_: str, id_: str, ts_ms: int, *, site: str | None = None, gateway: str | None = None,
+           asset: str | None = None, **body: Any) -> Record:
+    row = {"id": id_, "type": type_, "site": site, "gateway": gateway, "asset": asset, "ts_ms": ts_ms,
+           "body": json.dumps({"type": type_, "id": id_, "site": site, "gateway": gateway, "asset": asset,
+                               "ts_ms": ts_ms, **body}, sort_keys=True)}
+    return ("fleet_event", id_, row)
+
+
+@dataclass(frozen=True)
+class FleetLogic:
+    offline_after_ms: int
+    incident_k: int
+    incident_window_ms: int
+    resolve_ms: int
+
+    # -- gateways ------------------------------------------------------------------------------
+    def on_heartbeat(self, st: State | None, key: str, hb: dict[str, Any], now_ms: int) -> tuple[State, list[Record]]:
+        """A heartbeat: the gateway is online (event if it was not), inventory updated."""
+        st = dict(st or {})
+        out: list[Record] = []
+        site, gw = hb["site"], hb["gateway"]
+        if st.get("status") != "online":
+            out.append(_event("online", f"{key}:online:{hb['ev_ms']}", int(hb["ev_ms"]), site=site, gateway=gw,
+                              previous=st.get("status") or "unknown"))
+        old_sha = st.get("model_sha256")
+        if old_sha is not None and hb.get("model_sha256") is not None and old_sha != hb.get("model_sha256"):
+            out.append(_event("model_changed", f"{key}:model:{hb['model_sha256']}:{hb['ev_ms']}", int(hb["ev_ms"]),
+                              site=site, gateway=gw, old_sha256=old_sha, model_name=hb.get("model_name"),
+                              model_version=hb.get("model_version"), model_sha256=hb.get("model_sha256")))
+        st.update({k: hb.get(k) for k in ("site", "gateway", "model_name", "model_version", "model_sha256",
+                                          "agent_version", "uptime_s", "outbox_pending", "drops_total")})
+        st.update(status="online", last_seen_ms=now_ms, last_hb_ms=int(hb["ev_ms"]))
+        out.append(("gateway", key, self._gateway_row(st)))
+        return st, out
+
+    def on_status(self, st: State | None, key: str, msg: dict[str, Any]) -> tuple[State, list[Record]]:
+        """A birth/last-will message: ``offline`` (last will) takes the gateway offline at once."""
+        st = dict(st or {})
+        st.setdefault("site", msg["site"])
+        st.setdefault("gateway", msg["gateway"])
+        st["reported_status"] = msg["status"]
+        out: list[Record] = []
+        if msg["status"] == "offline" and st.get("status") == "online":
+            st["status"] = "offline"
+            out.append(_event("offline", f"{key}:offline:{st.get('last_hb_ms')}", int(msg["ev_ms"]),
+                              site=msg["site"], gateway=msg["gateway"], reason="last_will",
+                              last_heartbeat_ms=st.get("last_hb_ms")))
+        out.append(("gateway", key, self._gateway_row(st)))
+        return st, out
+
+    def on_liveness_timer(self, st: State | None, key: str, now_ms: int) -> tuple[State | None, list[Record]]:
+        """Processing-time check: no heartbeat for ``offline_after_ms`` -> ``offline``."""
+        if not st or st.get("status") != "online" or now_ms - int(st.get("last_seen_ms", now_ms)) < self.offline_after_ms:
+            return st, []
+        st = {**st, "status": "offline"}
+        ev = _event("offline", f"{key}:offline:{st.get('last_hb_ms')}", now_ms, site=st.get("site"),
+                    gateway=st.get("gateway"), reason="heartbeat_missing", last_heartbeat_ms=st.get("last_hb_ms"),
+                    silent_ms=now_ms - int(st["last_seen_ms"]))
+        return st, [ev, ("gateway", key, self._gateway_row(st))]
+
+    @staticmethod
+    def _gateway_row(st: State) -> dict[str, Any]:
+        return {k: st.get(k) for k in ("site", "gateway", "status", "last_seen_ms", "last_hb_ms", "model_name",
+                                       "model_version", "model_sha256", "agent_version", "uptime_s",
+                                       "outbox_pending", "drops_total", "reported_status")}
+
+    # -- incidents -----------------------------------------------------------------------------
+    def on_bucket(self, st: State | None, key: str, b: dict[str, Any]) -> tuple[State, list[Record]]:
+        """A per-asset bucket of serious alerts (event time); opens an incident at k in the window."""
+        st = dict(st or {})
+        end = int(b["window_end"])
+        buckets = [x for x in st.get("buckets", []) if x[0] > end - self.incident_window_ms]
+        buckets.append([end, int(b["n"])])
+        st["buckets"] = buckets
+        out: list[Record] = []
+        inc = st.get("open")
+        if inc is None and sum(n for _, n in buckets) >= self.incident_k:
+            inc = {"id": f"{key}@{end}", "asset": key, "site": b["site"], "status": "open",
+                   "opened_ms": end, "last_alert_ms": end, "n_alerts": sum(n for _, n in buckets),
+                   "resolved_ms": None}
+            out.append(_event("incident_opened", f"{inc['id']}:opened", end, site=b["site"], asset=key,
+                              incident=inc["id"], n_alerts=inc["n_alerts"]))
+        elif inc is not None:
+            inc = {**inc, "last_alert_ms": end, "n_alerts": int(inc["n_alerts"]) + int(b["n"])}
+        if inc is not None:
+            st["open"] = inc
+            out.append(("incident", inc["id"], inc))
+        return st, out
+
+    def resolve_due_ms(self, st: State | None) -> int | None:
+        inc = (st or {}).get("open")
+        return None if inc is None else int(inc["last_alert_ms"]) + self.resolve_ms
+
+    def on_resolve_timer(self, st: State | None, key: str, ts_ms: int) -> tuple[State | None, list[Record]]:
+        """Event-time check: no serious alert for ``resolve_ms`` -> the incident resolves."""
+        due = self.resolve_due_ms(st)
+        if st is None or due is None or ts_ms < due:
+            return st, []
+        inc = {**st["open"], "status": "resolved", "resolved_ms": due}
+        st = {**st, "open": None}
+        ev = _event("incident_resolved", f"{inc['id']}:resolved", due, site=inc["site"], asset=key,
+                    incident=inc["id"], n_alerts=inc["n_alerts"])
+        return st, [("incident", inc["id"], inc), ev]

@@ -1,0 +1,154 @@
+"""Validate and flatten one MQTT message into one spool record (a JSON line).
+
+Validation uses the edge's own schema (:mod:`edgevib.edge.protocol`), so edge and cloud
+can never disagree on what a valid alert is. A rejected message becomes a ``dead`` record
+with a ``reason`` from :data:`edgevib.cloud.errors.DEAD_REASONS`; the Flink job routes it to
+the dead-letter table. Nothing here raises on bad input.
+
+The cloud derives two fields the alert schema does not carry:
+
+* ``asset``: the alert's optional ``asset`` field, else ``site/gateway/sensor`` (one
+  sensor watches one bearing).
+* ``severity``: the optional ``severity`` field (``low|medium|high``), else from the fault
+  size (``*007`` low, ``*014`` medium, ``*021`` high), ``medium`` for anomalies and
+  ``low`` for ``normal``.
+
+>>> from edgevib.edge.protocol import make_alert, dumps
+>>> a = make_alert(site="p1", gateway="g1", sensor="de", kind="fault", state="raised",
+...                t_ns=1_700_000_000_000_000_000, cls="IR021", probability=0.9)
+>>> r = normalize("edgevib/v1/p1/g1/alerts", dumps(a), recv_ms=1_700_000_000_100, mid="m1")
+>>> r["kind"], r["asset"], r["severity"], r["ev_ms"]
+('alert', 'p1/g1/de', 'high', 1700000000000)
+>>> normalize("edgevib/v1/p1/g1/alerts", b"{not json", recv_ms=0, mid="m2")["reason"]
+'bad_json'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgevib.edge.errors import ProtocolError
+from edgevib.edge.protocol import parse_alert, parse_heartbeat, parse_topic
+
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
+SEVERITY_WEIGHT = {"low": 0.25, "medium": 1.0, "high": 3.0}
+# Event times further ahead of the bridge's clock than this are refused: one such record
+# would push the watermark past every honest record and make them all late.
+MAX_FUTURE_MS = 60_000
+RAW_KEEP = 1000  # characters of a rejected payload kept for the dead-letter table
+
+
+# The spool's columns, in file order, with their Flink SQL types.
+SPOOL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("mid", "STRING"), ("kind", "STRING"), ("site", "STRING"), ("gateway", "STRING"),
+    ("recv_ms", "BIGINT"), ("ev_ms", "BIGINT"),
+    ("id", "STRING"), ("sensor", "STRING"), ("asset", "STRING"), ("akind", "STRING"), ("state", "STRING"),
+    ("cls", "STRING"), ("severity", "STRING"), ("probability", "DOUBLE"), ("agree", "BOOLEAN"),
+    ("model_name", "STRING"), ("model_version", "STRING"), ("model_sha256", "STRING"),
+    ("agent_version", "STRING"), ("uptime_s", "DOUBLE"), ("outbox_pending", "BIGINT"), ("drops_total", "BIGINT"),
+    ("status", "STRING"), ("topic", "STRING"), ("reason", "STRING"), ("detail", "STRING"), ("raw", "STRING"),
+)
+SPOOL_COLUMN_NAMES: tuple[str, ...] = tuple(n for n, _ in SPOOL_COLUMNS)
+
+
+def severity_of(doc: dict[str, Any]) -> str:
+    """Severity of a validated alert (see the module docstring)."""
+    given = doc.get("severity")
+    if isinstance(given, str) and given in SEVERITIES:
+        return given
+    if doc.get("kind") == "anomaly":
+        return "medium"
+    cls = str(doc.get("class") or "")
+    if cls.startswith("normal"):
+        return "low"
+    size = cls[-3:] if "@" not in cls else cls.split("@")[0][-3:]
+    return {"007": "low", "014": "medium", "021": "high"}.get(size, "medium")
+
+
+def asset_of(doc: dict[str, Any]) -> str:
+    a = doc.get("asset")
+    if isinstance(a, str) and 0 < len(a) <= 200:
+        return a
+    return f"{doc['site']}/{doc['gateway']}/{doc['sensor']}"
+
+
+def dead(topic: str, payload: bytes, recv_ms: int, mid: str, reason: str, detail: str,
+         site: str = "", gateway: str = "") -> dict[str, Any]:
+    return {
+        "mid": mid, "kind": "dead", "topic": topic[:300], "site": site, "gateway": gateway,
+        "recv_ms": recv_ms, "ev_ms": recv_ms, "reason": reason, "detail": detail[:300],
+        "raw": payload[:RAW_KEEP].decode("utf-8", errors="replace"),
+    }
+
+
+def normalize(topic: str, payload: bytes, recv_ms: int, mid: str) -> dict[str, Any]:
+    """One MQTT message -> one flat spool record (``kind`` alert/heartbeat/status/dead)."""
+    try:
+        info = parse_topic(topic)
+    except ProtocolError as exc:
+        return dead(topic, payload, recv_ms, mid, exc.reason, str(exc))
+    base = {"mid": mid, "site": info.site, "gateway": info.gateway, "recv_ms": recv_ms}
+    try:
+        if info.kind == "alerts":
+            doc = parse_alert(bytes(payload))
+            kind = "alert"
+        elif info.kind == "heartbeat":
+            doc = parse_heartbeat(bytes(payload))
+            kind = "heartbeat"
+        elif info.kind == "status":
+            text = bytes(payload).strip().decode("utf-8", errors="replace")
+            if text not in ("online", "offline"):
+                return dead(topic, payload, recv_ms, mid, "bad_field", f"status={text[:40]!r}; fix: send online or offline",
+                            info.site, info.gateway)
+            return {**base, "kind": "status", "ev_ms": recv_ms, "status": text}
+        else:
+            return dead(topic, payload, recv_ms, mid, "bad_topic", f"kind {info.kind!r} is not for the cloud",
+                        info.site, info.gateway)
+    except ProtocolError as exc:
+        return dead(topic, payload, recv_ms, mid, exc.reason, str(exc), info.site, info.gateway)
+    if doc["site"] != info.site or doc["gateway"] != info.gateway:
+        return dead(topic, payload, recv_ms, mid, "bad_field",
+                    f"payload names {doc['site']}/{doc['gateway']} but the topic {info.site}/{info.gateway}; "
+                    "fix: publish on the gateway's own topic", info.site, info.gateway)
+    ev_ms = int(doc["t_ns"]) // 1_000_000
+    if ev_ms > recv_ms + MAX_FUTURE_MS:
+        return dead(topic, payload, recv_ms, mid, "bad_time",
+                    f"t_ns={doc['t_ns']} is {(ev_ms - recv_ms) / 1000:.0f} s ahead of the cloud clock; "
+                    "fix: sync the gateway clock (NTP) and send nanoseconds", info.site, info.gateway)
+    model = doc.get("model") or {}
+    rec: dict[str, Any] = {**base, "kind": kind, "ev_ms": ev_ms,
+                           "model_name": model.get("name"), "model_version": model.get("version"),
+                           "model_sha256": model.get("sha256")}
+    if kind == "alert":
+        rec.update({
+            "id": doc["id"], "sensor": doc["sensor"], "asset": asset_of(doc), "akind": doc["kind"],
+            "state": doc["state"], "cls": doc.get("class") or doc["kind"], "severity": severity_of(doc),
+            "probability": doc.get("probability"), "agree": doc.get("agree"),
+        })
+    else:
+        rec.update({
+            "agent_version": doc["agent_version"], "uptime_s": float(doc["uptime_s"]),
+            "outbox_pending": int(doc["outbox_pending"]),
+            "drops_total": int(sum(doc["drops"].values())),
+        })
+    return rec
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""  # the reader maps an empty cell to NULL
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    s = str(v).replace("\r", "\\r").replace("\n", "\\n")  # one record per line, always
+    return '"' + s.replace('"', '""') + '"'
+
+
+def dumps_line(rec: dict[str, Any], columns: tuple[str, ...] = SPOOL_COLUMN_NAMES) -> bytes:
+    """A spool line: CSV in :data:`SPOOL_COLUMNS` order (Flink's CSV reader parses it in Java).
+
+    >>> dumps_line({'mid': 'm', 'kind': 'dead', 'raw': 'a,b'}, ('mid', 'kind', 'ev_ms', 'raw')).decode()
+    '"m","dead",,"a,b"\\n'
+    """
+    return (",".join(_cell(rec.get(c)) for c in columns) + "\n").encode("utf-8")

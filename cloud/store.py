@@ -1,0 +1,192 @@
+"""The alert store the job writes and the dashboard / CLI read: SQLite or PostgreSQL.
+
+Every write is an idempotent upsert keyed on a natural key (alert id, window start,
+incident id, event id, bridge message id), so a replay after a restart from a checkpoint
+rewrites the same rows instead of adding new ones: exactly-once effect on top of Flink's
+at-least-once delivery to this sink.
+
+>>> s = Store("sqlite:///:memory:")
+>>> s.apply("dead", {"mid": "m1", "recv_ms": 1, "topic": "t", "site": "", "gateway": "",
+...                  "reason": "bad_json", "detail": "x", "raw": "{"})
+>>> s.apply("dead", {"mid": "m1", "recv_ms": 1, "topic": "t", "site": "", "gateway": "",
+...                  "reason": "bad_json", "detail": "x", "raw": "{"})
+>>> s.dead_letter_counts()
+{'bad_json': 1}
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgevib.cloud.errors import CloudError, CloudRetryableError
+
+log = logging.getLogger(__name__)
+
+# (table, columns, primary key). Column types are portable between SQLite and PostgreSQL.
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "alerts": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "asset TEXT", "akind TEXT",
+                "state TEXT", "cls TEXT", "severity TEXT", "probability DOUBLE PRECISION", "ev_ms BIGINT",
+                "recv_ms BIGINT", "stored_ms BIGINT", "late INTEGER", "model_name TEXT",
+                "model_version TEXT", "mid TEXT"), ("id",)),
+    "asset_counts": (("asset TEXT", "site TEXT", "window_start BIGINT", "window_end BIGINT", "cls TEXT",
+                      "severity TEXT", "n BIGINT"), ("asset", "window_start", "cls", "severity")),
+    "site_counts": (("site TEXT", "window_start BIGINT", "window_end BIGINT", "cls TEXT", "severity TEXT",
+                     "n BIGINT"), ("site", "window_start", "cls", "severity")),
+    "asset_health": (("asset TEXT", "site TEXT", "window_start BIGINT", "window_end BIGINT", "n_alerts BIGINT",
+                      "n_low BIGINT", "n_medium BIGINT", "n_high BIGINT", "health DOUBLE PRECISION"),
+                     ("asset", "window_start")),
+    "incidents": (("id TEXT", "asset TEXT", "site TEXT", "status TEXT", "opened_ms BIGINT",
+                   "last_alert_ms BIGINT", "n_alerts BIGINT", "resolved_ms BIGINT"), ("id",)),
+    "gateways": (("site TEXT", "gateway TEXT", "status TEXT", "last_seen_ms BIGINT", "last_hb_ms BIGINT",
+                  "model_name TEXT", "model_version TEXT", "model_sha256 TEXT", "agent_version TEXT",
+                  "uptime_s DOUBLE PRECISION", "outbox_pending BIGINT", "drops_total BIGINT",
+                  "reported_status TEXT"), ("site", "gateway")),
+    "fleet_events": (("id TEXT", "type TEXT", "site TEXT", "gateway TEXT", "asset TEXT", "ts_ms BIGINT",
+                      "body TEXT"), ("id",)),
+    "dead_letters": (("mid TEXT", "recv_ms BIGINT", "topic TEXT", "site TEXT", "gateway TEXT", "reason TEXT",
+                      "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
+}
+
+# Columns a replay must not overwrite: the first store time is what latency is measured on.
+_KEEP_FIRST = {"stored_ms"}
+
+
+def _col_names(table: str) -> list[str]:
+    return [c.split()[0] for c in TABLES[table][0]]
+
+
+class Store:
+    """One connection; ``apply(kind, row)`` upserts and commits (SQLite WAL, or PostgreSQL)."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time, timeout_s: float = 30.0) -> None:
+        self.url = url
+        self.clock = clock
+        if url.startswith("sqlite:///"):
+            path = url[len("sqlite:///"):]
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # Flink calls open() and the record functions from different threads, one at a time.
+                self.conn: Any = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL: a commit survives a process crash (not a power cut) without an fsync each.
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise CloudError("cloud.store", f"cannot open {url!r}: {exc}", "use a writable sqlite:///PATH") from exc
+            self.kind = "sqlite"
+            self.ph = "?"
+        elif url.startswith(("postgresql://", "postgres://")):
+            from edgevib.extras import require  # noqa: PLC0415
+
+            psycopg = require("psycopg", extra="cloud", feature="PostgreSQL alert store")
+            try:
+                self.conn = psycopg.connect(url, autocommit=True, connect_timeout=int(timeout_s))
+            except psycopg.OperationalError as exc:
+                raise CloudRetryableError("cloud.store", f"cannot connect to {url!r}: {exc}",
+                                          "start PostgreSQL or fix store_url") from exc
+            self.kind = "postgresql"
+            self.ph = "%s"
+        else:
+            raise CloudError("cloud.store", f"url {url!r}", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        self._sql: dict[str, str] = {}
+        self.init_schema()
+
+    def init_schema(self) -> None:
+        for table, (cols, pk) in TABLES.items():
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, PRIMARY KEY ({', '.join(pk)}))")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_asset ON alerts (asset, ev_ms)")
+
+    def _upsert_sql(self, table: str) -> str:
+        sql = self._sql.get(table)
+        if sql is None:
+            names = _col_names(table)
+            pk = TABLES[table][1]
+            updates = [f"{c} = excluded.{c}" for c in names if c not in pk and c not in _KEEP_FIRST]
+            sql = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join([self.ph] * len(names))}) "
+                   f"ON CONFLICT ({', '.join(pk)}) DO " + ("UPDATE SET " + ", ".join(updates) if updates else "NOTHING"))
+            self._sql[table] = sql
+        return sql
+
+    def upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        names = _col_names(table)
+        values = [tuple(r.get(c) for c in names) for r in rows]
+        if not values:
+            return
+        sql = self._upsert_sql(table)
+        try:
+            if self.kind == "sqlite":
+                self.conn.executemany(sql, values)
+            else:
+                with self.conn.cursor() as cur:
+                    cur.executemany(sql, values)
+        except (sqlite3.Error, Exception) as exc:
+            if self.kind == "sqlite" and isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise CloudRetryableError("cloud.store", f"{table}: {exc}", "retry; another writer holds the lock") from exc
+            raise
+
+    def apply(self, kind: str, row: dict[str, Any]) -> None:
+        """Store one record of the job's output (``kind`` names the table, see :data:`KIND_TABLE`)."""
+        table = KIND_TABLE.get(kind)
+        if table is None:
+            raise CloudError("cloud.store", f"record kind {kind!r}", f"use one of {', '.join(sorted(KIND_TABLE))}")
+        if table in ("alerts", "dead_letters"):
+            row = {**row, "stored_ms": int(self.clock() * 1000)}
+        self.upsert(table, [row])
+
+    # -- readers for the CLI, dashboard and tests --------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.kind != "sqlite":
+            sql = sql.replace("?", "%s")
+        cur = self.conn.execute(sql, tuple(params))
+        return [tuple(r) for r in cur.fetchall()]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        return {r: int(n) for r, n in self.query("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason ORDER BY reason")}
+
+    def asset_counts(self, max_window_end: int | None = None) -> dict[tuple[str, int, str, str], int]:
+        """(asset, window_start, cls, severity) -> distinct alerts, for windows that ended."""
+        sql = "SELECT asset, window_start, cls, severity, n FROM asset_counts"
+        rows = self.query(sql + " WHERE window_end <= ?", (max_window_end,)) if max_window_end else self.query(sql)
+        return {(a, int(w), c, s): int(n) for a, w, c, s, n in rows}
+
+    def site_counts(self) -> dict[tuple[str, int, str, str], int]:
+        return {(a, int(w), c, s): int(n) for a, w, c, s, n in
+                self.query("SELECT site, window_start, cls, severity, n FROM site_counts")}
+
+    def gateways(self) -> dict[str, dict[str, Any]]:
+        names = _col_names("gateways")
+        return {f"{r[0]}/{r[1]}": dict(zip(names, r, strict=True)) for r in self.query(f"SELECT {', '.join(names)} FROM gateways")}
+
+    def incidents(self) -> list[dict[str, Any]]:
+        names = _col_names("incidents")
+        return [dict(zip(names, r, strict=True)) for r in self.query(f"SELECT {', '.join(names)} FROM incidents ORDER BY opened_ms")]
+
+    def fleet_events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        names = _col_names("fleet_events")
+        sql = f"SELECT {', '.join(names)} FROM fleet_events"
+        rows = self.query(sql + " WHERE type = ? ORDER BY ts_ms", (type_,)) if type_ else self.query(sql + " ORDER BY ts_ms")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def summary(self) -> dict[str, int]:
+        """Row counts per table plus late alerts: the CLI's ``edgevib cloud status``."""
+        out = {t: int(self.query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in TABLES}
+        out["late_alerts"] = int(self.query("SELECT COUNT(*) FROM alerts WHERE late = 1")[0][0])
+        return out
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection is not worth an error
+            log.debug("store: close failed", exc_info=True)
+
+
+KIND_TABLE = {
+    "alert": "alerts", "asset_counts": "asset_counts", "site_counts": "site_counts",
+    "health": "asset_health", "incident": "incidents", "gateway": "gateways",
+    "fleet_event": "fleet_events", "dead": "dead_letters",
+}
