@@ -40,12 +40,15 @@ def test_round_trip_path_and_bytes(tmp_path: Path) -> None:
     assert props["edgevib.classes"].startswith('["normal", "B007"') and props["edgevib.window"] == "64"
 
 
-def test_read_meta_needs_only_onnxruntime(tmp_path: Path) -> None:
+def test_edge_modules_need_neither_onnx_nor_torch(tmp_path: Path) -> None:
     p = tmp_path / "m.onnx"
     save(tiny_model(), META, p)
-    code = ("import sys; sys.modules['onnx'] = None; sys.modules['torch'] = None\n"
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from edgevib.models import bearing, classes, data, simulate, split\n"
             "from edgevib.models.contract import read_meta, check_contract\n"
-            f"m = check_contract({str(p)!r}); print(m.arch, len(m.classes), read_meta({str(p)!r}).window)")
+            "assert not {'torch', 'matplotlib'} & set(sys.modules), 'heavy import'\n"
+            f"m = check_contract({str(p)!r}); print(m.arch, len(m.classes), read_meta({str(p)!r}).window)\n"
+            "assert 'torch' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["tiny", "10", "64"]

@@ -9,7 +9,16 @@ import pytest
 from edgevib.models.classes import CLASSES_10
 from edgevib.models.data import Recording, load_dir
 from edgevib.models.errors import SplitError
-from edgevib.models.split import check_no_leak, count_overlaps, load_split, time_split, windows
+from edgevib.models.split import (
+    WindowSet,
+    check_no_leak,
+    count_overlaps,
+    load_split,
+    time_split,
+    windows,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _rec(n: int, label: str = "IR", size: float = 0.007, load: int = 0, fs: float = 12000.0,
@@ -83,3 +92,16 @@ def test_real_splits_do_not_leak(cwru_dir: Path) -> None:
     both = windows(recs, 2048, 1024)
     perm = np.random.default_rng(0).permutation(len(both))
     assert count_overlaps(both.subset(perm[:3000]), both.subset(perm[3000:])) > 100
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=40), st.lists(st.integers(0, 5000), min_size=1,
+       max_size=40), st.integers(1, 600), st.integers(0, 50))
+@settings(max_examples=60, deadline=None)
+def test_count_overlaps_matches_brute_force(tr: list[int], te: list[int], w: int, gap: int) -> None:
+    def ws(starts: list[int]) -> WindowSet:
+        n = len(starts)
+        return WindowSet(np.zeros((n, w), np.float32), np.zeros(n, np.int64), ("normal", "IR"),
+                         np.zeros(n, np.int64), np.array(starts, np.int64), ("rec",), 12000.0, np.zeros(n))
+
+    brute = sum(any(t - w - gap < s < t + w + gap for t in tr) for s in te)
+    assert count_overlaps(ws(tr), ws(te), gap) == brute
