@@ -104,6 +104,10 @@ class Alerter:
                     events.append(self._raise(best, now))
         return events
 
+    def update_probs(self, probs: npt.ArrayLike, classes: Sequence[str], normal: str = "normal") -> list[AlertEvent]:
+        """Like :meth:`update` with one window's class probabilities (its best fault class)."""
+        return self.update(*top_fault(probs, classes, normal))
+
     def _mean(self, label: str) -> float:
         vals = [v for lbl, v in self._recent if lbl == label and v >= self.policy.p_on]
         return float(np.mean(vals)) if vals else 0.0

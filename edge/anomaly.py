@@ -7,6 +7,9 @@ covariance, and the score is the Mahalanobis distance. The threshold comes from 
 baseline's own distances (the larger of ``margin`` x their 99th percentile and
 median + 6 robust standard deviations), so it adapts to each machine. A fault, or a
 disturbance no classifier knows, moves the features and scores above 1.0 (= threshold).
+
+Alert on it with the same state machine as faults, so one odd window never alerts:
+``Alerter(AlertPolicy(p_on=1.0, p_off=0.8)).update("anomaly", result.ratio)``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ frequencies against the local noise floor:
 
 Peaks are searched within ``tol`` (relative, for slip) of each expected frequency.
 The fault type with the strongest family score above ``threshold_db`` wins, else
-``normal``.
+``normal``. An alert carries it as
+``make_alert(..., physics=ev.fault_type, agree=ev.agrees_with(cls), evidence=ev.to_dict())``.
 """
 
 from __future__ import annotations

@@ -86,3 +86,10 @@ def test_policy_validation_and_top_fault() -> None:
     assert top_fault(np.array([0.9, 0.04, 0.06]), classes) == ("IR007", pytest.approx(0.06))
     with pytest.raises(ConfigError):
         top_fault([0.5, 0.5], classes)
+
+
+def test_update_probs_uses_best_fault_class() -> None:
+    a, c = _mk(k=2, n=3)
+    classes = ("normal", "IR007", "OR007")
+    ev = [e for _ in range(3) for e in a.update_probs([0.05, 0.05, 0.9], classes)]
+    assert [(e.state, e.label) for e in ev] == [("raised", "OR007")]

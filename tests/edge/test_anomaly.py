@@ -57,3 +57,14 @@ def test_features_and_errors() -> None:
     det = AnomalyDetector(n_baseline=33)
     with pytest.raises(EdgeError, match="non-finite"):
         det.update(np.full(W, np.nan))
+
+
+def test_anomaly_alert_raises_once(trained: tuple[AnomalyDetector, Simulator]) -> None:
+    from edgevib.edge.alerting import Alerter, AlertPolicy
+    det, sim = trained
+    alerter = Alerter(AlertPolicy(p_on=1.0, p_off=0.8, k=3, n=5, m=5), clock=lambda: 0.0)
+    healthy = [e for w in _windows(sim, 30) for e in alerter.update("anomaly", det.update(w).ratio)]
+    assert healthy == []
+    bad = Simulator("OR", rpm=1500.0, geometry=DG_6308, noise_g=0.05, severity=0.3, seed=13)
+    events = [e for w in _windows(bad, 30) for e in alerter.update("anomaly", det.update(w).ratio)]
+    assert [(e.state, e.label) for e in events] == [("raised", "anomaly")]
