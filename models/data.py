@@ -38,7 +38,7 @@ _NAME = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare by identity
 class Recording:
     """One drive-end vibration recording: ``signal`` in g (float32) sampled at ``fs`` Hz."""
 

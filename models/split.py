@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 _COMP = "models.split"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare by identity
 class WindowSet:
     """Windows of equal length ``W``: ``x`` float32 [N, W], ``y`` int64 [N] indexing ``classes``,
     ``recording`` [N] indexing ``sources``, ``start`` [N] (sample of the resampled recording)."""
