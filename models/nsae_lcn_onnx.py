@@ -1,6 +1,6 @@
 """Export a trained :class:`~edgevib.models.nsae_lcn.NSAELCN` to the project's ONNX contract.
 
-Graph (opset 17): ``x`` [N, 1, W] -> per-window z-score -> Conv(filters, stride) -> Relu ->
+Graph (opset 17): ``x`` [N, 1, W] -> optional FIR low-pass Conv -> per-window z-score -> Conv(filters, stride) -> Relu ->
 ReduceMean over segments -> MatMul + Add -> Softmax -> ``probs`` [N, C]. ``onnx`` is imported
 here only, so the edge (which never imports onnx) can still import the numpy model.
 """
@@ -35,10 +35,17 @@ def build_onnx(model: NSAELCN) -> onnx.ModelProto:
         numpy_helper.from_array(model.clf_b.astype(np.float32), "clf_b"),
         numpy_helper.from_array(np.array(EPS, np.float32), "eps"),
     ]
-    nodes = [
+    nodes = []
+    src = "x"
+    if model.fir is not None:
+        # the fixed anti-alias low-pass, 'valid' like nsae_lcn.prefilter
+        inits.append(numpy_helper.from_array(model.fir.astype(np.float32).reshape(1, 1, -1), "fir"))
+        nodes.append(helper.make_node("Conv", ["x", "fir"], ["xf"], kernel_shape=[len(model.fir)]))
+        src = "xf"
+    nodes += [
         # per-window z-score; Sqrt(var + eps) matches nsae_lcn.normalize
-        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[2], keepdims=1),
-        helper.make_node("Sub", ["x", "mean"], ["xc"]),
+        helper.make_node("ReduceMean", [src], ["mean"], axes=[2], keepdims=1),
+        helper.make_node("Sub", [src, "mean"], ["xc"]),
         helper.make_node("Mul", ["xc", "xc"], ["sq"]),
         helper.make_node("ReduceMean", ["sq"], ["var"], axes=[2], keepdims=1),
         helper.make_node("Add", ["var", "eps"], ["var_eps"]),
