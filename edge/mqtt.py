@@ -9,6 +9,7 @@ message are (re)issued in ``on_connect``; the last-will is the retained offline 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -55,9 +56,10 @@ class MqttLink:
         self.filters: list[str] = []
         self.connects = 0
         self._connected = threading.Event()
-        self._lock = threading.RLock()  # RLock: paho may call on_publish inside publish()
-        self._tracked: set[int] = set()
-        self._acked: list[int] = []
+        self._lock = threading.Lock()  # never held while calling paho (it calls us back under its own)
+        self._tracked: dict[int, paho.MQTTMessageInfo] = {}
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._seen: list[int] = []
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id)
         if username is not None:
             c.username_pw_set(username, password)
@@ -117,10 +119,11 @@ class MqttLink:
             client.publish(self.status[0], self.status[1], qos=1, retain=True)
         self.connects += 1
         with self._lock:
-            if self.filters:  # "connected" once the broker confirmed the subscriptions
-                _rc, self._sub_mid = client.subscribe([(f, 0) for f in self.filters])
-            else:
-                self._connected.set()
+            filters = list(self.filters)
+        if filters:  # "connected" once the broker confirmed the subscriptions
+            _rc, self._sub_mid = client.subscribe([(f, 0) for f in filters])
+        else:
+            self._connected.set()
         log.info("edge.mqtt: connected to %s as %s", self.url, self.client_id)
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any = None) -> None:
@@ -136,17 +139,14 @@ class MqttLink:
         self.inbox.put(Message(msg.topic, msg.payload, self.clock()))
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any = None) -> None:
-        with self._lock:
-            if mid in self._tracked:
-                self._tracked.discard(mid)
-                self._acked.append(mid)
+        self._acks.put(mid)
 
     # -- Source ----------------------------------------------------------------------
     def subscribe(self, topic_filter: str) -> None:
         with self._lock:
             self.filters.append(topic_filter)
-            if self.connected:
-                self._client.subscribe(topic_filter, qos=0)
+        if self.connected:
+            self._client.subscribe(topic_filter, qos=0)
 
     def poll(self, timeout: float) -> Message | None:
         return self.inbox.poll(timeout)
@@ -159,23 +159,40 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> int | None:
         if not self.connected:
             return None
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:
+            raise ConfigError("edge.mqtt", f"publish to {topic!r}: {exc}",
+                              "use a topic without wildcards and a payload under 256 MB") from exc
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            return None
+        if qos == 0:
+            return 0 if info.rc == paho.MQTT_ERR_SUCCESS else None
+        # NO_CONN here still leaves the message in paho's queue: it is sent on reconnect.
         with self._lock:
-            try:
-                info = self._client.publish(topic, payload, qos=qos, retain=retain)
-            except ValueError as exc:
-                raise ConfigError("edge.mqtt", f"publish to {topic!r}: {exc}",
-                                  "use a topic without wildcards and a payload under 256 MB") from exc
-            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-                return None
-            if qos == 0:
-                return 0 if info.rc == paho.MQTT_ERR_SUCCESS else None
-            # NO_CONN here still leaves the message in paho's queue: it is sent on reconnect.
-            self._tracked.add(info.mid)
-            return int(info.mid)
+            self._tracked[info.mid] = info
+        return int(info.mid)
 
     def acked(self) -> list[int]:
+        """Drain PUBACKs; a mid counts only if its own message is marked published (mids wrap)."""
+        out: list[int] = []
         with self._lock:
-            out, self._acked = self._acked, []
+            while True:
+                try:
+                    self._seen.append(self._acks.get_nowait())
+                except queue.Empty:
+                    break
+            later: list[int] = []
+            for mid in self._seen:
+                info = self._tracked.get(mid)
+                if info is None:
+                    continue  # a QoS 0 message, or already counted
+                if info.is_published():
+                    del self._tracked[mid]
+                    out.append(mid)
+                else:  # paho marks it published just after on_publish returns
+                    later.append(mid)
+            self._seen = later
         return out
 
 

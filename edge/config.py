@@ -1,0 +1,182 @@
+"""Configuration of the edge agent: a TOML file, ``EDGEVIB_...`` variables, then flags.
+
+Top-level keys map to ``EDGEVIB_<KEY>`` (``broker_url`` -> ``EDGEVIB_BROKER_URL``);
+section keys join with ``__`` (``alert.k`` -> ``EDGEVIB_ALERT__K``). Sensors are a
+TOML table only::
+
+    site = "plant1"
+    gateway = "gw-7"
+    [sensors.de]
+    asset = "pump-3"
+    bearing = "cwru-de-6205"
+    rpm = 1797
+
+>>> cfg = load_agent_config(None, env={"EDGEVIB_ALERT__K": "2"}, site="s", gateway="g")
+>>> cfg.alert.k, cfg.sensor("any").bearing
+(2, 'cwru-de-6205')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgevib.edge.protocol import check_name
+from edgevib.models.bearing import GEOMETRIES, BearingGeometry
+from edgevib.models.errors import ModelsError
+
+from edgevib import config as core_config
+from edgevib.errors import ConfigError
+
+# The model the agent runs when none is configured (inside package edgevib.models).
+DEFAULT_MODEL = "zoo/cnn.onnx"
+
+
+def _positive(where: str, value: float, fix: str) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"edge.config.{where}", f"{where}={value!r}", fix)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError("edge.config.tls", f"cert={self.cert!r}, key={self.key!r}",
+                              "set both tls.cert and tls.key (client certificate), or neither")
+        for name in ("ca", "cert", "key"):
+            p = getattr(self, name)
+            if p and not Path(p).expanduser().is_file():
+                raise ConfigError(f"edge.config.tls.{name}", f"file {p!r} not found", "point it at an existing PEM file")
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """k-of-n voting with hysteresis (raise at ``p_on``, clear under ``p_off``) and cooldown."""
+
+    k: int = 3
+    n: int = 5
+    p_on: float = 0.8
+    p_off: float = 0.5
+    cooldown_s: float = 60.0
+    anomaly: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.n:
+            raise ConfigError("edge.config.alert", f"k={self.k}, n={self.n}", "use 1 <= alert.k <= alert.n")
+        if not 0.0 <= self.p_off < self.p_on <= 1.0:
+            raise ConfigError("edge.config.alert", f"p_on={self.p_on}, p_off={self.p_off}",
+                              "use 0 <= alert.p_off < alert.p_on <= 1")
+        if not self.cooldown_s >= 0:
+            raise ConfigError("edge.config.alert", f"cooldown_s={self.cooldown_s}", "use alert.cooldown_s >= 0")
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: str = "edgevib-outbox.sqlite"
+    max_rows: int = 10_000
+    max_age_s: float = 7 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1:
+            raise ConfigError("edge.config.outbox", f"max_rows={self.max_rows}", "use outbox.max_rows >= 1")
+        _positive("outbox.max_age_s", self.max_age_s, "use a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """One sensor: its asset, bearing (a known name or four numbers) and shaft speed."""
+
+    asset: str = ""
+    bearing: str = "cwru-de-6205"
+    n_balls: int | None = None
+    ball_diameter: float | None = None
+    pitch_diameter: float | None = None
+    contact_angle_deg: float = 0.0
+    rpm: float = 1797.0
+    rpm_topic: str | None = None
+
+    def __post_init__(self) -> None:
+        self.geometry()  # validates now, naming the bad key
+        _positive("rpm", self.rpm, "give the shaft speed in revolutions per minute")
+
+    def geometry(self) -> BearingGeometry:
+        nums = (self.n_balls, self.ball_diameter, self.pitch_diameter)
+        if any(v is not None for v in nums):
+            if any(v is None for v in nums):
+                raise ConfigError("edge.config.sensors", f"n_balls/ball_diameter/pitch_diameter={nums}",
+                                  "give all three bearing numbers, or a bearing name")
+            try:
+                return BearingGeometry(int(self.n_balls or 0), float(self.ball_diameter or 0),
+                                       float(self.pitch_diameter or 0), self.contact_angle_deg, "custom")
+            except ModelsError as exc:
+                raise ConfigError("edge.config.sensors", exc.problem, exc.fix) from exc
+        if self.bearing not in GEOMETRIES:
+            raise ConfigError("edge.config.sensors", f"bearing={self.bearing!r}",
+                              f"use one of {', '.join(GEOMETRIES)} or give n_balls, ball_diameter, pitch_diameter")
+        return GEOMETRIES[self.bearing]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = None
+    site: str = "site"
+    gateway: str = "gateway"
+    model: str = ""  # empty: the packaged default model (DEFAULT_MODEL)
+    threads: int = 1
+    batch_size: int = 32
+    batch_deadline_ms: float = 20.0
+    hop: int = 1024
+    heartbeat_s: float = 5.0
+    inbox_size: int = 20_000
+    max_frame_samples: int = 65_536
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    alert: AlertConfig = field(default_factory=AlertConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    default: SensorConfig = field(default_factory=SensorConfig)
+    sensors: dict[str, SensorConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edgevib.broker import parse_url
+
+        parse_url(self.broker_url)
+        for key in ("site", "gateway"):
+            try:
+                check_name(getattr(self, key), key)
+            except Exception as exc:
+                raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)!r}",
+                                  "use 1-64 characters of A-Z a-z 0-9 _ - . :") from exc
+        for key in ("threads", "batch_size", "hop", "inbox_size", "max_frame_samples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)}", f"use {key} >= 1")
+        _positive("batch_deadline_ms", self.batch_deadline_ms, "use a few milliseconds, e.g. 20")
+        _positive("heartbeat_s", self.heartbeat_s, "use a few seconds, e.g. 5")
+        if self.username is None and self.password is not None:
+            raise ConfigError("edge.config.password", "password set without username", "set username too")
+        for name in self.sensors:
+            check_name(name, "sensor")
+
+    def sensor(self, name: str) -> SensorConfig:
+        """The sensor's own table, or ``default`` for a sensor discovered on the wire."""
+        return self.sensors.get(name, self.default)
+
+
+def load_agent_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None,
+                      **overrides: Any) -> AgentConfig:
+    """Defaults < TOML ``path`` < environment < ``overrides`` (flags; ``None`` ignored)."""
+    return core_config.load(AgentConfig, path, env=env, overrides=overrides)
+
+
+def describe() -> str:
+    """The settings for ``edgevib agent --help``."""
+    return "settings (TOML key, environment variable, type, default):\n" + "\n".join(
+        core_config.describe(AgentConfig))
