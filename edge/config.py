@@ -62,14 +62,16 @@ class AlertConfig:
 
     k: int = 3
     n: int = 5
+    m: int = 5  # consecutive windows under p_off that clear an alert
     p_on: float = 0.8
     p_off: float = 0.5
     cooldown_s: float = 60.0
     anomaly: bool = True
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise ConfigError("edge.config.alert", f"k={self.k}, n={self.n}", "use 1 <= alert.k <= alert.n")
+        if not 1 <= self.k <= self.n or self.m < 1:
+            raise ConfigError("edge.config.alert", f"k={self.k}, n={self.n}, m={self.m}",
+                              "use 1 <= alert.k <= alert.n and alert.m >= 1")
         if not 0.0 <= self.p_off < self.p_on <= 1.0:
             raise ConfigError("edge.config.alert", f"p_on={self.p_on}, p_off={self.p_off}",
                               "use 0 <= alert.p_off < alert.p_on <= 1")

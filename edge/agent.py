@@ -1,0 +1,302 @@
+"""The edge agent: vibration frames in, confirmed and explained bearing-fault alerts out.
+
+One worker thread does all the work: it takes messages from the source's bounded
+inbox, decodes frames (bad ones are counted per reason and dropped), cuts per-sensor
+windows, runs one batched model call for windows of *all* sensors (up to
+``batch_size`` windows or ``batch_deadline_ms`` after the oldest one waited), feeds
+each sensor's alert state machine and anomaly baseline, attaches envelope evidence to
+every raised alert, stores alerts in the SQLite outbox *before* publishing them at
+QoS 1, and deletes a row only on its PUBACK. Unacknowledged rows are published again,
+in order, after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from edgevib.edge import protocol as proto
+from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
+from edgevib.edge.anomaly import AnomalyDetector
+from edgevib.edge.config import AgentConfig
+from edgevib.edge.errors import EdgeError, FrameError, OutboxFullError, ProtocolError
+from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
+from edgevib.edge.frames import decode
+from edgevib.edge.metrics import Metrics
+from edgevib.edge.model import Model, describe
+from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
+from edgevib.edge.sink import Sink
+from edgevib.edge.source import Message, Source
+from edgevib.edge.windowing import SensorWindower
+
+from edgevib import __version__
+
+log = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+
+
+class Link(Source, Sink, Protocol):
+    """One connection that is both source and sink (MQTT, memory)."""
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Sensor:
+    windower: SensorWindower
+    alerter: Alerter
+    anomaly: AnomalyDetector | None
+    anomaly_alerter: Alerter
+    rpm: float
+    asset: str
+    evidence: EvidenceConfig
+
+
+@dataclass
+class _Pending:
+    sensor: str
+    t_end_ns: int  # signal time at the window's end
+    arrived: float  # monotonic time the completing frame was received
+    x: F32 = field(repr=False)
+
+
+class Agent:
+    """Compose a model, a :class:`Link` and an :class:`Outbox`; drive with :meth:`step` or :meth:`run`."""
+
+    def __init__(self, cfg: AgentConfig, model: Model, link: Link, outbox: Outbox, *,
+                 clock: Callable[[], float] = time.monotonic, wall_ns: Callable[[], int] = time.time_ns,
+                 anomaly_baseline: int = 200) -> None:
+        self.cfg, self.model, self.link, self.outbox = cfg, model, link, outbox
+        self.clock, self.wall_ns = clock, wall_ns
+        self.topics = proto.Topics(cfg.site, cfg.gateway)
+        self.metrics = Metrics(clock=clock)
+        self.sensors: dict[str, _Sensor] = {}
+        self.model_info = describe(model)
+        self._anomaly_baseline = anomaly_baseline
+        self._pending: list[_Pending] = []
+        self._inflight: dict[int, int] = {}  # sink token -> outbox row id
+        self._next_hb = clock()
+        self._log_counts: dict[str, int] = {}
+        self._rpm_topics = {s.rpm_topic: name for name, s in cfg.sensors.items() if s.rpm_topic}
+        self._fault_policy = AlertPolicy(p_on=cfg.alert.p_on, p_off=cfg.alert.p_off, k=cfg.alert.k,
+                                         n=cfg.alert.n, m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
+        self._anomaly_policy = AlertPolicy(p_on=1.0, p_off=0.8, k=cfg.alert.k, n=cfg.alert.n,
+                                           m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
+        for f in (self.topics.raw_all, self.topics.cmd, *self._rpm_topics):
+            link.subscribe(f)
+
+    # -- per message --------------------------------------------------------------------
+    def _sensor(self, name: str) -> _Sensor:
+        s = self.sensors.get(name)
+        if s is None:
+            sc, meta = self.cfg.sensor(name), self.model.meta
+            s = _Sensor(SensorWindower(meta.window, self.cfg.hop, meta.sample_rate, history_s=1.0),
+                        Alerter(self._fault_policy, self.clock),
+                        AnomalyDetector(self._anomaly_baseline) if self.cfg.alert.anomaly else None,
+                        Alerter(self._anomaly_policy, self.clock), sc.rpm, sc.asset or name,
+                        EvidenceConfig(geometry=sc.geometry(), rpm=sc.rpm))
+            self.sensors[name] = s
+            log.info("discovered sensor %r", name)
+        return s
+
+    def _drop(self, reason: str, exc: Exception, sensor: str | None = None) -> None:
+        self.metrics.drop(reason, sensor)
+        n = self._log_counts[reason] = self._log_counts.get(reason, 0) + 1
+        if n <= 3 or n % 1000 == 0:  # a stream of garbage must not flood the log
+            log.warning("dropped message #%d (%s, sensor %s): %s", n, reason, sensor, exc)
+
+    def handle(self, msg: Message) -> None:
+        """Decode one message; completed windows wait in the batch."""
+        if msg.topic in self._rpm_topics:
+            return self._handle_rpm(self._rpm_topics[msg.topic], msg.payload)
+        try:
+            info = proto.parse_topic(msg.topic)
+        except ProtocolError as exc:
+            return self._drop(exc.reason, exc)
+        if info.kind == "cmd":
+            return self._handle_cmd(msg.payload)
+        if info.kind != "raw" or info.sensor is None:
+            return
+        sensor = info.sensor
+        self.metrics.inc("frames_in", sensor=sensor)
+        try:
+            frame = decode(msg.payload, self.cfg.max_frame_samples)
+            windows = self._sensor(sensor).windower.push_timed(frame)
+        except FrameError as exc:
+            return self._drop(exc.reason, exc, sensor)
+        except EdgeError as exc:  # e.g. a sample rate with no small ratio to the model's
+            return self._drop("bad_rate", exc, sensor)
+        dur = round(self.model.meta.window * 1e9 / self.model.meta.sample_rate)
+        for t_ns, x in windows:
+            self._pending.append(_Pending(sensor, t_ns + dur, msg.t, x))
+
+    def _handle_rpm(self, sensor: str, payload: bytes) -> None:
+        try:
+            rpm = float(payload)
+        except ValueError:
+            rpm = float("nan")
+        if not 0 < rpm < 1e6:
+            return self._drop("bad_rpm", EdgeError("edge.agent", f"rpm payload {payload[:40]!r}",
+                                                   "publish the shaft speed as a number in rpm"), sensor)
+        s = self._sensor(sensor)
+        s.rpm, s.evidence = rpm, EvidenceConfig(geometry=s.evidence.geometry, rpm=rpm)
+
+    def _handle_cmd(self, payload: bytes) -> None:
+        try:
+            cmd = json.loads(payload).get("cmd")
+        except (ValueError, AttributeError) as exc:
+            return self._drop("bad_cmd", exc)
+        if cmd == "heartbeat":
+            self._next_hb = self.clock()
+        else:
+            self._drop("bad_cmd", EdgeError("edge.agent", f"cmd={cmd!r}", "send {\"cmd\": \"heartbeat\"}"))
+
+    # -- batched inference and alerts -------------------------------------------------------
+    def _batch_due(self, now: float) -> bool:
+        if not self._pending:
+            return False
+        return (len(self._pending) >= self.cfg.batch_size
+                or now - self._pending[0].arrived >= self.cfg.batch_deadline_ms / 1000)
+
+    def infer(self) -> None:
+        """Run the model on up to ``batch_size`` waiting windows and act on the results."""
+        batch, self._pending = self._pending[: self.cfg.batch_size], self._pending[self.cfg.batch_size:]
+        if not batch:
+            return
+        t0 = time.perf_counter()  # real work time, whatever clock drives the agent
+        probs = self.model.predict(np.stack([p.x for p in batch])[:, None, :])
+        self.metrics.observe("inference_ms", (time.perf_counter() - t0) * 1000)
+        self.metrics.inc("batches")
+        classes = self.model.meta.classes
+        for p, row in zip(batch, probs, strict=True):
+            s = self.sensors[p.sensor]
+            self.metrics.inc("windows", sensor=p.sensor)
+            for ev in s.alerter.update_probs(row, classes):
+                self._alert(p, s, "fault", ev, row)
+            if s.anomaly is not None:
+                res = s.anomaly.update(p.x)
+                if res.ready:
+                    for ev in s.anomaly_alerter.update("anomaly", res.ratio):
+                        self._alert(p, s, "anomaly", ev, row, (res.score, res.threshold))
+            self.metrics.observe("latency_ms", (self.clock() - p.arrived) * 1000)
+
+    def _alert(self, p: _Pending, s: _Sensor, kind: str, ev: AlertEvent, probs: F32,
+               anomaly: tuple[float, float] | None = None) -> None:
+        raised = ev.state == "raised"
+        evidence = analyze(s.windower.recent(), self.model.meta.sample_rate, s.evidence) if raised else None
+        fault = kind == "fault"
+        doc = proto.make_alert(
+            site=self.cfg.site, gateway=self.cfg.gateway, sensor=p.sensor, kind=kind, state=ev.state,
+            t_ns=p.t_end_ns, cls=ev.label if fault else None,
+            probability=float(min(1.0, ev.value)) if fault and raised else None,
+            anomaly_score=anomaly[0] if anomaly and raised else None,
+            anomaly_threshold=anomaly[1] if anomaly else None,
+            physics=evidence.fault_type if evidence else None,
+            agree=evidence.agrees_with(ev.label) if evidence and fault else None,
+            model=self.model_info, evidence=evidence.to_dict() if evidence else None, windows=ev.windows)
+        doc.update(asset=s.asset, severity=_severity(doc), created_ns=self.wall_ns(),
+                   probs={c: round(float(v), 4) for c, v in zip(self.model.meta.classes, probs, strict=True)},
+                   stats={k: round(v, 4) for k, v in window_stats(p.x).items()}, rpm=s.rpm)
+        self.metrics.inc(f"alerts_{kind}_{ev.state}", sensor=p.sensor)
+        log.info("%s alert %s: sensor %s class %s p=%.2f physics=%s", kind, ev.state, p.sensor,
+                 doc["class"], ev.value, doc["physics"])
+        try:
+            self.outbox.put(self.topics.alerts, proto.dumps(doc), qos=1, priority=PRIORITY_ALERT)
+        except OutboxFullError as exc:
+            self._drop("outbox_full", exc, p.sensor)
+
+    # -- delivery ---------------------------------------------------------------------------
+    def deliver(self) -> None:
+        """Settle PUBACKs, then hand unsent outbox rows to the sink, oldest first."""
+        for token in self.link.acked():
+            rid = self._inflight.pop(token, None)
+            if rid is not None and self.outbox.ack(rid):
+                self.metrics.inc("alerts_acked")
+        if not self.link.connected or len(self.outbox) <= len(self._inflight):
+            return
+        for rec in self.outbox.pending(100):
+            token = self.link.publish(rec.topic, rec.payload, qos=rec.qos)
+            if token is None:
+                break  # offline or the sink is full: keep the rest in order for later
+            self.outbox.mark_inflight(rec.id)
+            self._inflight[token] = rec.id
+            self.metrics.inc("alerts_sent")
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Publish (QoS 0) and return the heartbeat document."""
+        m, src = self.metrics, self.link.stats()
+        snap = m.snapshot()
+        sensors: dict[str, dict[str, int | float]] = dict(snap["sensors"])  # type: ignore[call-overload]
+        for name, s in self.sensors.items():
+            st = s.windower.stats
+            sensors[name] = {**sensors.get(name, {}), "gaps": st.gaps, "reorders": st.reorders,
+                             "resets": st.resets, "alert_active": int(s.alerter.active is not None)}
+        inf, lat = m.percentiles("inference_ms"), m.percentiles("latency_ms")
+        counters: dict[str, int | float] = dict(snap["counters"])  # type: ignore[call-overload]
+        counters.update(inference_p50_ms=inf["p50"], inference_p99_ms=inf["p99"],
+                        latency_p50_ms=lat["p50"], latency_p99_ms=lat["p99"],
+                        queue_depth=src["depth"], pending_windows=len(self._pending),
+                        received=src["received"], inflight=len(self._inflight))
+        drops: dict[str, int] = dict(snap["drops"])  # type: ignore[call-overload]
+        if src["overflow"]:
+            drops["queue_full"] = src["overflow"]
+        doc = proto.make_heartbeat(site=self.cfg.site, gateway=self.cfg.gateway, t_ns=self.wall_ns(),
+                                   uptime_s=m.uptime(), model=self.model_info, sensors=sensors, drops=drops,
+                                   counters=counters, resources=m.resources(),
+                                   outbox_pending=len(self.outbox), agent_version=__version__)
+        self.link.publish(self.topics.heartbeat, proto.dumps(doc), qos=0)
+        return doc
+
+    # -- the loop ---------------------------------------------------------------------------
+    def step(self, max_messages: int = 256) -> None:
+        """One pass: take messages (waiting at most until the next batch is due), infer, deliver."""
+        wait = self.cfg.batch_deadline_ms / 1000
+        for _ in range(max_messages):
+            msg = self.link.poll(wait if not self._pending else 0.0)
+            if msg is None:
+                break
+            self.handle(msg)
+            wait = 0.0
+            if len(self._pending) >= self.cfg.batch_size:
+                break
+        now = self.clock()
+        while self._batch_due(now):
+            self.infer()
+        self.deliver()
+        if now >= self._next_hb:
+            self._next_hb = now + self.cfg.heartbeat_s
+            self.heartbeat()
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set, then flush: pending windows, a last heartbeat, PUBACKs."""
+        log.info("agent %s/%s running model %s v%s", self.cfg.site, self.cfg.gateway,
+                 self.model_info["name"], self.model_info["version"])
+        while not stop.is_set():
+            self.step()
+        self.flush()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Infer what is buffered, send a final heartbeat, wait briefly for outstanding PUBACKs."""
+        while self._pending:
+            self.infer()
+        end = self.clock() + timeout
+        self.deliver()
+        self.heartbeat()
+        while self._inflight and self.clock() < end:
+            time.sleep(0.02)
+            self.deliver()
+
+
+def _severity(doc: dict[str, Any]) -> str:
+    """``critical``: confident and confirmed by physics; ``warning``: one of the two; else ``info``."""
+    if doc["state"] != "raised":
+        return "info"
+    confident = (doc.get("probability") or 0) >= 0.95 or doc["kind"] == "anomaly"
+    return "critical" if confident and doc.get("agree") else "warning" if confident or doc.get("agree") else "info"
