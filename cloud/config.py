@@ -53,7 +53,7 @@ class JobConfig:
     incident_bucket_s: float = 1.0
     incident_resolve_s: float = 120.0
     offline_after_s: float = 30.0
-    min_incident_severity: str = "warning"
+    min_incident_severity: str = "medium"
     checkpoint_interval_ms: int = 1000
     file_monitor_ms: int = 100
     bundle_time_ms: int = 50
@@ -64,14 +64,17 @@ class JobConfig:
                      "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "file_monitor_ms",
                      "bundle_time_ms", "parallelism"):
             _positive(f"job.{name}", getattr(self, name))
+        if self.min_incident_severity not in ("low", "medium", "high"):
+            raise ConfigError("cloud.config", f"job.min_incident_severity={self.min_incident_severity!r}",
+                              "use low, medium or high")
         if self.incident_window_s < self.incident_bucket_s:
             raise ConfigError("cloud.config", f"job.incident_window_s={self.incident_window_s}",
                               "use a window at least as long as job.incident_bucket_s")
-        # Window sizes become SQL INTERVAL literals in milliseconds.
-        for name in ("window_s", "incident_bucket_s", "out_of_orderness_s"):
-            ms = getattr(self, name) * 1000
-            if abs(ms - round(ms)) > 1e-6:
-                raise ConfigError("cloud.config", f"job.{name}={getattr(self, name)}", "use whole milliseconds")
+        # Window bounds are stored as epoch milliseconds computed from whole seconds in SQL.
+        for name in ("window_s", "incident_bucket_s"):
+            v = getattr(self, name)
+            if abs(v - round(v)) > 1e-9:
+                raise ConfigError("cloud.config", f"job.{name}={v}", "use a whole number of seconds")
 
 
 @dataclass(frozen=True)

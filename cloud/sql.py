@@ -36,7 +36,7 @@ def watermark_expr(cfg: CloudConfig) -> str:
 def views(cfg: CloudConfig) -> list[str]:
     """Alerts split into on-time and late against the watermark, before any window drops them."""
     j = cfg.job
-    min_rank = SEVERITIES.index(j.min_incident_severity) if j.min_incident_severity in SEVERITIES else 1
+    min_rank = SEVERITIES.index(j.min_incident_severity)
     serious = ", ".join(f"'{s}'" for s in SEVERITIES[min_rank:])
     return [
         """CREATE TEMPORARY VIEW alerts_in AS

@@ -1,0 +1,103 @@
+"""``edgevib cloud run|bridge|job|status|config``: the fleet aggregation job and its tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgevib.cloud.config import CloudConfig, load_config
+
+from edgevib.config import describe
+
+log = logging.getLogger(__name__)
+
+
+def _cfg(args: argparse.Namespace) -> CloudConfig:
+    over: dict[str, Any] = {}
+    if getattr(args, "broker", None):
+        over["broker_url"] = args.broker
+    if getattr(args, "store", None):
+        over["store_url"] = args.store
+    return load_config(args.config, overrides=over)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Bridge (threads) + job (mini-cluster) in this process, until Ctrl-C."""
+    from edgevib.cloud.bridge import Bridge  # noqa: PLC0415
+    from edgevib.cloud.job import JOB_NAME, build, latest_checkpoint  # noqa: PLC0415
+
+    cfg = _cfg(args)
+    bridge = Bridge(cfg)
+    bridge.start()
+    try:
+        restore = None if args.fresh else latest_checkpoint(cfg.checkpoint_dir)
+        log.info("cloud: job starting (restore from %s); store %s", restore or "nothing", cfg.store_url)
+        build(cfg, restore).execute(JOB_NAME)
+    finally:
+        bridge.stop()
+    return 0
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    from edgevib.cloud.bridge import run_bridge  # noqa: PLC0415
+
+    stop = threading.Event()
+    try:
+        run_bridge(_cfg(args), stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    from edgevib.cloud.job import main  # noqa: PLC0415
+
+    argv = ["--restore", "latest" if not args.fresh else ""]
+    if args.config:
+        argv += ["--config", str(args.config)]
+    return main(argv)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edgevib.cloud.store import Store  # noqa: PLC0415
+
+    store = Store(_cfg(args).store_url)
+    try:
+        out = {"tables": store.summary(), "dead_letters": store.dead_letter_counts(),
+               "gateways": {k: {"status": v["status"], "model": v["model_name"], "version": v["model_version"],
+                                "sha256": v["model_sha256"]} for k, v in store.gateways().items()},
+               "open_incidents": [i["id"] for i in store.incidents() if i["status"] == "open"]}
+    finally:
+        store.close()
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    print("\n".join(describe(CloudConfig)))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``edgevib cloud ...`` to the core CLI."""
+    p = subparsers.add_parser("cloud", help="fleet aggregation: MQTT bridge + PyFlink job + alert store",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="cloud_command", metavar="CLOUD_COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None, help="TOML file (docs/cloud.md); EDGEVIB_* overrides")
+    common.add_argument("--broker", default=None, help="broker URL, e.g. mqtt://127.0.0.1:1883")
+    common.add_argument("--store", default=None, help="sqlite:///PATH or postgresql://USER@HOST/DB")
+    r = sub.add_parser("run", parents=[common], help="bridge + job in a local mini-cluster (Ctrl-C stops)")
+    r.add_argument("--fresh", action="store_true", help="ignore retained checkpoints")
+    r.set_defaults(func=_run)
+    sub.add_parser("bridge", parents=[common], help="only the MQTT -> spool bridge").set_defaults(func=_bridge)
+    j = sub.add_parser("job", parents=[common], help="only the Flink job (what `flink run -py` runs)")
+    j.add_argument("--fresh", action="store_true", help="ignore retained checkpoints")
+    j.set_defaults(func=_job)
+    sub.add_parser("status", parents=[common], help="store summary as JSON").set_defaults(func=_status)
+    sub.add_parser("config", help="list settings and their EDGEVIB_ variables").set_defaults(func=_config)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

@@ -1,0 +1,94 @@
+"""Simulated gateways for tests, the demo and the benchmark: real MQTT, real protocol.
+
+Each publish is remembered in ``published`` so a test can compute the expected
+aggregates independently of the job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgevib.edge.protocol import Topics, dumps, make_alert, make_heartbeat
+
+from edgevib.broker import parse_url
+from edgevib.extras import require
+
+
+@dataclass
+class Published:
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    heartbeats: list[dict[str, Any]] = field(default_factory=list)
+    malformed: list[tuple[str, bytes]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class GatewaySim:
+    """One gateway: ``alert()``, ``heartbeat()``, ``raw()`` publish with QoS 1 and wait for PUBACK."""
+
+    def __init__(self, broker_url: str, site: str, gateway: str, *, model_sha256: str = "0" * 64,
+                 clock: Callable[[], float] = time.time) -> None:
+        mqtt = require("paho.mqtt.client", extra="edge", feature="gateway simulator")
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+        self.topics = Topics(site, gateway)
+        self.site, self.gateway = site, gateway
+        self.clock = clock
+        self.model = {"name": "cnn", "version": "1", "sha256": model_sha256}
+        self.published = Published()
+        self._lock = threading.Lock()
+        host, port, _ = parse_url(broker_url)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sim-{site}-{gateway}-{id(self):x}")
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        self._n = 0
+
+    def _publish(self, topic: str, payload: bytes, wait: bool = True) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if wait:
+            info.wait_for_publish(10)
+
+    def alert(self, cls: str = "IR021", *, sensor: str = "de", state: str = "raised", t_ns: int | None = None,
+              kind: str = "fault", wait: bool = True, **extra: Any) -> dict[str, Any]:
+        with self._lock:
+            self._n += 1
+            t = t_ns if t_ns is not None else int(self.clock() * 1e9) + self._n  # unique ids even in one ns
+        if kind == "fault":
+            doc = make_alert(site=self.site, gateway=self.gateway, sensor=sensor, kind=kind, state=state, t_ns=t,
+                             cls=cls, probability=0.9, model=self.model, physics=cls[:2].rstrip("0123456789"))
+        else:
+            doc = make_alert(site=self.site, gateway=self.gateway, sensor=sensor, kind=kind, state=state, t_ns=t,
+                             anomaly_score=3.0, model=self.model)
+        doc.update(extra)
+        self._publish(self.topics.alerts, dumps(doc), wait)
+        self.published.alerts.append(doc)
+        return doc
+
+    def republish(self, doc: dict[str, Any]) -> None:
+        """Send an alert again with the same id (what an edge outbox does after a lost PUBACK)."""
+        self._publish(self.topics.alerts, dumps(doc))
+        self.published.duplicates += 1
+
+    def heartbeat(self, wait: bool = True, model_sha256: str | None = None) -> dict[str, Any]:
+        if model_sha256 is not None:
+            self.model = {**self.model, "sha256": model_sha256}
+        doc = make_heartbeat(site=self.site, gateway=self.gateway, t_ns=int(self.clock() * 1e9), uptime_s=1.0,
+                             model=self.model, sensors={"de": {"frames": 1}}, drops={}, counters={},
+                             resources={}, outbox_pending=0, agent_version="sim")
+        self._publish(self.topics.heartbeat, dumps(doc), wait)
+        self.published.heartbeats.append(doc)
+        return doc
+
+    def raw(self, topic_kind: str, payload: bytes) -> None:
+        """Publish arbitrary bytes on this gateway's ``alerts``/``heartbeat``/``status`` topic."""
+        topic = f"{self.topics.base}/{topic_kind}"
+        self._publish(topic, payload)
+        self.published.malformed.append((topic, payload))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
