@@ -139,6 +139,7 @@ class AgentConfig:
     batch_deadline_ms: float = 20.0
     hop: int = 1024
     heartbeat_s: float = 5.0
+    keepalive_s: int = 30
     inbox_size: int = 20_000
     max_frame_samples: int = 65_536
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -157,7 +158,7 @@ class AgentConfig:
             except Exception as exc:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)!r}",
                                   "use 1-64 characters of A-Z a-z 0-9 _ - . :") from exc
-        for key in ("threads", "batch_size", "hop", "inbox_size", "max_frame_samples"):
+        for key in ("threads", "batch_size", "hop", "inbox_size", "max_frame_samples", "keepalive_s"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)}", f"use {key} >= 1")
         _positive("batch_deadline_ms", self.batch_deadline_ms, "use a few milliseconds, e.g. 20")
