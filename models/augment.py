@@ -33,14 +33,15 @@ torch: Any = require("torch", extra="train", feature="CNN training")
 class AugmentConfig:
     """Probabilities and ranges of each perturbation; ``none()`` switches all off."""
 
-    speed: float = 0.08  # max relative shaft-speed change (+-)
+    speed: float = 0.05  # max relative shaft-speed change (+-)
     p_speed: float = 0.8
-    p_eq: float = 0.8  # random smooth spectral gain (tilt, resonance, low-pass)
+    p_eq: float = 0.9  # random smooth spectral gain (tilt, resonance, low-pass)
     eq_tilt_db: float = 6.0  # gain change from 0 Hz to Nyquist, +-
-    eq_peak_db: float = 12.0  # sensor-resonance bump height, +-
+    eq_peak_db: float = 18.0  # sensor-resonance bump height, +-
     lowpass_hz: tuple[float, float] = (3000.0, 6000.0)  # random anti-alias corner
-    p_noise: float = 0.5
-    snr_db: tuple[float, float] = (-6.0, 20.0)
+    p_lowpass: float = 0.5  # of the EQ'd windows
+    p_noise: float = 0.7
+    snr_db: tuple[float, float] = (-8.0, 15.0)
     p_flip: float = 0.5
     gain: tuple[float, float] = (0.5, 2.0)
 
@@ -145,7 +146,7 @@ def random_eq_db(n_bins: int, size: int, cfg: AugmentConfig, rng: np.random.Gene
     fc = rng.uniform(*cfg.lowpass_hz, (size, 1))
     order = rng.uniform(2, 8, (size, 1))
     lowpass = -10 * np.log10(1 + (f / fc) ** (2 * order))  # Butterworth-like magnitude
-    lp_on = rng.random((size, 1)) < 0.5
+    lp_on = rng.random((size, 1)) < cfg.p_lowpass
     db = tilt + peak + np.where(lp_on, lowpass, 0.0)
     return np.where(on, db, 0.0)
 

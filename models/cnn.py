@@ -43,9 +43,15 @@ class WDCNN(nn.Module):  # type: ignore[misc]
 
     def __init__(self, n_classes: int, widths: Sequence[int] = WIDTHS, *, first_kernel: int = 64,
                  first_stride: int = 16, hidden: int = 100, window: int = 2048,
-                 dropout: float = 0.3, pool_out: int = 4) -> None:
+                 dropout: float = 0.3, pool_out: int = 4, envelope: int = 4) -> None:
         super().__init__()
         self.window, self.widths = window, tuple(widths)
+        # Everything needed to rebuild this shape (e.g. a pruned or distilled copy).
+        self.config = {"n_classes": n_classes, "widths": self.widths, "first_kernel": first_kernel,
+                       "first_stride": first_stride, "hidden": hidden, "window": window,
+                       "dropout": dropout, "pool_out": pool_out, "envelope": envelope}
+        self.envelope = EnvelopeSpectrum(envelope, window) if envelope > 0 else None
+        env_dim = self.envelope.out_dim if self.envelope is not None else 0
         layers, c_in = [], 1
         for i, c in enumerate(widths):
             conv = (nn.Conv1d(1, c, first_kernel, first_stride, padding=(first_kernel - first_stride) // 2)
@@ -55,16 +61,53 @@ class WDCNN(nn.Module):  # type: ignore[misc]
         self.blocks = nn.ModuleList(layers)
         # Averaging to a few positions keeps some order but tolerates shifts and speed change.
         self.pool = nn.AdaptiveAvgPool1d(pool_out)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * pool_out, hidden),
+        self.flat = nn.Flatten()
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in * pool_out + env_dim, hidden),
                                   nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
     def forward(self, x: Any) -> Any:
         """Logits ``[N, C]`` from raw ``[N, 1, W]``."""
         x = x - x.mean(dim=-1, keepdim=True)
         x = x / (x.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-6)
+        z = x
         for b in self.blocks:
-            x = b(x)
-        return self.head(self.pool(x))
+            z = b(z)
+        z = self.flat(self.pool(z))
+        if self.envelope is not None:
+            z = torch.cat([z, self.envelope(x)], dim=1)
+        return self.head(z)
+
+
+class EnvelopeSpectrum(nn.Module):  # type: ignore[misc]
+    """Envelope spectra (0-``max_hz``) of ``bands`` learnable band-pass channels.
+
+    Fault type shows as impulse rates (BPFI, BPFO, ball spin: 100-170 Hz here and their
+    harmonics) that survive a change of sensor or filter chain better than the resonance
+    shapes the conv stack keys on. The DFT is a fixed conv so the graph needs no FFT op.
+    """
+
+    def __init__(self, bands: int, window: int, *, decim: int = 8, fs: float = 12000.0,
+                 max_hz: float = 500.0, taps: int = 33, dim: int = 32) -> None:
+        super().__init__()
+        self.bandpass = nn.Conv1d(1, bands, taps, padding=taps // 2, bias=False)
+        self.decim, n = decim, window // decim
+        k = np.arange(1, int(max_hz * n / (fs / decim)) + 1)
+        arg = 2 * np.pi * k[:, None] * np.arange(n)[None, :] / n
+        dft = np.concatenate([np.cos(arg), np.sin(arg)]) * np.hanning(n)[None, :]
+        self.register_buffer("dft", torch.tensor(dft[:, None, :], dtype=torch.float32))
+        self.bins, self.bands = len(k), bands
+        self.proj = nn.Sequential(nn.Linear(bands * len(k), dim), nn.BatchNorm1d(dim), nn.ReLU())
+        self.out_dim = dim
+
+    def forward(self, x: Any) -> Any:
+        e = nn.functional.avg_pool1d(self.bandpass(x).pow(2), self.decim)  # squared envelope
+        e = e - e.mean(dim=-1, keepdim=True)
+        z = nn.functional.conv1d(e.reshape(-1, 1, e.shape[-1]), self.dft)[..., 0]
+        mag = (z[:, :self.bins].pow(2) + z[:, self.bins:].pow(2) + 1e-12).sqrt()
+        mag = mag.reshape(-1, self.bands * self.bins)
+        # Relative spectrum: where the peaks are, not how loud the band is.
+        mag = mag / (mag.mean(dim=-1, keepdim=True) + 1e-6)
+        return self.proj(torch.log1p(mag))
 
 
 def build_wdcnn(n_classes: int, widths: Sequence[int] = WIDTHS, **kw: Any) -> Any:
@@ -142,6 +185,10 @@ class TrainOptions:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
     widths: tuple[int, ...] = WIDTHS
+    pool_out: int = 4
+    hidden: int = 100
+    dropout: float = 0.3
+    envelope: int = 4  # band-pass channels of the envelope-spectrum branch (0: none)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: int = 1  # on a shared 2-core box, 2 threads ran 5x slower than 1
     device: str = "cpu"
@@ -167,7 +214,8 @@ def train(train: Any, *, seed: int = 0, progress: Progress | None = None, epochs
         torch.set_num_threads(o.threads)
     segs, labels = segments_from_windows(train.x, train.recording, train.start, train.y)
     aug = Augmenter(segs, labels, window=train.window, config=o.augment, seed=seed, fs=train.fs, device=o.device)
-    net = build_wdcnn(len(train.classes), o.widths, window=train.window).to(o.device)
+    net = build_wdcnn(len(train.classes), o.widths, window=train.window, pool_out=o.pool_out,
+                      hidden=o.hidden, dropout=o.dropout, envelope=o.envelope).to(o.device)
     opt = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     total = o.epochs * o.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total, pct_start=0.2)

@@ -17,9 +17,9 @@ from edgevib.models.split import WindowSet
 CLASSES = ("normal", "B007", "IR007")
 
 
-def _model(widths: tuple[int, ...] = cnn.WIDTHS) -> cnn.CNNModel:
+def _model(widths: tuple[int, ...] = cnn.WIDTHS, envelope: int = 4) -> cnn.CNNModel:
     torch.manual_seed(0)
-    net = cnn.build_wdcnn(len(CLASSES), widths)
+    net = cnn.build_wdcnn(len(CLASSES), widths, envelope=envelope)
     # Non-trivial batch-norm statistics, so the export must carry them correctly.
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm1d):
@@ -44,8 +44,9 @@ def _synthetic(rng: np.random.Generator, n_per: int = 12, w: int = 2048) -> Wind
                      np.full(len(ys), 1797.0))
 
 
-def test_onnx_matches_torch_with_dynamic_batch(rng: np.random.Generator) -> None:
-    m = _model()
+@pytest.mark.parametrize("envelope", [4, 0])
+def test_onnx_matches_torch_with_dynamic_batch(rng: np.random.Generator, envelope: int) -> None:
+    m = _model(envelope=envelope)
     proto = m.to_onnx()
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == ["x"]
@@ -68,11 +69,13 @@ def test_normalisation_is_inside_the_graph(rng: np.random.Generator) -> None:
 
 
 def test_widths_are_configurable_for_slimming() -> None:
-    big, small = cnn.build_wdcnn(10), cnn.build_wdcnn(10, (8, 16, 32, 32, 32))
+    big, small = cnn.build_wdcnn(10, envelope=0), cnn.build_wdcnn(10, (8, 16, 32, 32, 32), envelope=0)
     n_big = sum(p.numel() for p in big.parameters())
     n_small = sum(p.numel() for p in small.parameters())
-    assert 40_000 < n_big < 80_000 and n_small < n_big / 2
+    assert 40_000 < n_big < 65_000 and n_small < n_big / 2  # WDCNN trunk + head: ~61k
     assert [b[1].num_features for b in small.blocks] == [8, 16, 32, 32, 32]
+    rebuilt = cnn.build_wdcnn(**small.config)
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in small.parameters()]
     assert _model((8, 16, 32, 32, 32)).predict_proba(np.zeros((2, 1, 2048), np.float32)).shape == (2, 3)
 
 
