@@ -22,20 +22,35 @@ _COMP = "models.compress.arch"
 FORMAT = "edgevib.cnn.v1"
 
 
+def head_layers(net: Any) -> tuple[Any, Any, Any]:
+    """``(fc1, bn, fc2)`` of the dense head, found by type so head reshuffles do not break us."""
+    lin = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+    bns = [m for m in net.head if isinstance(m, torch.nn.BatchNorm1d)]
+    if len(lin) != 2 or len(bns) != 1:
+        raise CompressError(_COMP, f"head with {len(lin)} Linear and {len(bns)} BatchNorm1d layers",
+                            "compression expects the WDCNN head Linear-BN-ReLU-Linear (models.cnn)")
+    return lin[0], bns[0], lin[1]
+
+
 def arch_kwargs(net: Any) -> dict[str, Any]:
     """Constructor arguments of :func:`build_wdcnn` that reproduce ``net``'s shape."""
     conv0 = net.blocks[0][0]
-    return {
-        "n_classes": int(net.head[-1].out_features),
+    fc1, _, fc2 = head_layers(net)
+    drop = [m.p for m in net.head if isinstance(m, torch.nn.Dropout)]
+    kw = {
+        "n_classes": int(fc2.out_features),
         "widths": [int(b[0].out_channels) for b in net.blocks],
         "first_kernel": int(conv0.kernel_size[0]),
         "first_stride": int(conv0.stride[0]),
-        "hidden": int(net.head[2].out_features),
+        "hidden": int(fc1.out_features),
         "window": int(net.window),
-        "dropout": float(net.head[1].p),
+        "dropout": float(drop[0]) if drop else 0.0,
         "pool_out": int(net.pool.output_size if isinstance(net.pool.output_size, int)
                         else net.pool.output_size[0]),
     }
+    if getattr(net, "envelope", None) is not None:  # optional envelope-spectrum branch of models.cnn
+        kw["envelope"] = int(net.envelope.bands)
+    return kw
 
 
 def rebuild(kw: dict[str, Any], **change: Any) -> Any:
@@ -51,11 +66,47 @@ def n_params(net: Any) -> int:
     return int(sum(p.numel() for p in net.parameters()))
 
 
+_ROLES = ("fc1", "bn", "fc2")
+
+
+def _head_index(net: Any) -> dict[str, int]:
+    """Role -> index in ``net.head`` of the head's fc1, bn and fc2."""
+    mods = head_layers(net)
+    return {role: next(i for i, m in enumerate(net.head) if m is mod) for role, mod in zip(_ROLES, mods, strict=True)}
+
+
+def _to_roles(net: Any) -> dict[str, Any]:
+    """State dict with head keys named by role (``head:fc1.weight``), not by Sequential index."""
+    role_of = {str(i): r for r, i in _head_index(net).items()}
+    out = {}
+    for k, v in net.state_dict().items():
+        parts = k.split(".")
+        out[f"head:{role_of[parts[1]]}." + ".".join(parts[2:]) if parts[0] == "head" else k] = v
+    return out
+
+
+def _from_roles(net: Any, sd: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_to_roles` for ``net``'s current head layout; index-keyed (older)
+    checkpoints map their parameterised head layers to fc1, bn, fc2 in order."""
+    idx = _head_index(net)
+    legacy = sorted({int(k.split(".")[1]) for k in sd if k.startswith("head.")})
+    remap = {str(i): r for i, r in zip(legacy, _ROLES, strict=False)}
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0].startswith("head:"):
+            k = f"head.{idx[parts[0][5:]]}." + ".".join(parts[1:])
+        elif parts[0] == "head":
+            k = f"head.{idx[remap[parts[1]]]}." + ".".join(parts[2:])
+        out[k] = v
+    return out
+
+
 def save_checkpoint(model: CNNModel, path: str | Path, meta: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a ``.pt`` checkpoint (weights, shape, classes, sample rate, metadata)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "arch": arch_kwargs(model.net), "state_dict": model.net.state_dict(),
+    torch.save({"format": FORMAT, "arch": arch_kwargs(model.net), "state_dict": _to_roles(model.net),
                 "classes": list(model.classes), "fs": float(model.fs), "model_arch": model.arch,
                 "meta": dict(meta or {})}, p)
     return p
@@ -74,8 +125,12 @@ def load_checkpoint(path: str | Path) -> tuple[CNNModel, dict[str, str]]:
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CompressError(_COMP, f"{p.name!r} has format {ck.get('format') if isinstance(ck, dict) else type(ck)!r}",
                             f"pass a checkpoint of format {FORMAT} (save_checkpoint)")
-    net = rebuild(ck["arch"])
-    net.load_state_dict(ck["state_dict"])
+    try:
+        net = rebuild(ck["arch"])
+        net.load_state_dict(_from_roles(net, ck["state_dict"]))
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CompressError(_COMP, f"{p.name!r} does not fit the current WDCNN ({str(exc)[:200]})",
+                            "re-save the checkpoint from the current models.cnn (or retrain)") from exc
     net.eval()
     return CNNModel(net, tuple(ck["classes"]), float(ck["fs"]), arch=str(ck.get("model_arch", "cnn"))), \
         dict(ck.get("meta", {}))

@@ -76,8 +76,9 @@ def synthesize(teacher: Any, n_per_class: int = 32, *, steps: int = 300, lr: flo
                 loss.backward()
                 opt.step()
                 if (step + 1) % max(1, steps // 10) == 0:
-                    log.info("deepinversion %d/%d ce %.3f bn %.3f", step + 1, steps, float(ce), float(bn))
-                    report(lo // chunk * steps + step + 1, -(-len(y_all) // chunk) * steps, f"synth ce {float(ce):.3f}")
+                    c, b = float(ce.detach()), float(bn.detach())
+                    log.info("deepinversion %d/%d ce %.3f bn %.3f", step + 1, steps, c, b)
+                    report(lo // chunk * steps + step + 1, -(-len(y_all) // chunk) * steps, f"synth ce {c:.3f}")
             out.append(x.detach().numpy())
     finally:
         for h in hooks:

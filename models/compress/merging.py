@@ -10,9 +10,15 @@ keeps the next layer's input (the paper's merge, BN variant).
 Which variant: we compare BN-folded filters in homogeneous coordinates ``[a w, c]`` by
 cosine similarity (so direction *and* bias must agree, the paper's BN condition folded into
 one measure), merge ``p`` into its most similar kept ``k`` when the cosine exceeds
-``threshold``, and take ``s`` as the least-squares scale. A channel whose folded weights are
-negligible (slimming drove ``gamma`` to ~0) outputs the constant ``relu(c_p)``; that constant
-goes into the consumer's bias (exact except at a conv's zero-padded edges).
+``threshold``, and take ``s`` as the least-squares scale.
+
+Our addition (also data-free): a BN layer says each pre-ReLU channel has mean ``beta`` and
+spread ``|gamma|``, so ``E[out] = E[relu(N(beta, gamma^2))]``. A pruned channel without a
+twin is replaced by that constant, and a merged one's mean error ``E[out_p] - s E[out_k]``
+goes into the consumer's bias too. Without this the next BN's running mean no longer
+matches its shrunken input, which breaks the network more than the lost channel itself.
+For ``gamma = 0`` (slimming) the constant is exactly ``relu(beta)``; max pooling and a
+conv's zero-padded edges make the rest approximate.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.stats
 from edgevib.models.compress.errors import CompressError
 from edgevib.models.compress.slimming import Unit, prune, units
 
@@ -35,11 +42,10 @@ _COMP = "models.compress.merging"
 
 @dataclass
 class MergeReport:
-    """Per unit: channels merged into a kept one, folded as constants, and dropped."""
+    """Per unit: pruned channels merged into a kept twin, and replaced by their mean output."""
 
     merged: int
-    constant: int
-    dropped: int
+    mean: int
 
 
 def _folded(u: Unit, keep_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -53,50 +59,53 @@ def _folded(u: Unit, keep_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray
     return a[:, None] * w.reshape(len(w), -1), c
 
 
-def _compensate(u: Unit, keep: np.ndarray, keep_in: np.ndarray | None, threshold: float,
-                const_tol: float) -> tuple[int, int, int]:
+def _mean_relu(beta: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+    """``E[relu(y)]`` for ``y ~ N(beta, gamma^2)``: BN makes each pre-ReLU channel have mean
+    ``beta`` and spread ``|gamma|`` under its running statistics, so no data is needed."""
+    sd = np.maximum(np.abs(gamma), 1e-12)
+    z = beta / sd
+    return beta * scipy.stats.norm.cdf(z) + sd * scipy.stats.norm.pdf(z)
+
+
+def _compensate(u: Unit, keep: np.ndarray, keep_in: np.ndarray | None, threshold: float) -> tuple[int, int]:
     """Fold every pruned channel of ``u`` into ``u.consumer`` (weights edited in place)."""
     fw, c = _folded(u, keep_in)
     f = np.concatenate([fw, c[:, None]], axis=1)
-    norms = np.linalg.norm(fw, axis=1)
-    scale = np.median(norms[keep]) if len(keep) else 1.0
+    mean = _mean_relu(u.bn.bias.detach().numpy().astype(np.float64), u.bn.weight.detach().numpy().astype(np.float64))
     pruned = np.setdiff1d(np.arange(len(f)), keep)
     cw = u.consumer.weight.detach()  # [out, in*group] dense or [out, in, k] conv
     cb = u.consumer.bias.detach()
     g = u.group
     fk = f[keep]
     fk_unit = fk / (np.linalg.norm(fk, axis=1, keepdims=True) + 1e-12)
-    n_merge = n_const = n_drop = 0
+    n_merge = n_mean = 0
     with torch.no_grad():
         for p in pruned:
             cols_p = slice(p * g, (p + 1) * g)
-            if norms[p] <= const_tol * scale:
-                # input-independent channel: its constant output becomes consumer bias
-                val = max(float(c[p]), 0.0)
-                cb += val * cw[:, cols_p].reshape(len(cw), -1).sum(dim=1)
-                n_const += 1
-                continue
+            w_sum = cw[:, cols_p].reshape(len(cw), -1).sum(dim=1)
             cos = fk_unit @ (f[p] / (np.linalg.norm(f[p]) + 1e-12))
             j = int(np.argmax(cos))
-            if cos[j] < threshold:
-                n_drop += 1
-                continue
-            s = float(f[p] @ fk[j] / (fk[j] @ fk[j]))
-            k = int(keep[j])
-            cw[:, k * g:(k + 1) * g] += s * cw[:, cols_p]
-            n_merge += 1
-    return n_merge, n_const, n_drop
+            if np.linalg.norm(fw[p]) > 1e-8 and cos[j] >= threshold:
+                s = float(f[p] @ fk[j] / (fk[j] @ fk[j]))
+                k = int(keep[j])
+                cw[:, k * g:(k + 1) * g] += s * cw[:, cols_p]
+                # what the scaled twin misses on average goes into the bias
+                cb += float(mean[p] - s * mean[k]) * w_sum
+                n_merge += 1
+            else:
+                # no twin (or an input-independent channel): keep its expected output
+                cb += float(mean[p]) * w_sum
+                n_mean += 1
+    return n_merge, n_mean
 
 
-def merge_prune(net: Any, keep: list[np.ndarray], *, threshold: float = 0.3,
-                const_tol: float = 0.02) -> tuple[Any, list[MergeReport]]:
+def merge_prune(net: Any, keep: list[np.ndarray], *, threshold: float = 0.3) -> tuple[Any, list[MergeReport]]:
     """Compensate the channels outside ``keep`` (neuron merging), then :func:`prune`.
 
     ``net`` is left unchanged; returns the narrow network and what happened per unit.
     """
-    if not -1 <= threshold <= 1 or const_tol < 0:
-        raise CompressError(_COMP, f"threshold={threshold}, const_tol={const_tol}",
-                            "use a cosine threshold in [-1, 1] and const_tol >= 0")
+    if not 0 <= threshold <= 1:
+        raise CompressError(_COMP, f"threshold={threshold}", "use a cosine threshold in [0, 1], e.g. 0.3")
     work = copy.deepcopy(net).eval()
     us = units(work)
     if len(keep) != len(us):
@@ -104,10 +113,7 @@ def merge_prune(net: Any, keep: list[np.ndarray], *, threshold: float = 0.3,
     reports: list[MergeReport] = []
     keep_in: np.ndarray | None = None
     for u, k in zip(us, keep, strict=True):
-        m, cst, d = _compensate(u, k, keep_in, threshold, const_tol)
-        reports.append(MergeReport(m, cst, d))
-        # the consumer (next producer) reads ``group`` columns per channel; 1 for a conv
-        keep_in = (k[:, None] * u.group + np.arange(u.group)).ravel()
-    log.info("merging: merged %s, constants %s, dropped %s", [r.merged for r in reports],
-             [r.constant for r in reports], [r.dropped for r in reports])
+        reports.append(MergeReport(*_compensate(u, k, keep_in, threshold)))
+        keep_in = u.in_columns(k)  # what the next unit's producer still reads
+    log.info("merging: merged %s, mean-filled %s", [r.merged for r in reports], [r.mean for r in reports])
     return prune(work, keep), reports

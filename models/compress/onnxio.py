@@ -60,3 +60,36 @@ def save(proto: Any, meta: dict[str, str], path: str | Path) -> Path:
     onnx.save(proto, str(p))
     log.info("wrote %s (%d bytes, arch %s)", p, p.stat().st_size, meta["edgevib.arch"])
     return p
+
+
+def compact(proto: Any) -> Any:
+    """Shorten every internal tensor and node name, drop ``value_info`` and doc strings.
+
+    Exporters and the quantizer write long names (``/net/blocks.0/blocks.0.0/Conv_output_0
+    _QuantizeLinear_Output``) that cost more bytes than a slim INT8 model's weights; the graph
+    input ``x`` and output ``probs`` keep their names. Returns a new ``ModelProto``.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    keep = {i.name for i in g.input} | {o.name for o in g.output} | {""}
+    names: dict[str, str] = {}
+
+    def short(n: str) -> str:
+        if n in keep:
+            return n
+        return names.setdefault(n, f"t{len(names)}")
+
+    for init in g.initializer:
+        init.name = short(init.name)
+        init.doc_string = ""
+    for i, node in enumerate(g.node):
+        node.name = f"n{i}"
+        node.doc_string = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    del g.value_info[:]
+    g.doc_string = ""
+    out.doc_string = ""
+    onnx.checker.check_model(out)
+    return out

@@ -35,17 +35,21 @@ STEPS = ("slim", "merge", "kd", "int8")
 class Options:
     """Knobs of the pipeline; defaults chosen on CWRU to run in minutes on 2 CPU cores."""
 
-    prune_ratio: float = 0.75  # fraction of all BN channels removed (global threshold)
-    sparse_lam: float = 2e-3  # L1 weight on gamma during sparsity training
-    sparse_steps: int = 500
+    prune_ratio: float | None = None  # fraction of BN channels removed; None: those slimming zeroed
+    sparse_lam: float = 0.7  # proximal L1 on gamma, relative to Adam's step (must be < 1)
+    sparse_gamma_lr: float = 1e-2
+    sparse_steps: int = 600
+    demo_ratio: float = 0.1  # benchmark only: pruning of the plain teacher, with/without merging
     kd_steps: int = 600
     temperature: float = 4.0
     alpha: float = 0.7
     lr: float = 1e-3
     merge_threshold: float = 0.3
     calib_windows: int = 256
-    synth_per_class: int = 32
+    synth_per_class: int = 24
     synth_steps: int = 300
+    synth_lr: float = 0.1
+    synth_bn_weight: float = 0.3
     seed: int = 0
 
 
@@ -69,7 +73,7 @@ def parse_recipe(recipe: str | Sequence[str]) -> list[str]:
 
 
 def _onnx(net: Any, teacher: CNNModel, meta: dict[str, str], arch: str) -> Any:
-    proto = CNNModel(net, teacher.classes, teacher.fs).to_onnx()
+    proto = onnxio.compact(CNNModel(net, teacher.classes, teacher.fs).to_onnx())
     return onnxio.set_meta(proto, {**meta, "edgevib.arch": arch})
 
 
@@ -92,7 +96,8 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
     t_net = copy.deepcopy(teacher.net).eval()
     stages = [Stage(arch, t_net, _onnx(t_net, teacher, meta, arch))]
     if data_free:
-        xs, ys = datafree.synthesize(t_net, o.synth_per_class, steps=o.synth_steps, seed=o.seed, progress=report)
+        xs, ys = datafree.synthesize(t_net, o.synth_per_class, steps=o.synth_steps, lr=o.synth_lr,
+                                     bn_weight=o.synth_bn_weight, seed=o.seed, progress=report)
         batches = training.tensor_batches(xs, ys, seed=o.seed)
         calib = xs[np.random.default_rng(o.seed).permutation(len(xs))[:o.calib_windows]]
     else:
@@ -102,7 +107,7 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
     net = t_net
     if "slim" in steps:
         sparse = slimming.sparse_train(copy.deepcopy(t_net), batches, lam=o.sparse_lam, steps=o.sparse_steps,
-                                       lr=o.lr, teacher=t_net if data_free else None, seed=o.seed, progress=report)
+                                       lr=o.lr, gamma_lr=o.sparse_gamma_lr, teacher=t_net if data_free else None, seed=o.seed, progress=report)
         keep = slimming.global_keep(sparse, o.prune_ratio)
         arch += "+slim"
         stages.append(Stage(arch + "(pruned)", slimming.prune(sparse, keep)))

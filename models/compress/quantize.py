@@ -54,7 +54,7 @@ class WindowReader(q.CalibrationDataReader):  # type: ignore[misc]
 
 
 def _finish(out_path: Path, meta: dict[str, str], suffix: str) -> Any:
-    proto = onnx.load(str(out_path))
+    proto = onnxio.compact(onnx.load(str(out_path)))
     arch = meta.get("edgevib.arch", "cnn")
     onnxio.set_meta(proto, {**meta, "edgevib.arch": arch if arch.endswith(suffix) else f"{arch}+{suffix}"})
     return proto

@@ -58,13 +58,19 @@ def freeze_bn_stats(net: Any) -> None:
 
 def fit(net: Any, batches: BatchFn, loss_fn: LossFn, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
         weight_decay: float = 1e-4, seed: int = 0, bn_stats: bool = True, progress: Progress | None = None,
-        label: str = "fit") -> Any:
-    """Train ``net`` in place for ``steps`` AdamW steps (cosine decay); ``loss_fn(net, x, y)``."""
+        label: str = "fit", after_step: Callable[[Any, float], None] | None = None,
+        groups: list[dict[str, Any]] | None = None) -> Any:
+    """Train ``net`` in place for ``steps`` AdamW steps (cosine decay); ``loss_fn(net, x, y)``.
+
+    ``after_step(net, lr)`` runs after every optimizer step (e.g. a proximal L1 shrink) with
+    the first parameter group's current learning rate; ``groups`` are AdamW parameter groups
+    (default: all of ``net`` at ``lr``).
+    """
     if steps < 1 or batch_size < 1:
         raise CompressError(_COMP, f"steps={steps}, batch_size={batch_size}", "use positive numbers")
     report = progress or null_progress
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(groups or net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     every = max(1, steps // 20)
     run = 0.0
@@ -77,6 +83,8 @@ def fit(net: Any, batches: BatchFn, loss_fn: LossFn, *, steps: int, batch_size: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step(net, float(sched.get_last_lr()[0]))
         sched.step()
         run += float(loss.detach())
         if (step + 1) % every == 0 or step + 1 == steps:

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from .conftest import CLASSES, W
+
+from edgevib.models.cnn import CNNModel
+from edgevib.models.compress import arch, onnxio, pipeline, table
+from edgevib.models.compress.errors import CompressError
+
+FAST = {"sparse_steps": 10, "kd_steps": 30, "synth_per_class": 4, "synth_steps": 10, "calib_windows": 16,
+        "prune_ratio": 0.25}
+
+
+def test_recipe_parsing() -> None:
+    assert pipeline.parse_recipe("int8, merge,slim") == ["slim", "merge", "int8"]
+    for bad in ("slim,prune", "merge,kd", ""):
+        with pytest.raises(CompressError, match="recipe"):
+            pipeline.parse_recipe(bad)
+
+
+def test_run_real_windows_gives_every_stage(trained_net: Any, tiny_ws: Any) -> None:
+    stages = pipeline.run(CNNModel(trained_net, CLASSES), "slim,merge,kd,int8", train=tiny_ws, **FAST)
+    names = [s.name for s in stages]
+    assert names == ["cnn", "cnn+slim(pruned)", "cnn+slim+merge", "cnn+slim+merge+kd", "cnn+slim+merge+kd+int8"]
+    assert arch.n_params(stages[-2].net) < arch.n_params(stages[0].net)
+    assert onnxio.read_meta(stages[-1].proto)["edgevib.arch"] == names[-1]
+    acc = np.mean(table.predict(table.session(stages[-1].proto), tiny_ws.x3d()) == tiny_ws.y)
+    assert acc > 1 / len(CLASSES)  # better than chance after all steps
+
+
+def test_compress_checkpoint_data_free_writes_the_contract(tmp_path: Path, trained_net: Any) -> None:
+    ck = arch.save_checkpoint(CNNModel(trained_net, CLASSES), tmp_path / "t.pt",
+                              onnxio.base_meta(CLASSES, 12000, W, "cnn", trained_on="synthetic tones"))
+    out = pipeline.compress(ck, "slim,merge,kd,int8", data_free=True, out=tmp_path / "small.onnx", **FAST)
+    meta = onnxio.read_meta(out)
+    assert meta["edgevib.arch"] == "cnn+slim+merge+kd+int8"
+    assert json.loads(meta["edgevib.classes"]) == list(CLASSES) and meta["edgevib.window"] == str(W)
+    assert "data-free" in meta["edgevib.trained_on"]
+    sess = table.session(onnxio.onnx.load(str(out)))
+    probs = sess.run(["probs"], {"x": np.zeros((2, 1, W), np.float32) + 0.1})[0]
+    assert probs.shape == (2, len(CLASSES))
+
+
+def test_compress_rejects_bad_requests(tmp_path: Path, trained_net: Any) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    onnxio.save(CNNModel(trained_net, CLASSES).to_onnx(), onnxio.base_meta(CLASSES, 12000, W, "cnn"), onnx_path)
+    with pytest.raises(CompressError, match="need the torch checkpoint"):
+        pipeline.compress(onnx_path, "slim,int8", data_free=True, out=tmp_path / "x.onnx")
+    with pytest.raises(CompressError, match="exactly one of --data DIR or --data-free"):
+        pipeline.compress(onnx_path, "int8", out=tmp_path / "x.onnx")
+    with pytest.raises(CompressError, match="prune_typo"):
+        pipeline.run(CNNModel(trained_net, CLASSES), "slim", data_free=True, prune_typo=1)
