@@ -15,15 +15,28 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edgevib import __version__
 from edgevib.errors import ConfigError, EdgevibError, MissingExtraError, RetryableError
 
 log = logging.getLogger("edgevib")
 
-# module path -> (function registering its subcommands)
-_PARTS = ("edgevib.models.cli", "edgevib.edge.cli", "edgevib.cloud.cli", "edgevib.demo")
+# module registering subcommands -> (extra it needs, the commands it adds)
+_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "edgevib.models.cli": ("train", ("models",)),
+    "edgevib.edge.cli": ("edge", ("agent", "stream")),
+    "edgevib.cloud.cli": ("cloud", ("cloud",)),
+    "edgevib.deploy": ("edge", ("deploy",)),
+    "edgevib.demo": ("dev", ("demo",)),
+}
+
+
+def _missing_extra(module: str, extra: str, name: str) -> Callable[[argparse.Namespace], int]:
+    def func(_args: argparse.Namespace) -> int:
+        raise MissingExtraError(module, extra, f"edgevib {name}")
+
+    return func
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod_name in _PARTS:
+    for mod_name, (extra, names) in _PARTS.items():
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("edgevib"):
-                continue  # that part is not built yet
-            raise
+            if not exc.name or exc.name.split(".")[0] == "edgevib":
+                raise  # our own module is broken: never hide that
+            # A dependency of this part is not installed: keep its commands, explain the fix.
+            for name in names:
+                stub = sub.add_parser(name, help=f"(needs: pip install 'edgevib[{extra}]')")
+                stub.set_defaults(func=_missing_extra(exc.name, extra, name))
+            continue
         mod.register(sub)
     return parser
 
