@@ -57,6 +57,7 @@ class _Sensor:
     rpm: float
     asset: str
     evidence: EvidenceConfig
+    seen: int = 0  # windows inferred
 
 
 @dataclass
@@ -180,7 +181,8 @@ class Agent:
             self.metrics.inc("windows", sensor=p.sensor)
             for ev in s.alerter.update_probs(row, classes):
                 self._alert(p, s, "fault", ev, row)
-            if s.anomaly is not None:
+            s.seen += 1
+            if s.anomaly is not None and s.seen % self.cfg.alert.anomaly_every == 0:
                 res = s.anomaly.update(p.x)
                 if res.ready:
                     for ev in s.anomaly_alerter.update("anomaly", res.ratio):
@@ -215,8 +217,8 @@ class Agent:
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self) -> None:
         """Settle PUBACKs, then hand unsent outbox rows to the sink, oldest first."""
-        for token in self.link.acked():
-            rid = self._inflight.pop(token, None)
+        for acked in self.link.acked():
+            rid = self._inflight.pop(acked, None)
             if rid is not None and self.outbox.ack(rid):
                 self.metrics.inc("alerts_acked")
         if not self.link.connected or len(self.outbox) <= len(self._inflight):

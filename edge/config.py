@@ -67,6 +67,7 @@ class AlertConfig:
     p_off: float = 0.5
     cooldown_s: float = 60.0
     anomaly: bool = True
+    anomaly_every: int = 4  # score every n-th window per sensor: the baseline distance costs ~15x the CNN
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.n or self.m < 1:
@@ -75,6 +76,9 @@ class AlertConfig:
         if not 0.0 <= self.p_off < self.p_on <= 1.0:
             raise ConfigError("edge.config.alert", f"p_on={self.p_on}, p_off={self.p_off}",
                               "use 0 <= alert.p_off < alert.p_on <= 1")
+        if self.anomaly_every < 1:
+            raise ConfigError("edge.config.alert", f"anomaly_every={self.anomaly_every}",
+                              "use alert.anomaly_every >= 1 (1 = every window)")
         if not self.cooldown_s >= 0:
             raise ConfigError("edge.config.alert", f"cooldown_s={self.cooldown_s}", "use alert.cooldown_s >= 0")
 

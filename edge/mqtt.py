@@ -121,7 +121,8 @@ class MqttLink:
         with self._lock:
             filters = list(self.filters)
         if filters:  # "connected" once the broker confirmed the subscriptions
-            _rc, self._sub_mid = client.subscribe([(f, 0) for f in filters])
+            _rc, mid = client.subscribe([(f, 0) for f in filters])
+            self._sub_mid = -1 if mid is None else mid
         else:
             self._connected.set()
         log.info("edge.mqtt: connected to %s as %s", self.url, self.client_id)
@@ -136,7 +137,7 @@ class MqttLink:
         self._connected.clear()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self.inbox.put(Message(msg.topic, msg.payload, self.clock()))
+        self.inbox.put(Message(msg.topic, bytes(msg.payload), self.clock()))
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any = None) -> None:
         self._acks.put(mid)

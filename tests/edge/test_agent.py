@@ -200,16 +200,17 @@ def test_heartbeat_reports_model_latency_and_resources(rig: dict) -> None:
 def test_anomaly_alert_after_baseline(tmp_path: Path) -> None:
     bus, clock = MemoryBus(), Clock()
     cfg = load_agent_config(None, env={}, site="plant", gateway="gw", batch_size=8, heartbeat_s=3600,
-                            alert={"k": 2, "n": 3, "cooldown_s": 0, "p_on": 0.99, "p_off": 0.98},
+                            alert={"k": 2, "n": 3, "cooldown_s": 0, "p_on": 0.99, "p_off": 0.98,
+                                   "anomaly_every": 2},
                             outbox={"path": str(tmp_path / "ob.sqlite")})
     link = MemoryLink(bus, "agent", clock=clock)
     never = FunctionModel(ModelMeta(CLASSES_10, window=W, arch="f"),
                           lambda x: np.tile(np.eye(10, dtype=np.float32)[0], (len(x), 1)))
-    agent = Agent(cfg, never, link, Outbox(cfg.outbox.path), clock=clock, anomaly_baseline=40)
+    agent = Agent(cfg, never, link, Outbox(cfg.outbox.path), clock=clock, anomaly_baseline=33)
     cloud = MemoryLink(bus, "cloud")
     cloud.subscribe(T.alerts)
     sensor = MemoryLink(bus, "sensor")
-    n = _send(sensor, "de", simulate("normal", duration_s=4.0, seed=1))
+    n = _send(sensor, "de", simulate("normal", duration_s=7.0, seed=1))  # 80 windows: 40 scored
     _send(sensor, "de", simulate("OR", duration_s=1.0, seed=2, severity=3.0), seq0=n)
     _run(agent, clock, 40)
     got = _alerts(cloud)

@@ -1,0 +1,240 @@
+"""Edge agent throughput: how many 12 kHz sensors one agent process sustains, and its limits.
+
+Runs a private Mosquitto, then measures, for the same frames and model:
+
+1. the ONNX Runtime limit: windows/s of the model in a tight batched loop;
+2. the paho limit: QoS 0 messages/s from a publisher process to a raw paho subscriber;
+3. the agent: ``edgevib agent`` as its own process fed by N simulated sensors (a separate
+   publisher process, real time) for a ladder of N, then a bisection: the largest N with
+   no drops and no growing inbox backlog; latency (frame arrival -> window inferred and
+   alert decided) p50/p99 and RSS from the agent's own heartbeat.
+
+Prints a report (not a test). Usage: ``python benchmarks/edge_throughput.py [--model M]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+from edgevib.edge import protocol as proto
+from edgevib.edge.cli import model_path
+from edgevib.edge.frames import Frame, encode
+from edgevib.edge.onnx import OnnxModel
+from edgevib.models.simulate import simulate
+
+from edgevib.broker import MosquittoProcess, parse_url
+
+FS, FRAME, HOP = 12000.0, 4096, 1024
+T = proto.Topics("bench", "gw")
+WIN_PER_SENSOR = FS / HOP  # windows/s one sensor produces
+FRAMES_PER_SENSOR = FS / FRAME
+
+
+def onnx_limit(path: Path, batch: int, threads: int, seconds: float = 3.0) -> float:
+    """Windows/s of the model alone, batches of ``batch``."""
+    m = OnnxModel(path, threads=threads)
+    x = simulate("IR", duration_s=batch * m.meta.window / FS + 0.1, seed=1)
+    xb = np.stack([x[i * m.meta.window:(i + 1) * m.meta.window] for i in range(batch)])[:, None, :]
+    m.predict(xb)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        m.predict(xb)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def _client(cid: str) -> paho.Client:
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid)
+
+
+def paho_limit(url: str, payload: bytes, seconds: float = 4.0) -> float:
+    """QoS 0 messages/s received by a raw paho subscriber from a publisher process."""
+    host, port, _ = parse_url(url)
+    got = [0]
+    sub = _client("bench-sub")
+    sub.on_message = lambda c, u, m: got.__setitem__(0, got[0] + 1)
+    ready = threading.Event()
+    sub.on_subscribe = lambda *a: ready.set()
+    sub.on_connect = lambda c, *a: c.subscribe("bench/limit", 0)
+    sub.connect(host, port)
+    sub.loop_start()
+    ready.wait(5)
+    pub = subprocess.Popen([sys.executable, __file__, "--role", "blast", "--url", url,
+                            "--seconds", str(seconds + 2), "--size", str(len(payload))])
+    time.sleep(1.0)  # warm-up
+    n0, t0 = got[0], time.monotonic()
+    time.sleep(seconds)
+    rate = (got[0] - n0) / (time.monotonic() - t0)
+    pub.wait(30)
+    sub.loop_stop()
+    sub.disconnect()
+    return rate
+
+
+def _blast(url: str, seconds: float, size: int) -> None:
+    host, port, _ = parse_url(url)
+    c = _client("bench-pub")
+    c.connect(host, port)
+    c.loop_start()
+    payload = os.urandom(size)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(100):
+            c.publish("bench/limit", payload, qos=0)
+        time.sleep(0.0005)  # let the network thread drain paho's queue
+    c.loop_stop()
+    c.disconnect()
+
+
+def _sensors(url: str, n: int, seconds: float, offset: int) -> None:
+    """Publisher role: n simulated sensors in real time (a quarter of them with an IR fault)."""
+    host, port, _ = parse_url(url)
+    c = _client(f"bench-sensors-{offset}")
+    c.connect(host, port)
+    c.loop_start()
+    base = {f: simulate(f, duration_s=seconds + 1, seed=i) for i, f in enumerate(("normal", "IR", "OR", "B"))}
+    names = [T.raw(f"s{offset + i}") for i in range(n)]
+    faults = [("IR" if i % 4 == 0 else "normal") for i in range(n)]
+    t0_ns, start = time.time_ns(), time.monotonic()
+    sent = 0
+    for k in range(int(seconds * FRAMES_PER_SENSOR)):
+        ahead = start + k * FRAME / FS - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        for i, topic in enumerate(names):
+            x = np.roll(base[faults[i]], -i * 97)[k * FRAME:(k + 1) * FRAME]  # sensors differ
+            c.publish(topic, encode(Frame(k, t0_ns + round(k * FRAME * 1e9 / FS), FS, x), "int16"), qos=0)
+            sent += 1
+    time.sleep(0.5)
+    c.loop_stop()
+    c.disconnect()
+    print(json.dumps({"sent": sent}), flush=True)
+
+
+def agent_trial(url: str, model: Path, n: int, seconds: float, batch: int, threads: int) -> dict[str, Any]:
+    host, port, _ = parse_url(url)
+    hbs: list[dict[str, Any]] = []
+    sub = _client(f"bench-cloud-{n}")
+    sub.on_message = lambda c, u, m: hbs.append(json.loads(m.payload)) if m.topic == T.heartbeat else None
+    sub.on_connect = lambda c, *a: c.subscribe(T.heartbeat, 0)
+    sub.connect(host, port)
+    sub.loop_start()
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edgevib.cli", "-q", "agent", "--broker", url, "--site", "bench", "--gateway", "gw",
+             "--model", str(model), "--outbox", f"{tmp}/ob.sqlite", "--heartbeat", "1", "--batch-size", str(batch),
+             "--threads", str(threads)], env={**os.environ, "EDGEVIB_INBOX_SIZE": "200000"})
+        end = time.monotonic() + 60
+        while not hbs and time.monotonic() < end:
+            time.sleep(0.1)
+        start_idx = len(hbs)
+        pub = subprocess.run([sys.executable, __file__, "--role", "sensors", "--url", url, "--n", str(n),
+                              "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+        sent = json.loads(pub.stdout.strip().splitlines()[-1])["sent"]
+        drain_end = time.monotonic() + 5
+        while time.monotonic() < drain_end:
+            c = hbs[-1]["counters"]
+            if c.get("frames_in", 0) >= sent and c.get("queue_depth", 1) == 0 and c.get("pending_windows", 1) == 0:
+                break
+            time.sleep(0.2)
+        time.sleep(1.1)
+        agent.terminate()
+        agent.wait(20)
+    sub.loop_stop()
+    sub.disconnect()
+    run = hbs[start_idx:]
+    last = hbs[-1]
+    depths = [h["counters"].get("queue_depth", 0) for h in run]
+    late = depths[len(depths) // 2:] or [0]
+    drops = sum(last["drops"].values())
+    frames_in = last["counters"].get("frames_in", 0)
+    ok = drops == 0 and frames_in >= sent and max(late) <= max(50, n)
+    return {"n": n, "ok": ok, "sent": sent, "frames_in": frames_in, "drops": drops, "max_depth_late": max(late),
+            "p50_ms": last["counters"]["latency_p50_ms"], "p99_ms": last["counters"]["latency_p99_ms"],
+            "infer_p50_ms": last["counters"]["inference_p50_ms"], "rss_mb": max(h["resources"]["rss_mb"] for h in run),
+            "cpu": max(h["resources"]["cpu_percent"] for h in run)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--role", choices=("main", "blast", "sensors"), default="main")
+    ap.add_argument("--url", default="")
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--n", type=int, default=0)
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--size", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ladder", default="25,50,100,200,400,800")
+    ap.add_argument("--no-anomaly", action="store_true", help="agent without the anomaly baseline")
+    args = ap.parse_args()
+    if args.role == "blast":
+        _blast(args.url, args.seconds, args.size)
+        return 0
+    if args.role == "sensors":
+        _sensors(args.url, args.n, args.seconds, 0)
+        return 0
+    model = args.model or model_path("")
+    if args.no_anomaly:
+        os.environ["EDGEVIB_ALERT__ANOMALY"] = "false"  # inherited by the agent process
+    payload = encode(Frame(0, 0, FS, simulate("normal", duration_s=0.5)[:FRAME]), "int16")
+    print(f"edge throughput benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  load avg {os.getloadavg()}  "
+          f"cpus {os.cpu_count()}")
+    print(f"model {model.name}; frame {FRAME} int16 samples = {len(payload)} bytes; window 2048 hop {HOP}; "
+          f"batch {args.batch}; ORT threads {args.threads}; anomaly {'off' if args.no_anomaly else 'on'}")
+    w_s = onnx_limit(model, args.batch, args.threads)
+    print(f"ONNX Runtime limit : {w_s:9.0f} windows/s = {w_s / WIN_PER_SENSOR:7.0f} sensors")
+    with MosquittoProcess() as broker:
+        m_s = paho_limit(broker.url, payload)
+        print(f"paho QoS0 limit    : {m_s:9.0f} msgs/s    = {m_s / FRAMES_PER_SENSOR:7.0f} sensors")
+        limit = min(w_s / WIN_PER_SENSOR, m_s / FRAMES_PER_SENSOR)
+        trials: list[dict[str, Any]] = []
+
+        def trial(n: int) -> bool:
+            r = agent_trial(broker.url, model, n, args.seconds, args.batch, args.threads)
+            trials.append(r)
+            print(f"agent N={n:4d}: {'sustained' if r['ok'] else 'BEHIND   '} sent {r['sent']} in {r['frames_in']} "
+                  f"drops {r['drops']} late-depth {r['max_depth_late']} latency p50 {r['p50_ms']:.1f} ms "
+                  f"p99 {r['p99_ms']:.1f} ms infer p50 {r['infer_p50_ms']:.1f} ms RSS {r['rss_mb']:.0f} MB "
+                  f"CPU {r['cpu']:.0f}%", flush=True)
+            return bool(r["ok"])
+
+        good, bad = 0, 0
+        for n in (int(v) for v in args.ladder.split(",")):
+            if trial(n):
+                good = n
+            else:
+                bad = n
+                break
+        for _ in range(2 if bad else 0):
+            mid = (good + bad) // 2
+            if mid in (good, bad):
+                break
+            if trial(mid):
+                good = mid
+            else:
+                bad = mid
+    print(f"largest N sustained: {good} sensors ({good * WIN_PER_SENSOR:.0f} windows/s, "
+          f"{good * FRAMES_PER_SENSOR:.0f} frames/s); first N behind: {bad or 'none tried'}")
+    print(f"agent / smaller limit ({limit:.0f} sensors): {good / limit:.0%}  (target >= 70%)")
+    at100 = [t for t in trials if t["n"] == 100]
+    if at100:
+        t = at100[0]
+        print(f"at N=100: latency p50 {t['p50_ms']:.1f} ms p99 {t['p99_ms']:.1f} ms (target <= 50), "
+              f"RSS {t['rss_mb']:.0f} MB (target <= 90)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
