@@ -34,7 +34,7 @@ _COMP = "models.cnn"
 WIDTHS = (16, 32, 64, 64, 64)
 
 
-class WDCNN(nn.Module):  # type: ignore[misc]
+class WDCNN(nn.Module):
     """Per-window normalisation, a wide first conv, small conv blocks, then a dense head.
 
     ``blocks[i]`` is ``Sequential(conv, bn, relu, maxpool)``: the BN of block ``i`` scales
@@ -78,7 +78,7 @@ class WDCNN(nn.Module):  # type: ignore[misc]
         return self.head(z)
 
 
-class EnvelopeSpectrum(nn.Module):  # type: ignore[misc]
+class EnvelopeSpectrum(nn.Module):
     """Envelope spectra (0-``max_hz``) of ``bands`` learnable band-pass channels.
 
     Fault type shows as impulse rates (BPFI, BPFO, ball spin: 100-170 Hz here and their
@@ -118,7 +118,7 @@ def build_wdcnn(n_classes: int, widths: Sequence[int] = WIDTHS, **kw: Any) -> An
     return WDCNN(n_classes, widths, **kw)
 
 
-class _Probs(nn.Module):  # type: ignore[misc]
+class _Probs(nn.Module):
     def __init__(self, net: Any) -> None:
         super().__init__()
         self.net = net
@@ -193,6 +193,13 @@ class TrainOptions:
     threads: int = 1  # on a shared 2-core box, 2 threads ran 5x slower than 1
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "threads"):
+            if not int(getattr(self, name)) >= 1:
+                raise ModelsError(_COMP, f"{name}={getattr(self, name)!r}", f"use a positive whole number of {name}")
+        if not self.lr > 0:
+            raise ModelsError(_COMP, f"lr={self.lr!r}", "use a positive learning rate, e.g. 3e-3")
+
 
 def train(train: Any, *, seed: int = 0, progress: Progress | None = None, epochs: int | None = None,
           **opts: Any) -> CNNModel:
@@ -208,10 +215,17 @@ def train(train: Any, *, seed: int = 0, progress: Progress | None = None, epochs
     if len(train) == 0 or len(np.unique(train.y)) < 2:
         raise ModelsError(_COMP, f"training set of {len(train)} windows, classes {np.unique(train.y).tolist()}",
                           "train on windows of at least two classes")
-    report = progress or null_progress
+    threads = torch.get_num_threads()
+    try:
+        if o.device == "cpu":
+            torch.set_num_threads(o.threads)
+        return _fit(train, o, seed, progress or null_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(train: Any, o: TrainOptions, seed: int, report: Progress) -> CNNModel:
     torch.manual_seed(seed)
-    if o.device == "cpu":
-        torch.set_num_threads(o.threads)
     segs, labels = segments_from_windows(train.x, train.recording, train.start, train.y)
     aug = Augmenter(segs, labels, window=train.window, config=o.augment, seed=seed, fs=train.fs, device=o.device)
     net = build_wdcnn(len(train.classes), o.widths, window=train.window, pool_out=o.pool_out,
@@ -221,7 +235,7 @@ def train(train: Any, *, seed: int = 0, progress: Progress | None = None, epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total, pct_start=0.2)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
     history: list[dict[str, float]] = []
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     for ep in range(o.epochs):
         net.train()
         run_loss = run_acc = 0.0
@@ -236,7 +250,7 @@ def train(train: Any, *, seed: int = 0, progress: Progress | None = None, epochs
             run_loss += float(loss.detach())
             run_acc += float((logits.argmax(1) == y).float().mean())
         rec = {"epoch": ep + 1, "loss": run_loss / o.steps_per_epoch, "acc": run_acc / o.steps_per_epoch,
-               "seconds": time.monotonic() - t0}
+               "seconds": time.monotonic() - t0, "cpu_seconds": time.process_time() - c0}
         history.append(rec)
         log.info("epoch %d loss %.4f acc %.4f", ep + 1, rec["loss"], rec["acc"])
         report(ep + 1, o.epochs, f"loss {rec['loss']:.3f} acc {rec['acc']:.3f}")

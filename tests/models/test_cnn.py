@@ -95,6 +95,8 @@ def test_non_finite_input_and_bad_options_are_refused(rng: np.random.Generator) 
     ws = _synthetic(rng)
     with pytest.raises(ModelsError, match="no_such_option"):
         cnn.train(ws, no_such_option=1)
+    with pytest.raises(ModelsError, match="epochs=0"):
+        cnn.train(ws, epochs=0)
     with pytest.raises(ModelsError, match="at least two classes"):
         cnn.train(ws.subset(ws.y == 0))
 
