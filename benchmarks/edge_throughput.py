@@ -108,11 +108,13 @@ def _sensors(url: str, n: int, seconds: float, offset: int) -> None:
     faults = [("IR" if i % 4 == 0 else "normal") for i in range(n)]
     t0_ns, start = time.time_ns(), time.monotonic()
     sent = 0
+    period = FRAME / FS
     for k in range(int(seconds * FRAMES_PER_SENSOR)):
-        ahead = start + k * FRAME / FS - time.monotonic()
-        if ahead > 0:
-            time.sleep(ahead)
         for i, topic in enumerate(names):
+            # Real sensors are not synchronised: each sends at its own phase of the frame period.
+            ahead = start + (k + i / n) * period - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
             x = np.roll(base[faults[i]], -i * 97)[k * FRAME:(k + 1) * FRAME]  # sensors differ
             c.publish(topic, encode(Frame(k, t0_ns + round(k * FRAME * 1e9 / FS), FS, x), "int16"), qos=0)
             sent += 1

@@ -259,13 +259,15 @@ class Agent:
     # -- the loop ---------------------------------------------------------------------------
     def step(self, max_messages: int = 256) -> None:
         """One pass: take messages (waiting at most until the next batch is due), infer, deliver."""
-        wait = self.cfg.batch_deadline_ms / 1000
-        for _ in range(max_messages):
-            msg = self.link.poll(wait if not self._pending else 0.0)
+        deadline = self.cfg.batch_deadline_ms / 1000
+        for i in range(max_messages):
+            # Block only for the first message, and no longer than the oldest window may wait.
+            wait = 0.0 if i else (deadline if not self._pending
+                                  else max(0.0, self._pending[0].arrived + deadline - self.clock()))
+            msg = self.link.poll(wait)
             if msg is None:
                 break
             self.handle(msg)
-            wait = 0.0
             if len(self._pending) >= self.cfg.batch_size:
                 break
         now = self.clock()
