@@ -44,13 +44,13 @@ class Options:
 
     seg_len: int = 128  # Nin: samples per local segment (~10 ms at 12 kHz)
     n_features: int = 100  # Nout: learned filters
-    stride: int = 32  # hop between segments in the LCN
-    n_segments: int = 20000  # random segments for the NSAE
+    stride: int = 8  # hop between segments; 32 loses 1-2 points to phase aliasing (docs/nsae_lcn.md)
+    n_segments: int = 10000  # random segments for the NSAE
     sparsity: float = 0.1  # L1 weight on activations
     ortho: float = 1.0  # weight of ||W W^T - I||^2
-    nsae_iters: int = 300
+    nsae_iters: int = 150
     weight_decay: float = 1e-4  # L2 on the softmax weights
-    clf_iters: int = 400
+    clf_iters: int = 300
     noise_copies: int = 0  # noisy copies of the training set (white noise)
     noise_snr_db: tuple[float, float] = (-6.0, 10.0)  # SNR range of those copies
     # FIR low-pass (Hz, at the model's 12 kHz) before normalising: native-12 kHz and resampled
@@ -190,15 +190,13 @@ class NSAELCN:
         return build_onnx(self)
 
 
-def lcn_features(xn: np.ndarray, filters: np.ndarray, stride: int, power: int = 1,
-                 batch: int = 256) -> np.ndarray:
-    """Mean over segments of relu(filters @ segment) ** power for normalised windows ``xn`` [N, W]."""
+def lcn_features(xn: np.ndarray, filters: np.ndarray, stride: int, batch: int = 256) -> np.ndarray:
+    """Mean over segments of relu(filters @ segment) for normalised windows ``xn`` [N, W]."""
     out = np.empty((len(xn), len(filters)))
     f32 = filters.T.astype(np.float32)
     for i in range(0, len(xn), batch):
         seg = segments(xn[i:i + batch].astype(np.float32), filters.shape[1], stride)
-        act = np.maximum(seg @ f32, 0.0)
-        out[i:i + batch] = (act * act if power == 2 else act).mean(axis=1)
+        out[i:i + batch] = np.maximum(seg @ f32, 0.0).mean(axis=1)
     return out
 
 
@@ -218,7 +216,8 @@ def train(train: WindowSet, *, seed: int = 0, progress: Progress | None = None, 
         raise DataError(_COMP, f"unknown option in {sorted(opts)}", f"use some of: {names}") from exc
     report = progress or null_progress
     x = np.asarray(train.x)
-    if x.ndim != 2 or x.shape[1] < o.seg_len + o.lowpass_taps or len(x) < 2:
+    taps = o.lowpass_taps if o.lowpass_hz is not None else 1
+    if x.ndim != 2 or x.shape[1] < o.seg_len + taps - 1 or len(x) < 2:
         raise DataError(_COMP, f"training windows of shape {x.shape}",
                         "give >= 2 windows [N, W] with W >= seg_len + lowpass_taps")
     n_cls = len(train.classes)
