@@ -55,18 +55,25 @@ class JobConfig:
     offline_after_s: float = 30.0
     min_incident_severity: str = "medium"
     checkpoint_interval_ms: int = 1000
+    # Alerts and dead letters reach the store in batches of this much processing time.
+    batch_ms: int = 100
+    # Heartbeats reach the liveness operator at most once per gateway per this interval.
+    heartbeat_batch_s: float = 1.0
     file_monitor_ms: int = 100
     bundle_time_ms: int = 50
     parallelism: int = 1
 
     def __post_init__(self) -> None:
         for name in ("window_s", "out_of_orderness_s", "incident_k", "incident_window_s", "incident_bucket_s",
-                     "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "file_monitor_ms",
+                     "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "batch_ms", "heartbeat_batch_s", "file_monitor_ms",
                      "bundle_time_ms", "parallelism"):
             _positive(f"job.{name}", getattr(self, name))
         if self.min_incident_severity not in ("low", "medium", "high"):
             raise ConfigError("cloud.config", f"job.min_incident_severity={self.min_incident_severity!r}",
                               "use low, medium or high")
+        if self.heartbeat_batch_s >= self.offline_after_s:
+            raise ConfigError("cloud.config", f"job.heartbeat_batch_s={self.heartbeat_batch_s}",
+                              "use an interval well below job.offline_after_s")
         if self.incident_window_s < self.incident_bucket_s:
             raise ConfigError("cloud.config", f"job.incident_window_s={self.incident_window_s}",
                               "use a window at least as long as job.incident_bucket_s")

@@ -57,7 +57,9 @@ class FleetLogic:
                               model_version=hb.get("model_version"), model_sha256=hb.get("model_sha256")))
         st.update({k: hb.get(k) for k in ("site", "gateway", "model_name", "model_version", "model_sha256",
                                           "agent_version", "uptime_s", "outbox_pending", "drops_total")})
-        st.update(status="online", last_seen_ms=now_ms, last_hb_ms=int(hb["ev_ms"]))
+        # max: a replayed (older) heartbeat must not move the last sighting back.
+        st.update(status="online", last_seen_ms=max(now_ms, int(st.get("last_seen_ms") or 0)),
+                  last_hb_ms=max(int(hb["ev_ms"]), int(st.get("last_hb_ms") or 0)))
         out.append(("gateway", key, self._gateway_row(st)))
         return st, out
 

@@ -150,7 +150,10 @@ class StoreWriter(FlatMapFunction):  # type: ignore[misc, valid-type]
 
     def flat_map(self, value: Any) -> Any:
         kind, body = value[0], value[2]
-        row = json.loads(body) if isinstance(body, str) else body
+        row = json.loads(body)
+        if isinstance(row, list):
+            self.store.apply_many(kind, row)  # one transaction per batch
+            return iter(())
         self.store.apply(kind, row)
         if kind == "fleet_event":
             # paho queues while disconnected; consumers de-duplicate on the event id.
@@ -197,12 +200,14 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
         st = self._load()
         ts = ctx.timer_service()
         if kind == "heartbeat":
-            now = ts.current_processing_time()
-            st, out = self.logic.on_heartbeat(st, key, body, now)
+            # Silence counts from the bridge's receipt of the last heartbeat, not from this
+            # (batched, later) arrival; bridge and job share a clock (same host, or NTP).
+            seen = int(body["recv_ms"])
+            st, out = self.logic.on_heartbeat(st, key, body, seen)
             old = self.timer.value()
             if old is not None:
                 ts.delete_processing_time_timer(old)
-            due = now + self.logic.offline_after_ms
+            due = int(st["last_seen_ms"]) + self.logic.offline_after_ms
             ts.register_processing_time_timer(due)
             self.timer.update(due)
         elif kind == "status":
@@ -264,6 +269,7 @@ def spool_table(env: Any, tenv: Any, cfg: CloudConfig) -> Any:
           .uid("spool-source").set_parallelism(1))
     schema = (Schema.new_builder()
               .column_by_expression("rowtime", "TO_TIMESTAMP_LTZ(ev_ms, 3)")
+              .column_by_expression("proc", "PROCTIME()")
               .watermark("rowtime", watermark_expr(cfg)).build())
     return tenv.from_data_stream(ds, schema)
 

@@ -138,6 +138,26 @@ class Store:
             row = {**row, "stored_ms": int(self.clock() * 1000)}
         self.upsert(table, [row])
 
+    def apply_many(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Store a batch of one kind in one transaction (all or nothing)."""
+        table = KIND_TABLE.get(kind)
+        if table is None:
+            raise CloudError("cloud.store", f"record kind {kind!r}", f"use one of {', '.join(sorted(KIND_TABLE))}")
+        if table in ("alerts", "dead_letters"):
+            now = int(self.clock() * 1000)
+            rows = [{**r, "stored_ms": now} for r in rows]
+        if self.kind == "sqlite":
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.upsert(table, rows)
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        else:
+            with self.conn.transaction():
+                self.upsert(table, rows)
+
     # -- readers for the CLI, dashboard and tests --------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.kind != "sqlite":

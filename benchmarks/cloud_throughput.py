@@ -1,0 +1,166 @@
+"""Cloud job benchmark: events/s through the job, and alert-to-store latency. Prints a report.
+
+Two measurements, each with a fresh job in a local mini-cluster (run with the cloud venv):
+
+* ``--mode spool``: N pre-validated records in F spool files (what the bridge writes) are
+  read by a fresh job; rate = records / (last store write - first store write).
+* ``--mode e2e``: simulated gateways publish alerts over real MQTT at ``--rate`` for
+  ``--seconds``; latency = store write time - the alert's own timestamp (publish time),
+  p50/p99 over the alerts after the first 3 s.
+
+    .venv-cloud/bin/python benchmarks/cloud_throughput.py --mode spool --records 200000 --files 100
+    .venv-cloud/bin/python benchmarks/cloud_throughput.py --mode e2e --rate 500 --seconds 20
+
+Targets: >= 30k events/s, p50 <= 0.5 s, p99 <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edgevib.cloud.config import CloudConfig, load_config
+from edgevib.cloud.ingest import dumps_line, normalize
+from edgevib.cloud.runner import JobProcess, wait_for
+from edgevib.cloud.store import Store
+from edgevib.edge.protocol import dumps, make_alert, make_heartbeat
+
+from edgevib.broker import MosquittoProcess
+
+FAULTS = ("B007", "B014", "B021", "IR007", "IR014", "IR021", "OR007", "OR014", "OR021")
+
+
+def _cfg(tmp: Path, broker_url: str = "mqtt://127.0.0.1:1883") -> CloudConfig:
+    return load_config(None, env={}, overrides={
+        "broker_url": broker_url, "store_url": f"sqlite:///{tmp}/store.db", "spool_dir": str(tmp / "spool"),
+        "checkpoint_dir": str(tmp / "ckpt"), "bridge": {"client_id": f"bench-{time.time_ns()}", "flush_ms": 50},
+        "job": {"window_s": 2, "out_of_orderness_s": 1.0, "checkpoint_interval_ms": 1000,
+                "file_monitor_ms": 100, "offline_after_s": 30}})
+
+
+def bench_spool(records: int, files: int, gateways: int, alert_frac: float) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="edgevib-bench-"))
+    cfg = _cfg(tmp)
+    spool = Path(cfg.spool_dir)
+    spool.mkdir(parents=True)
+    rng = random.Random(1)
+    t0_ns = time.time_ns() - records * 1_000_000  # 1 ms of event time per record, ending now
+    per_file = records // files
+    n_alerts = 0
+    for f in range(files):
+        lines = []
+        for i in range(per_file):
+            k = f * per_file + i
+            g = f"g{k % gateways}"
+            t_ns = t0_ns + k * 1_000_000
+            if rng.random() < alert_frac:
+                doc = make_alert(site="s1", gateway=g, sensor="de", kind="fault", state="raised", t_ns=t_ns,
+                                 cls=rng.choice(FAULTS), probability=0.9)
+                topic = f"edgevib/v1/s1/{g}/alerts"
+                n_alerts += 1
+            else:
+                doc = make_heartbeat(site="s1", gateway=g, t_ns=t_ns, uptime_s=1.0, sensors={}, drops={},
+                                     counters={}, resources={})
+                topic = f"edgevib/v1/s1/{g}/heartbeat"
+            lines.append(dumps_line(normalize(topic, dumps(doc), t_ns // 1_000_000, f"b-{k}")))
+        (spool / f"20000101T000000-bench-{f:08d}.csv").write_bytes(b"".join(lines))
+    job = JobProcess(cfg, tmp / "job")
+    t_start = time.time()
+    job.start(restore="")
+    store = Store(cfg.store_url)
+    try:
+        wait_for(lambda: (job.check(), store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n_alerts)[1],
+                 timeout=900, interval=1.0, what="all alerts stored")
+        first, last = store.query("SELECT MIN(stored_ms), MAX(stored_ms) FROM alerts")[0]
+    finally:
+        job.stop()
+        store.close()
+    secs = (last - first) / 1000
+    return {"records": per_file * files, "alerts": n_alerts, "files": files, "seconds": secs,
+            "events_per_s": per_file * files / secs if secs > 0 else float("inf"),
+            "first_store_after_s": first / 1000 - t_start}
+
+
+def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
+    from edgevib.cloud.bridge import Bridge
+    from edgevib.cloud.simulate import GatewaySim
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgevib-bench-"))
+    broker = MosquittoProcess()
+    broker.start()
+    cfg = _cfg(tmp, broker.url)
+    bridge = Bridge(cfg)
+    bridge.start()
+    job = JobProcess(cfg, tmp / "job")
+    job.start(restore="")
+    sims = [GatewaySim(broker.url, "s1", f"g{i}") for i in range(gateways)]
+    store = Store(cfg.store_url)
+    try:
+        wait_for(lambda: (job.check(), sims[0].heartbeat(), len(store.gateways()) > 0)[2], timeout=180,
+                 interval=1.0, what="job ready")
+        stop = threading.Event()
+
+        def hb() -> None:
+            while not stop.wait(0.5):
+                for s in sims:
+                    s.heartbeat(wait=False)
+
+        threading.Thread(target=hb, daemon=True).start()
+        rng = random.Random(2)
+        t0 = time.time()
+        n = 0
+        while time.time() - t0 < seconds:
+            target = int((time.time() - t0) * rate)
+            while n < target:
+                sims[n % gateways].alert(rng.choice(FAULTS), wait=False)
+                n += 1
+            time.sleep(0.002)
+        wait_for(lambda: store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n, timeout=300, interval=0.5,
+                 what="all alerts stored")
+        stop.set()
+        rows = store.query("SELECT ev_ms, stored_ms FROM alerts WHERE ev_ms >= ? ORDER BY ev_ms",
+                           (int((t0 + 3) * 1000),))
+        lat = sorted((s - e) / 1000 for e, s in rows)
+        first, last = store.query("SELECT MIN(stored_ms), MAX(stored_ms) FROM alerts")[0]
+    finally:
+        for s in sims:
+            s.close()
+        job.stop()
+        bridge.stop()
+        broker.stop()
+        store.close()
+    q = statistics.quantiles(lat, n=100)
+    return {"published": n, "rate_target": rate, "stored_rate": n / ((last - first) / 1000),
+            "p50_s": q[49], "p99_s": q[98], "max_s": lat[-1], "samples": len(lat)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("spool", "e2e"), default="spool")
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--files", type=int, default=50)
+    p.add_argument("--alert-frac", type=float, default=0.5)
+    p.add_argument("--gateways", type=int, default=20)
+    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    a = p.parse_args()
+    if a.mode == "spool":
+        r = bench_spool(a.records, a.files, a.gateways, a.alert_frac)
+        print(f"spool: {r['records']} records ({r['alerts']} alerts) in {r['files']} files: "
+              f"{r['events_per_s']:.0f} events/s over {r['seconds']:.1f} s "
+              f"(first store write {r['first_store_after_s']:.1f} s after job start)  target >= 30000")
+    else:
+        r = bench_e2e(a.rate, a.seconds, a.gateways)
+        print(f"e2e: {r['published']} alerts at {r['rate_target']:.0f}/s target, stored {r['stored_rate']:.0f}/s; "
+              f"alert-to-store latency p50 {r['p50_s']:.3f} s p99 {r['p99_s']:.3f} s max {r['max_s']:.3f} s "
+              f"({r['samples']} samples)  targets p50 <= 0.5 s, p99 <= 2 s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""A local standalone Flink cluster from PyFlink's own ``bin/`` scripts, and job submission.
+
+    cluster = StandaloneCluster(Path("/tmp/flink"))
+    cluster.start()                       # JobManager + one TaskManager, REST on a free port
+    job_id = cluster.submit(config_toml)  # flink run -d -py <edgevib>/cloud/job.py --config ...
+    cluster.cancel(job_id); cluster.stop()
+
+Every address is bound to 127.0.0.1 and every port is chosen explicitly, so several
+clusters (and engineers) can share a host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from edgevib.cloud.errors import CloudError, CloudRetryableError
+
+from edgevib.broker import free_port
+from edgevib.extras import require
+
+log = logging.getLogger(__name__)
+
+
+def flink_home() -> Path:
+    pyflink = require("pyflink", extra="cloud", feature="standalone Flink cluster")
+    return Path(pyflink.__file__).parent
+
+
+class StandaloneCluster:
+    """``start-cluster.sh`` / ``stop-cluster.sh`` with a private conf and log directory."""
+
+    def __init__(self, workdir: Path, *, python: str | None = None, slots: int = 2) -> None:
+        self.home = flink_home()
+        self.workdir = Path(workdir)
+        self.conf_dir = self.workdir / "conf"
+        self.log_dir = self.workdir / "log"
+        self.python = python or sys.executable
+        self.rest_port = free_port()
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        conf = {
+            "jobmanager.rpc.address": "127.0.0.1", "jobmanager.rpc.port": free_port(),
+            "jobmanager.bind-host": "127.0.0.1", "taskmanager.bind-host": "127.0.0.1",
+            "taskmanager.host": "127.0.0.1", "rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1",
+            "rest.port": self.rest_port, "taskmanager.numberOfTaskSlots": slots,
+            "jobmanager.memory.process.size": "1024m", "taskmanager.memory.process.size": "1600m",
+            "python.executable": self.python, "python.client.executable": self.python,
+        }
+        (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
+        for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties"):
+            src = self.home / "conf" / name
+            if src.exists():
+                (self.conf_dir / name).write_text(src.read_text())
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "FLINK_CONF_DIR": str(self.conf_dir), "FLINK_LOG_DIR": str(self.log_dir),
+                "FLINK_HOME": str(self.home), "PYFLINK_CLIENT_EXECUTABLE": self.python}
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def _bin(self, name: str) -> str:
+        path = self.home / "bin" / name
+        path.chmod(path.stat().st_mode | 0o111)  # wheels do not always keep the execute bit
+        return str(path)
+
+    def _run(self, args: list[str], timeout: float) -> str:
+        r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+        if r.returncode != 0:
+            raise CloudError("cloud.standalone", f"{Path(args[0]).name} exited {r.returncode}: "
+                             f"{(r.stdout + r.stderr).strip()[-1500:]}", f"see the logs in {self.log_dir}")
+        return r.stdout + r.stderr
+
+    def overview(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"{self.rest}/overview", timeout=2) as resp:  # noqa: S310 - local URL
+            return dict(json.loads(resp.read()))
+
+    def start(self, timeout: float = 90.0) -> None:
+        for script in ("config.sh", "jobmanager.sh", "taskmanager.sh", "flink-daemon.sh", "flink"):
+            self._bin(script)
+        self._run([self._bin("start-cluster.sh")], timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if int(str(self.overview().get("taskmanagers", 0))) >= 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise CloudRetryableError("cloud.standalone", f"no TaskManager registered at {self.rest} in {timeout} s",
+                                  f"see the logs in {self.log_dir}")
+
+    def submit(self, config: Path, *, restore: str = "", timeout: float = 240.0) -> str:
+        """``flink run -d -py cloud/job.py``; returns the job id."""
+        job_py = Path(__file__).with_name("job.py")
+        out = self._run([self._bin("flink"), "run", "-d", "-m", f"127.0.0.1:{self.rest_port}",
+                         "-py", str(job_py), "-pyexec", self.python, "-pyclientexec", self.python,
+                         "--config", str(config), "--restore", restore], timeout)
+        m = re.search(r"JobID ([0-9a-f]{32})", out)
+        if m is None:
+            raise CloudError("cloud.standalone", f"no JobID in the output of flink run: {out[-800:]}",
+                             f"see the logs in {self.log_dir}")
+        return m.group(1)
+
+    def job_state(self, job_id: str) -> str:
+        with urllib.request.urlopen(f"{self.rest}/jobs/{job_id}", timeout=2) as resp:  # noqa: S310 - local URL
+            return str(json.loads(resp.read())["state"])
+
+    def cancel(self, job_id: str) -> None:
+        self._run([self._bin("flink"), "cancel", "-m", f"127.0.0.1:{self.rest_port}", job_id], 60)
+
+    def stop(self) -> None:
+        try:
+            self._run([self._bin("stop-cluster.sh")], 60)
+        except (CloudError, subprocess.TimeoutExpired) as exc:
+            log.warning("stop-cluster.sh failed: %s", exc)

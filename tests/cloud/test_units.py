@@ -1,0 +1,212 @@
+"""Fast tests of the cloud's pure parts: ingest validation, spool lines, fleet logic, store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edgevib.cloud.config import load_config
+from edgevib.cloud.errors import DEAD_REASONS
+from edgevib.cloud.fleet import FleetLogic
+from edgevib.cloud.ingest import MAX_FUTURE_MS, SPOOL_COLUMN_NAMES, dumps_line, normalize
+from edgevib.cloud.store import Store
+from edgevib.edge.errors import ProtocolError
+from edgevib.edge.protocol import dumps, make_alert, make_heartbeat, parse_alert
+
+from edgevib.errors import ConfigError
+
+T_NS = 1_700_000_000_000_000_000
+RECV = T_NS // 1_000_000 + 50
+
+
+def _alert(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = dict(site="p1", gateway="g1", sensor="de", kind="fault", state="raised", t_ns=T_NS,
+                                   cls="OR014", probability=0.8)
+    base.update(kw)
+    return make_alert(**base)  # type: ignore[arg-type]
+
+
+def test_valid_alert_and_heartbeat_flatten_with_derived_asset_and_severity() -> None:
+    r = normalize("edgevib/v1/p1/g1/alerts", dumps(_alert()), RECV, "m1")
+    assert (r["kind"], r["asset"], r["severity"], r["cls"], r["ev_ms"]) == ("alert", "p1/g1/de", "medium", "OR014",
+                                                                           T_NS // 1_000_000)
+    hb = make_heartbeat(site="p1", gateway="g1", t_ns=T_NS, uptime_s=5.0, model={"name": "cnn", "version": "2",
+                        "sha256": "ab"}, drops={"bad_crc": 2, "truncated": 1})
+    r = normalize("edgevib/v1/p1/g1/heartbeat", dumps(hb), RECV, "m2")
+    assert (r["kind"], r["model_version"], r["drops_total"]) == ("heartbeat", "2", 3)
+
+
+@pytest.mark.parametrize("topic, payload, reason", [
+    ("edgevib/v1/p1/g1/alerts", b"{nope", "bad_json"),
+    ("edgevib/v1/p1/g1/alerts", b"[]", "bad_json"),
+    ("edgevib/v1/p1/g1/alerts", json.dumps({**_alert(), "schema": "x"}).encode(), "bad_schema"),
+    ("edgevib/v1/p1/g1/alerts", json.dumps({k: v for k, v in _alert().items() if k != "state"}).encode(),
+     "missing_field"),
+    ("edgevib/v1/p1/g1/alerts", json.dumps({**_alert(), "probability": 2}).encode(), "bad_field"),
+    ("edgevib/v1/p1/g1/alerts", json.dumps({**_alert(), "gateway": "g2"}).encode(), "bad_field"),
+    ("edgevib/v1/p1/g1/alerts", json.dumps({**_alert(), "t_ns": T_NS + (MAX_FUTURE_MS + 1000) * 10**6}).encode(),
+     "bad_time"),
+    ("edgevib/v1/p1/g+/alerts", dumps(_alert()), "bad_name"),
+    ("other/p1/g1/alerts", dumps(_alert()), "bad_topic"),
+    ("edgevib/v1/p1/g1/cmd", b"{}", "bad_topic"),
+    ("edgevib/v1/p1/g1/status", b"sleepy", "bad_field"),
+])
+def test_malformed_messages_become_dead_records_with_a_known_reason(topic: str, payload: bytes, reason: str) -> None:
+    r = normalize(topic, payload, RECV, "m")
+    assert r["kind"] == "dead" and r["reason"] == reason, r
+    assert r["reason"] in DEAD_REASONS and r["detail"]
+
+
+def test_ingest_agrees_with_the_edge_parser() -> None:
+    # The cloud must refuse exactly what the edge's own parser refuses (plus its cloud checks).
+    variants = [dumps(_alert()), b"{}", b"null", json.dumps({**_alert(), "class": "IR"}).encode(),
+                json.dumps({**_alert(), "fault_type": "OR"}).encode(), json.dumps({**_alert(), "windows": -1}).encode()]
+    for payload in variants:
+        try:
+            parse_alert(payload)
+            edge_ok = True
+        except ProtocolError:
+            edge_ok = False
+        assert (normalize("edgevib/v1/p1/g1/alerts", payload, RECV, "m")["kind"] == "alert") == edge_ok, payload
+
+
+def test_spool_line_is_one_csv_record_that_round_trips() -> None:
+    rec = normalize("edgevib/v1/p1/g1/alerts", b'{"x": "a,b\n\"c\""}', RECV, "m9")
+    line = dumps_line(rec)
+    assert line.count(b"\n") == 1
+    (row,) = list(csv.reader(io.StringIO(line.decode())))
+    assert len(row) == len(SPOOL_COLUMN_NAMES)
+    got = dict(zip(SPOOL_COLUMN_NAMES, row, strict=True))
+    # A raw newline is escaped so that the record stays on one line.
+    assert got["mid"] == "m9" and got["reason"] == "bad_json" and got["raw"] == '{"x": "a,b\\n"c""}'
+
+
+def test_liveness_goes_offline_only_after_silence_and_back_online() -> None:
+    f = FleetLogic(offline_after_ms=3000, incident_k=3, incident_window_ms=5000, resolve_ms=4000)
+    hb = {"site": "p", "gateway": "g", "ev_ms": 1000, "model_sha256": "a"}
+    st, out = f.on_heartbeat(None, "p/g", hb, now_ms=1000)
+    assert [r["type"] for k, _, r in out if k == "fleet_event"] == ["online"]
+    assert f.on_liveness_timer(st, "p/g", 3999)[1] == []
+    st, out = f.on_liveness_timer(st, "p/g", 4000)
+    assert [r["type"] for k, _, r in out if k == "fleet_event"] == ["offline"]
+    st, out = f.on_heartbeat(st, "p/g", {**hb, "ev_ms": 9000, "model_sha256": "b"}, now_ms=9000)
+    assert [r["type"] for k, _, r in out if k == "fleet_event"] == ["online", "model_changed"]
+    # A replayed older heartbeat does not move the last sighting back.
+    st, _ = f.on_heartbeat(st, "p/g", {**hb, "ev_ms": 500, "model_sha256": "b"}, now_ms=500)
+    assert st["last_seen_ms"] == 9000
+
+
+def test_incident_needs_k_alerts_in_the_window_and_resolves_once() -> None:
+    f = FleetLogic(offline_after_ms=3000, incident_k=3, incident_window_ms=5000, resolve_ms=4000)
+    st = None
+    for end in (1000, 7000):  # 1 + 1 alerts, 6 s apart: never 3 within 5 s
+        st, out = f.on_bucket(st, "a", {"site": "p", "window_end": end, "n": 1})
+        assert out == []
+    st, out = f.on_bucket(st, "a", {"site": "p", "window_end": 8000, "n": 2})
+    (inc,) = [r for k, _, r in out if k == "incident"]
+    assert inc["status"] == "open" and inc["n_alerts"] == 3
+    assert f.on_resolve_timer(st, "a", 11_999)[1] == []
+    st, out = f.on_resolve_timer(st, "a", 12_000)
+    assert [r["status"] for k, _, r in out if k == "incident"] == ["resolved"]
+    assert f.on_resolve_timer(st, "a", 20_000)[1] == []
+
+
+def test_store_upserts_are_idempotent(tmp_path: Path) -> None:
+    s = Store(f"sqlite:///{tmp_path}/s.db")
+    row = {"asset": "a", "site": "p", "window_start": 0, "window_end": 2000, "cls": "B007", "severity": "low", "n": 3}
+    s.apply("asset_counts", row)
+    s.apply("asset_counts", row)  # a replay after a restart
+    assert s.asset_counts() == {("a", 0, "B007", "low"): 3}
+    s.apply_many("alert", [{"id": "x", "ev_ms": 1}, {"id": "x", "ev_ms": 1}, {"id": "y", "ev_ms": 2}])
+    assert s.query("SELECT COUNT(*) FROM alerts")[0][0] == 2
+    with pytest.raises(Exception, match="record kind"):
+        s.apply("nonsense", {})
+    s.close()
+
+
+def test_config_errors_name_the_field_and_the_fix() -> None:
+    with pytest.raises(ConfigError, match="window_s"):
+        load_config(None, env={"EDGEVIB_JOB__WINDOW_S": "1.5"})
+    with pytest.raises(ConfigError, match="store_url"):
+        load_config(None, env={"EDGEVIB_STORE_URL": "mysql://x"})
+    with pytest.raises(ConfigError, match="min_incident_severity"):
+        load_config(None, env={"EDGEVIB_JOB__MIN_INCIDENT_SEVERITY": "warning"})
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+    base = os.environ.get("EDGEVIB_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+    schema = f"edgevib_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {base} unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {base} unreachable")
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.mark.integration
+def test_postgres_store_same_upserts(pg_url: str) -> None:
+    s = Store(pg_url)
+    row = {"asset": "a", "site": "p", "window_start": 0, "window_end": 2000, "cls": "B007", "severity": "low", "n": 3}
+    s.apply("asset_counts", row)
+    s.apply("asset_counts", {**row, "n": 4})
+    s.apply_many("alert", [{"id": "x", "ev_ms": 1}, {"id": "x", "ev_ms": 1}, {"id": "y", "ev_ms": 2}])
+    assert s.asset_counts() == {("a", 0, "B007", "low"): 4}
+    assert s.query("SELECT COUNT(*) FROM alerts")[0][0] == 2
+    assert s.summary()["alerts"] == 2
+    s.close()
+
+
+@pytest.mark.integration
+def test_bridge_acks_only_what_is_on_disk_and_resumes_its_session(broker: object, tmp_path: Path) -> None:
+    from edgevib.cloud.bridge import Bridge
+    from edgevib.cloud.simulate import GatewaySim
+
+    cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
+                                               "bridge": {"client_id": "bridge-unit", "flush_ms": 20}})
+    sim = GatewaySim(broker.url, "p1", "g1")  # type: ignore[attr-defined]
+
+    def spooled() -> list[list[str]]:
+        rows: list[list[str]] = []
+        for p in sorted(Path(cfg.spool_dir).glob("*.csv")):
+            rows += list(csv.reader(io.StringIO(p.read_text())))
+        return rows
+
+    b = Bridge(cfg)
+    b.start()
+    for _ in range(20):
+        sim.alert("B007")
+    deadline = time.time() + 10
+    while len(spooled()) < 20 and time.time() < deadline:
+        time.sleep(0.05)
+    b.stop()
+    assert len(spooled()) == 20
+    for _ in range(30):  # bridge down: the broker queues these in the bridge's session
+        sim.alert("B014")
+    b2 = Bridge(cfg)
+    b2.start()
+    deadline = time.time() + 10
+    while len(spooled()) < 50 and time.time() < deadline:
+        time.sleep(0.05)
+    b2.stop()
+    sim.close()
+    rows = spooled()
+    ids = [r[SPOOL_COLUMN_NAMES.index("id")] for r in rows]
+    assert len(rows) == 50 and len(set(ids)) == 50
+    assert {a["id"] for a in sim.published.alerts} == set(ids)
+    assert not list(Path(cfg.spool_dir).glob(".*"))  # no temporary files left behind
