@@ -127,6 +127,10 @@ class Agent:
             return
         sensor = info.sensor
         self.metrics.inc("frames_in", sensor=sensor)
+        if sensor not in self.sensors and len(self.sensors) >= self.cfg.max_sensors:
+            return self._drop("too_many_sensors", EdgeError(
+                "edge.agent", f"sensor {sensor!r} beyond max_sensors={self.cfg.max_sensors}",
+                "raise max_sensors or find the publisher inventing sensor names"), sensor)
         try:
             frame = decode(msg.payload, self.cfg.max_frame_samples)
             windows = self._sensor(sensor).windower.push_timed(frame)
@@ -172,7 +176,12 @@ class Agent:
         if not batch:
             return
         t0 = time.perf_counter()  # real work time, whatever clock drives the agent
-        probs = self.model.predict(np.stack([p.x for p in batch])[:, None, :])
+        try:
+            probs = self.model.predict(np.stack([p.x for p in batch])[:, None, :])
+        except EdgeError as exc:  # e.g. a model that fails on this input: lose the batch, not the agent
+            for p in batch:
+                self._drop("model_error", exc, p.sensor)
+            return
         self.metrics.observe("inference_ms", (time.perf_counter() - t0) * 1000)
         self.metrics.inc("batches")
         classes = self.model.meta.classes
@@ -192,7 +201,11 @@ class Agent:
     def _alert(self, p: _Pending, s: _Sensor, kind: str, ev: AlertEvent, probs: F32,
                anomaly: tuple[float, float] | None = None) -> None:
         raised = ev.state == "raised"
-        evidence = analyze(s.windower.recent(), self.model.meta.sample_rate, s.evidence) if raised else None
+        try:
+            evidence = analyze(s.windower.recent(), self.model.meta.sample_rate, s.evidence) if raised else None
+        except EdgeError as exc:  # the alert still goes out, without physics evidence
+            log.warning("no evidence for %s: %s", p.sensor, exc)
+            evidence = None
         fault = kind == "fault"
         doc = proto.make_alert(
             site=self.cfg.site, gateway=self.cfg.gateway, sensor=p.sensor, kind=kind, state=ev.state,

@@ -146,6 +146,7 @@ class AgentConfig:
     keepalive_s: int = 30
     inbox_size: int = 20_000
     max_frame_samples: int = 65_536
+    max_sensors: int = 1000  # bounds the state a stream of made-up sensor names can create
     tls: TlsConfig = field(default_factory=TlsConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
@@ -162,7 +163,8 @@ class AgentConfig:
             except Exception as exc:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)!r}",
                                   "use 1-64 characters of A-Z a-z 0-9 _ - . :") from exc
-        for key in ("threads", "batch_size", "hop", "inbox_size", "max_frame_samples", "keepalive_s"):
+        for key in ("threads", "batch_size", "hop", "inbox_size", "max_frame_samples", "keepalive_s",
+                    "max_sensors"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)}", f"use {key} >= 1")
         _positive("batch_deadline_ms", self.batch_deadline_ms, "use a few milliseconds, e.g. 20")

@@ -216,3 +216,25 @@ def test_anomaly_alert_after_baseline(tmp_path: Path) -> None:
     got = _alerts(cloud)
     assert [(a["kind"], a["state"]) for a in got] == [("anomaly", "raised")]
     assert got[0]["anomaly_score"] > got[0]["anomaly_threshold"]
+
+
+def test_a_failing_model_loses_the_batch_not_the_agent(rig: dict) -> None:
+    agent, clock = rig["agent"], rig["clock"]
+    broken = FunctionModel(ModelMeta(CLASSES_10, window=W, arch="broken"), lambda x: np.zeros((len(x), 3)))
+    agent.model = broken
+    _send(rig["sensor"], "de", simulate("normal", duration_s=0.5, seed=1))
+    _run(agent, clock, 3)
+    assert agent.metrics.drops["model_error"] == 4 and agent.metrics.counters["windows"] == 0
+
+
+def test_sensor_count_is_bounded(rig: dict, tmp_path: Path) -> None:
+    bus, clock = MemoryBus(), Clock()
+    cfg = load_agent_config(None, env={}, site="plant", gateway="gw", max_sensors=2,
+                            outbox={"path": str(tmp_path / "o.sqlite")})
+    link = MemoryLink(bus, "agent", clock=clock)
+    agent = Agent(cfg, _model([]), link, Outbox(cfg.outbox.path), clock=clock)
+    tx = MemoryLink(bus, "tx")
+    for name in ("a", "b", "c", "d"):
+        _send(tx, name, simulate("normal", duration_s=0.2, seed=1))
+    agent.step()
+    assert sorted(agent.sensors) == ["a", "b"] and agent.metrics.drops["too_many_sensors"] == 4  # 2 frames each of c, d

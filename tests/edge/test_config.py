@@ -54,3 +54,21 @@ def test_describe_lists_toml_keys_and_env_names() -> None:
     for needle in ("alert.k", "EDGEVIB_ALERT__K", "EDGEVIB_BROKER_URL", "outbox.path", "[sensors.<name>]"):
         assert needle in text
     assert AgentConfig().model == ""
+
+
+def test_cli_bad_config_exits_2_naming_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgevib.cli import main
+
+    assert main(["agent", "--broker", "http://h:1", "--site", "s", "--gateway", "g"]) == 2
+    assert "mqtt://HOST:PORT" in capsys.readouterr().err
+    assert main(["agent", "--site", "s", "--gateway", "g", "--batch-size", "0"]) == 2
+    assert "batch_size" in capsys.readouterr().err
+
+
+def test_agent_help_shows_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgevib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["agent", "--help"])
+    out = capsys.readouterr().out
+    assert "EDGEVIB_ALERT__K" in out and "outbox.path" in out
