@@ -60,8 +60,9 @@ class Options:
 
     def __post_init__(self) -> None:
         for name in ("seg_len", "n_features", "stride", "n_segments", "nsae_iters", "clf_iters"):
-            if int(getattr(self, name)) < 1:
-                raise DataError(_COMP, f"{name}={getattr(self, name)!r}", "use a positive integer")
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise DataError(_COMP, f"{name}={v!r}", "use a positive integer")
         if self.noise_copies < 0 or self.sparsity < 0 or self.ortho < 0 or self.weight_decay < 0:
             raise DataError(_COMP, "negative noise_copies/sparsity/ortho/weight_decay", "use values >= 0")
 
