@@ -133,7 +133,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--simulate", type=int, metavar="N", help="N simulated 12 kHz sensors")
     s.add_argument("--fault", choices=("normal", "IR", "OR", "B"), default="normal")
     s.add_argument("--onset", type=float, default=0.0, help="simulated fault starts after S seconds")
-    s.add_argument("--duration", type=float, default=10.0, help="simulated seconds")
+    s.add_argument("--duration", type=float, default=0.0, help="simulated seconds (0: until interrupted)")
     s.add_argument("--rpm", type=float, default=1797.0, help="simulated shaft speed")
     pace = s.add_mutually_exclusive_group()
     pace.add_argument("--realtime", action="store_true", help="send at real time (rate 1)")

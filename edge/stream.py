@@ -15,6 +15,7 @@ Each frame's ``t0`` is the stream start (wall clock) plus its signal time.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -77,12 +78,13 @@ def stream_simulated(sink: Sink, topics: Topics, sensors: Sequence[str], fault: 
                      onset_s: float = 0.0, fs: float = 12000.0, rpm: float = 1797.0, frame: int = 4096,
                      dtype: FrameDtype = "float32", rate: float = 1.0, seed: int = 0,
                      t0_ns: int | None = None) -> int:
-    """Simulated bearings (one seeded :class:`Simulator` per sensor), chunk by chunk."""
+    """Simulated bearings (one seeded :class:`Simulator` per sensor), chunk by chunk; ``duration_s=0``: endless."""
     sims = {s: Simulator(fault, fs=fs, rpm=rpm, onset_s=onset_s, seed=seed + i) for i, s in enumerate(sensors)}
     t0 = time.time_ns() if t0_ns is None else t0_ns
     pace = Pacer(rate)
     sent = 0
-    for i in range(int(duration_s * fs) // frame):
+    n_frames = int(duration_s * fs) // frame if duration_s > 0 else None
+    for i in itertools.count() if n_frames is None else range(n_frames):
         pace.wait(i * frame / fs)
         for name, sim in sims.items():
             f = Frame(i, t0 + round(i * frame * 1e9 / fs), fs, sim.next_samples(frame))
