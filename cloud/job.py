@@ -214,9 +214,9 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
             st, out = self.logic.on_status(st, key, body)
         elif kind == "bucket":
             st, out = self.logic.on_bucket(st, key, body)
-            due = self.logic.resolve_due_ms(st)
-            if due is not None:
-                ts.register_event_time_timer(due)
+            resolve_at = self.logic.resolve_due_ms(st)
+            if resolve_at is not None:
+                ts.register_event_time_timer(resolve_at)
         else:
             raise CloudError("cloud.job", f"keyed record kind {kind!r}", "route only heartbeat/status/bucket here")
         self._save(st)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def flink_home() -> Path:
     pyflink = require("pyflink", extra="cloud", feature="standalone Flink cluster")
-    return Path(pyflink.__file__).parent
+    return Path(str(pyflink.__file__)).parent
 
 
 class StandaloneCluster:
@@ -44,8 +44,16 @@ class StandaloneCluster:
         self.log_dir = self.workdir / "log"
         self.python = python or sys.executable
         self.rest_port = free_port()
+        self.lib_dir = self.workdir / "lib"
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        # flink-python must sit in lib/ beside flink-csv: its helpers call package-private
+        # constructors, which fail across the user-code class loader (IllegalAccessError).
+        for jar in [*(self.home / "lib").glob("*.jar"), *(self.home / "opt").glob("flink-python-*.jar")]:
+            link = self.lib_dir / jar.name
+            if not link.exists():
+                link.symlink_to(jar)
         conf = {
             "jobmanager.rpc.address": "127.0.0.1", "jobmanager.rpc.port": free_port(),
             "jobmanager.bind-host": "127.0.0.1", "taskmanager.bind-host": "127.0.0.1",
@@ -54,7 +62,13 @@ class StandaloneCluster:
             "jobmanager.memory.process.size": "1024m", "taskmanager.memory.process.size": "1600m",
             "python.executable": self.python, "python.client.executable": self.python,
         }
+        # Java 17 needs the --add-opens list that ships in PyFlink's default config.
+        m = re.search(r"^\s+all:\s*(--add-.*)$", (self.home / "conf" / "config.yaml").read_text(), re.MULTILINE)
+        if m:
+            conf["env.java.opts.all"] = m.group(1).strip()
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
+        (self.conf_dir / "masters").write_text("localhost:0\n")
+        (self.conf_dir / "workers").write_text("localhost\n")  # "localhost": started directly, not over ssh
         for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties"):
             src = self.home / "conf" / name
             if src.exists():
@@ -63,7 +77,8 @@ class StandaloneCluster:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "FLINK_CONF_DIR": str(self.conf_dir), "FLINK_LOG_DIR": str(self.log_dir),
-                "FLINK_HOME": str(self.home), "PYFLINK_CLIENT_EXECUTABLE": self.python}
+                "FLINK_HOME": str(self.home),
+                "FLINK_LIB_DIR": str(self.lib_dir), "PYFLINK_CLIENT_EXECUTABLE": self.python}
 
     @property
     def rest(self) -> str:
