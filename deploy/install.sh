@@ -49,6 +49,7 @@ PREFIX=${PREFIX%/}; CONFDIR=${CONFDIR%/}
 [ -n "$PREFIX" ] && [ -n "$CONFDIR" ] || die "PREFIX or CONFDIR is '/'" "install into a directory of its own"
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+cd /  # a package directory in the caller's cwd must not shadow the installed one in the checks below
 [ -f "$HERE/bundle.env" ] || die "no bundle.env next to install.sh in $HERE" "unpack the whole bundle: tar -xzf gw.tar.gz"
 # shellcheck disable=SC1091
 . "$HERE/bundle.env"  # EDGEVIB_VERSION EDGEVIB_WHEEL CONFIG_NAME MODEL_NAME PUBKEY_NAME OFFLINE PYTHON_VERSION
