@@ -48,8 +48,9 @@ def arch_kwargs(net: Any) -> dict[str, Any]:
         "pool_out": int(net.pool.output_size if isinstance(net.pool.output_size, int)
                         else net.pool.output_size[0]),
     }
-    if getattr(net, "envelope", None) is not None:  # optional envelope-spectrum branch of models.cnn
-        kw["envelope"] = int(net.envelope.bands)
+    # optional envelope-spectrum branch of models.cnn: copied whole, never pruned
+    env = getattr(net, "envelope", None)
+    kw["envelope"] = int(env.bands) if env is not None else 0
     return kw
 
 
@@ -126,7 +127,7 @@ def load_checkpoint(path: str | Path) -> tuple[CNNModel, dict[str, str]]:
         raise CompressError(_COMP, f"{p.name!r} has format {ck.get('format') if isinstance(ck, dict) else type(ck)!r}",
                             f"pass a checkpoint of format {FORMAT} (save_checkpoint)")
     try:
-        net = rebuild(ck["arch"])
+        net = rebuild({"envelope": 0, **ck["arch"]})  # checkpoints older than the envelope branch
         net.load_state_dict(_from_roles(net, ck["state_dict"]))
     except (RuntimeError, KeyError, TypeError) as exc:
         raise CompressError(_COMP, f"{p.name!r} does not fit the current WDCNN ({str(exc)[:200]})",

@@ -36,11 +36,12 @@ class Options:
     """Knobs of the pipeline; defaults chosen on CWRU to run in minutes on 2 CPU cores."""
 
     prune_ratio: float | None = None  # fraction of BN channels removed; None: those slimming zeroed
-    sparse_lam: float = 0.7  # proximal L1 on gamma, relative to Adam's step (must be < 1)
+    sparse_lam: float = 0.6  # proximal L1 on gamma, relative to Adam's step (must be < 1)
     sparse_gamma_lr: float = 1e-2
     sparse_steps: int = 600
     demo_ratio: float = 0.1  # benchmark only: pruning of the plain teacher, with/without merging
-    kd_steps: int = 600
+    kd_steps: int = 1500
+    kd_lr: float = 2e-3
     temperature: float = 4.0
     alpha: float = 0.7
     lr: float = 1e-3
@@ -118,12 +119,15 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         net = copy.deepcopy(stages[-1].net)
         if "kd" in steps:
             arch += "+kd"
+            # real windows may refresh the BN statistics the prune left stale; synthetic ones may not
             distill.distill(net, t_net, batches, steps=o.kd_steps, temperature=o.temperature,
-                            alpha=1.0 if data_free else o.alpha, lr=o.lr, seed=o.seed, progress=report)
+                            alpha=1.0 if data_free else o.alpha, lr=o.kd_lr, seed=o.seed, bn_stats=not data_free,
+                            progress=report)
         elif data_free:
-            distill.distill(net, t_net, batches, steps=o.kd_steps, alpha=1.0, lr=o.lr, seed=o.seed, progress=report)
+            distill.distill(net, t_net, batches, steps=o.kd_steps, alpha=1.0, lr=o.kd_lr, seed=o.seed,
+                            progress=report)
         else:
-            distill.finetune(net, batches, steps=o.kd_steps, lr=o.lr, seed=o.seed, progress=report)
+            distill.finetune(net, batches, steps=o.kd_steps, lr=o.kd_lr, seed=o.seed, progress=report)
         stages.append(Stage(arch, net))
     elif "kd" in steps:
         raise CompressError(_COMP, f"recipe {steps}", "'kd' needs a smaller student: add 'slim'")

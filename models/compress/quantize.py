@@ -32,7 +32,7 @@ _COMP = "models.compress.quantize"
 OPS = ["Conv", "Gemm", "MatMul"]
 
 
-class WindowReader(q.CalibrationDataReader):  # type: ignore[misc]
+class WindowReader(q.CalibrationDataReader):
     """Feeds calibration windows ``[N, 1, W]`` to the quantizer in batches of ``batch``."""
 
     def __init__(self, x: np.ndarray, batch: int = 32, input_name: str = "x") -> None:

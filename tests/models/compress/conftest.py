@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from edgevib.models.cnn import CNNModel, build_wdcnn
 from edgevib.models.split import WindowSet
 

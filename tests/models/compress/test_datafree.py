@@ -5,7 +5,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from edgevib.models.compress import datafree
 from edgevib.models.compress.errors import CompressError
 

@@ -5,11 +5,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from .conftest import W
-
 from edgevib.models.compress import arch, distill, slimming
 from edgevib.models.compress.errors import CompressError
 from edgevib.models.compress.training import tensor_batches
+
+from .conftest import W
 
 
 def test_kd_loss_is_zero_on_identical_logits_and_scaled_by_t2() -> None:

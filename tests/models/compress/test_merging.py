@@ -5,10 +5,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from .conftest import W
-
 from edgevib.models.compress import merging, slimming
 from edgevib.models.compress.errors import CompressError
+
+from .conftest import W
 
 
 def _block_out(net: Any, x: Any, upto: int) -> Any:

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from .conftest import CLASSES, W
-
 from edgevib.models.cnn import CNNModel
 from edgevib.models.compress import arch, onnxio, pipeline, table
 from edgevib.models.compress.errors import CompressError
+
+from .conftest import CLASSES, W
 
 FAST = {"sparse_steps": 10, "kd_steps": 30, "synth_per_class": 4, "synth_steps": 10, "calib_windows": 16,
         "prune_ratio": 0.25}

@@ -5,11 +5,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from .conftest import CLASSES, W
-
 from edgevib.models.cnn import CNNModel
 from edgevib.models.compress import onnxio, quantize, table
 from edgevib.models.compress.errors import CompressError
+
+from .conftest import CLASSES, W
 
 
 def _fp32(net: Any) -> Any:

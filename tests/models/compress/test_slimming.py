@@ -6,11 +6,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from .conftest import W
-
 from edgevib.models.compress import arch, slimming
 from edgevib.models.compress.errors import CompressError
 from edgevib.models.compress.training import window_batches
+
+from .conftest import W
 
 
 def _all(net: Any) -> list[np.ndarray]:

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from .conftest import CLASSES, W
-
 from edgevib.models.cnn import CNNModel
 from edgevib.models.compress import table
+
+from .conftest import CLASSES, W
 
 
 def test_add_noise_hits_the_requested_snr() -> None:
