@@ -238,3 +238,26 @@ def test_sensor_count_is_bounded(rig: dict, tmp_path: Path) -> None:
         _send(tx, name, simulate("normal", duration_s=0.2, seed=1))
     agent.step()
     assert sorted(agent.sensors) == ["a", "b"] and agent.metrics.drops["too_many_sensors"] == 4  # 2 frames each of c, d
+
+
+def test_cmd_heartbeat_and_rpm_topic(tmp_path: Path) -> None:
+    bus, clock = MemoryBus(), Clock()
+    cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600,
+                            sensors={"de": {"rpm": 1797, "rpm_topic": "plant/line1/rpm"}},
+                            outbox={"path": str(tmp_path / "o.sqlite")})
+    agent = Agent(cfg, _model([]), MemoryLink(bus, "agent", clock=clock), Outbox(cfg.outbox.path), clock=clock)
+    cloud = MemoryLink(bus, "cloud")
+    cloud.subscribe(T.heartbeat)
+    tx = MemoryLink(bus, "tx")
+    agent.step()  # the first heartbeat goes out at start
+    assert len([m for m in iter(lambda: cloud.poll(0), None)]) == 1
+    tx.publish(T.cmd, b'{"cmd": "heartbeat"}')
+    tx.publish(T.cmd, b'{"cmd": "reboot"}')
+    tx.publish("plant/line1/rpm", b"1500.5")
+    agent.step()
+    agent.step()
+    assert len([m for m in iter(lambda: cloud.poll(0), None)]) == 1
+    assert agent.sensors["de"].evidence.rpm == 1500.5
+    tx.publish("plant/line1/rpm", b"fast")
+    agent.step()
+    assert agent.metrics.drops["bad_cmd"] == 1 and agent.metrics.drops["bad_rpm"] == 1
