@@ -47,6 +47,7 @@ UNIT_TEMPLATE = UNIT_NAME + ".in"
 LOCK_NAME = "requirements-edge.txt"
 DEFAULT_PREFIX = "/opt/edgevib"
 DEFAULT_CONFDIR = "/etc/edgevib"
+STATE_DIR = "/var/lib/edgevib"  # the unit's StateDirectory= and WorkingDirectory=
 DEFAULT_ZOO_MODEL = Path("models") / "zoo" / "cnn.onnx"
 # What install.sh accepts as PREFIX/CONFDIR, and what file names in the bundle may hold:
 # no quotes, spaces, '%' (systemd specifiers) or '|' (the sed delimiter).
@@ -306,6 +307,13 @@ def plan_bundle(config_path: Path, repo: Path, *, model: Path | None = None,
                 new_tls[k] = f"@CONFDIR@/tls/{name}"
         plan.config["tls"] = new_tls
 
+    outbox = raw.get("outbox")
+    out_path = outbox.get("path") if isinstance(outbox, Mapping) else None
+    if isinstance(out_path, str) and out_path.startswith("/") and not out_path.startswith(STATE_DIR + "/"):
+        log.warning("deploy: outbox.path=%r is outside %s: the unit's ProtectSystem=strict makes it read-only; "
+                    "use a relative path (it lands in %s) or add ReadWritePaths= to the unit",
+                    out_path, STATE_DIR, STATE_DIR)
+
     key_src: Path | None = None
     key_field = next((k for k in _PUBKEY_KEYS if raw.get(k)), None)
     if public_key is not None:
@@ -482,7 +490,8 @@ def ship(plan: SshPlan) -> int:
             raise DeployError(_COMP, f"{what}: {cmd[0]!r} not found", "install an OpenSSH client") from exc
         if rc != 0:
             raise DeployError(_COMP, f"{what} failed (exit {rc})",
-                              "check the host, key and sudo rights (sudo -n needs NOPASSWD or use root@HOST)")
+                              "check the host, its key in known_hosts (BatchMode: connect once with plain ssh), "
+                              "your key (--identity) and sudo rights (sudo -n needs NOPASSWD, or use root@HOST)")
     return 0
 
 

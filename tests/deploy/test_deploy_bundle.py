@@ -147,7 +147,12 @@ def test_unsafe_file_names_are_refused(tmp_path: Path) -> None:
 
 def test_download_wheels_targets_the_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
-    monkeypatch.setattr(deploy, "_run", lambda cmd, *a, **k: seen.append(list(cmd)) or "")
+
+    def fake_run(cmd: list[str], *_a: object, **_k: object) -> str:
+        seen.append(list(cmd))
+        return ""
+
+    monkeypatch.setattr(deploy, "_run", fake_run)
     deploy.download_wheels(tmp_path / "lock.txt", tmp_path, platforms=["manylinux_2_28_aarch64"],
                            python_version="3.11")
     cmd = seen[0]
@@ -172,3 +177,16 @@ def test_cli_bundle(tmp_path: Path, gw_dir: Path, capsys: pytest.CaptureFixture[
         cfg = tar.extractfile(f"{BUNDLE_ROOT}/config/gw.toml")
         assert cfg is not None and b'model = "@PREFIX@/models/tiny.onnx"' in cfg.read()
     assert read_toml(gw_dir / "gw.toml")["model"] == "tiny.onnx"  # the operator's file is untouched
+
+
+def test_absolute_outbox_outside_the_state_directory_warns(gw_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = gw_dir / "gw.toml"
+    cfg.write_text(cfg.read_text() + '\n[outbox]\npath = "/data/outbox.sqlite"\n')
+    with caplog.at_level("WARNING", logger="edgevib.deploy"):
+        deploy.plan_bundle(cfg, REPO)
+    assert "ProtectSystem=strict" in caplog.text and "/data/outbox.sqlite" in caplog.text
+    caplog.clear()
+    cfg.write_text(cfg.read_text().replace("/data/outbox.sqlite", "/var/lib/edgevib/o.sqlite"))
+    with caplog.at_level("WARNING", logger="edgevib.deploy"):
+        deploy.plan_bundle(cfg, REPO)
+    assert caplog.text == ""
