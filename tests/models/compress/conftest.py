@@ -35,7 +35,7 @@ def randomise_bn(net: Any, seed: int = 0) -> Any:
 
 @pytest.fixture
 def tiny_net() -> Any:
-    return randomise_bn(build_wdcnn(len(CLASSES), (8, 8, 8, 8, 8), hidden=12, window=W, pool_out=2))
+    return randomise_bn(build_wdcnn(len(CLASSES), (8, 8, 8, 8, 8), hidden=12, window=W, pool_out=2, envelope=0))
 
 
 def synthetic_windows(n_per_class: int = 8, seed: int = 0) -> WindowSet:
@@ -62,12 +62,14 @@ def tiny_ws() -> WindowSet:
 
 @pytest.fixture(scope="session")
 def _trained() -> Any:
+    from edgevib.models.augment import AugmentConfig
     from edgevib.models.compress.training import fit, window_batches
 
     torch.manual_seed(0)
-    net = build_wdcnn(len(CLASSES), (8, 8, 8, 8, 8), hidden=12, window=W, pool_out=2)
+    net = build_wdcnn(len(CLASSES), (8, 8, 8, 8, 8), hidden=12, window=W, pool_out=2, envelope=0)
     ce = torch.nn.CrossEntropyLoss()
-    return fit(net, window_batches(synthetic_windows(), seed=0), lambda n, x, y: ce(n(x), y), steps=40, lr=3e-3)
+    batches = window_batches(synthetic_windows(), seed=0, augment=AugmentConfig.none())
+    return fit(net, batches, lambda n, x, y: ce(n(x), y), steps=40, lr=3e-3)
 
 
 @pytest.fixture

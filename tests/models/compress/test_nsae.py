@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from edgevib.models import nsae_lcn
@@ -9,6 +11,7 @@ from edgevib.models.compress.errors import CompressError
 from .conftest import CLASSES, synthetic_windows
 
 
+@functools.cache
 def _model() -> nsae_lcn.NSAELCN:
     ws = synthetic_windows(12)
     return nsae_lcn.train(ws, seed=0, n_features=12, seg_len=64, stride=32, n_segments=1500, nsae_iters=30,

@@ -1,0 +1,53 @@
+"""``edgevib models compress``: the parser and handler, for ``edgevib.models.cli`` to mount.
+
+>>> import argparse
+>>> sub = argparse.ArgumentParser(prog="edgevib models").add_subparsers()
+>>> p = add_parser(sub)
+>>> a = p.parse_args(["--model", "m.pt", "--data-free", "--out", "s.onnx"])
+>>> a.recipe, a.data_free, a.func is run
+('slim,merge,kd,int8', True, True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from edgevib.errors import EdgevibError
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``compress`` sub-command to ``subparsers``; sets ``func=run``."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "compress", help="shrink a CNN: network slimming, neuron merging, distillation, INT8",
+        description="Compress a trained CNN (.pt checkpoint; .onnx for --recipe int8 only) into a small "
+                    "ONNX model with the same contract.")
+    p.add_argument("--model", required=True, help="teacher checkpoint (.pt) or ONNX model (int8 only)")
+    p.add_argument("--recipe", default="slim,merge,kd,int8", help="steps among slim,merge,kd,int8")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder of CWRU recordings for training/calibration windows")
+    src.add_argument("--data-free", action="store_true", help="synthesise windows from the teacher instead")
+    p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler: 0 on success, 2 on a bad input (the error names the fix)."""
+    from edgevib.models.compress.pipeline import compress
+
+    from edgevib.progress import Bar
+
+    try:
+        out = compress(args.model, args.recipe, data_dir=args.data, data_free=args.data_free, out=args.out,
+                       progress=Bar("compress"), seed=args.seed)
+    except EdgevibError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}")
+        return 2
+    print(out)
+    return 0
