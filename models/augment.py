@@ -89,11 +89,13 @@ class Augmenter:
                  config: AugmentConfig, seed: int = 0, fs: float = 12000.0,
                  device: str = "cpu") -> None:
         self.need = int(math.ceil(window * (1 + config.speed))) + 2
-        short = [len(s) for s in segments if len(s) < self.need]
+        short = [len(s) for s in segments if len(s) < window]
         if short:
-            raise ModelsError("models.augment", f"segment of {min(short)} samples, shorter than "
-                              f"{self.need} (window {window} with speed +-{config.speed})",
-                              "use longer recordings or a smaller speed range")
+            raise ModelsError("models.augment", f"segment of {min(short)} samples, shorter than the "
+                              f"{window}-sample window", "cut windows of the model's length from the recordings")
+        # A lone window (hop > window) lacks the margin a faster-speed crop reads past its end:
+        # mirror a few samples rather than refuse it.
+        segments = [np.pad(s, (0, max(0, self.need - len(s))), mode="reflect") for s in segments]
         self.cfg, self.window, self.fs, self.device = config, window, fs, device
         self.segments = segments
         self.labels = np.asarray(labels, dtype=np.int64)

@@ -61,9 +61,13 @@ def test_clean_config_gives_unscaled_crops_and_is_seeded() -> None:
     np.testing.assert_array_equal(x1.numpy(), b.batch(8)[0].numpy())
 
 
-def test_short_segment_is_a_clear_error() -> None:
-    with pytest.raises(ModelsError, match="shorter than"):
-        Augmenter([np.zeros(2100, np.float32)], np.array([0]), window=2048, config=AugmentConfig(), seed=0)
+def test_lone_windows_are_padded_but_shorter_segments_refused() -> None:
+    lone = np.arange(2048, dtype=np.float32)  # one window: no margin for a faster-speed crop
+    aug = Augmenter([lone, lone + 1], np.array([0, 1]), window=2048, config=AugmentConfig(), seed=0)
+    x, _ = aug.batch(16)
+    assert tuple(x.shape) == (16, 1, 2048) and torch.isfinite(x).all()
+    with pytest.raises(ModelsError, match="shorter than the 2048-sample window"):
+        Augmenter([np.zeros(2000, np.float32)], np.array([0]), window=2048, config=AugmentConfig(), seed=0)
 
 
 def test_eq_zero_db_is_identity_and_lowpass_removes_high_band() -> None:
