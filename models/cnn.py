@@ -194,6 +194,11 @@ class TrainOptions:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, str):  # from the CLI: --opt augment=none
+            if self.augment not in ("none", "default"):
+                raise ModelsError(_COMP, f"augment={self.augment!r}", "use augment=none or augment=default")
+            cfg = AugmentConfig.none() if self.augment == "none" else AugmentConfig()
+            object.__setattr__(self, "augment", cfg)
         for name in ("epochs", "steps_per_epoch", "batch_size", "threads"):
             if not int(getattr(self, name)) >= 1:
                 raise ModelsError(_COMP, f"{name}={getattr(self, name)!r}", f"use a positive whole number of {name}")

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from edgevib.models import cnn
+from edgevib.models.augment import AugmentConfig
 from edgevib.models.errors import ModelsError
 from edgevib.models.split import WindowSet
 
@@ -95,6 +96,9 @@ def test_non_finite_input_and_bad_options_are_refused(rng: np.random.Generator) 
     ws = _synthetic(rng)
     with pytest.raises(ModelsError, match="no_such_option"):
         cnn.train(ws, no_such_option=1)
+    with pytest.raises(ModelsError, match="augment='heavy'"):
+        cnn.train(ws, augment="heavy")
+    assert cnn.TrainOptions(augment="none").augment == AugmentConfig.none()  # type: ignore[arg-type]
     with pytest.raises(ModelsError, match="epochs=0"):
         cnn.train(ws, epochs=0)
     with pytest.raises(ModelsError, match="at least two classes"):
