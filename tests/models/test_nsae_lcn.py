@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.optimize
 from edgevib.models import nsae_lcn
 from edgevib.models.errors import DataError
 from edgevib.models.nsae_lcn import NSAELCN, nsae_cost, softmax_cost
+from edgevib.models.split import WindowSet
 
 W = 512  # short windows keep the unit tests fast; the real model uses 2048
 
@@ -21,21 +25,20 @@ def _toy_windows(rng: np.random.Generator, n: int = 40, w: int = W) -> tuple[np.
     return (x + 0.3 * rng.standard_normal((n, w))).astype(np.float32), y.astype(np.int64)
 
 
-class _WS:
-    """The attributes of models.split.WindowSet that train() reads."""
+def _ws(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> WindowSet:
+    n = len(x)
+    return WindowSet(x, y, classes, np.zeros(n, np.int64), np.arange(n) * x.shape[1], ("toy",), 12000.0,
+                     np.full(n, 1797.0))
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> None:
-        self.x, self.y, self.classes, self.fs = x, y, classes, 12000.0
 
-
-FAST = dict(seg_len=32, n_features=12, stride=8, n_segments=2000, nsae_iters=60, clf_iters=100,
+FAST: dict[str, Any] = dict(seg_len=32, n_features=12, stride=8, n_segments=2000, nsae_iters=60, clf_iters=100,
             lowpass_taps=15)
 
 
 @pytest.fixture(scope="module")
 def toy_model() -> NSAELCN:
     x, y = _toy_windows(np.random.default_rng(0))
-    return nsae_lcn.train(_WS(x, y, ("low", "high")), seed=0, **FAST)
+    return nsae_lcn.train(_ws(x, y, ("low", "high")), seed=0, **FAST)
 
 
 def test_nsae_gradient_matches_finite_differences() -> None:
@@ -44,7 +47,7 @@ def test_nsae_gradient_matches_finite_differences() -> None:
     theta = 0.3 * rng.standard_normal(5 * 8)
     err = scipy.optimize.check_grad(lambda t: nsae_cost(t, X, 5, 0.2, 0.7)[0],
                                     lambda t: nsae_cost(t, X, 5, 0.2, 0.7)[1], theta)
-    assert err < 1e-5 * max(1.0, np.linalg.norm(nsae_cost(theta, X, 5, 0.2, 0.7)[1]))
+    assert err < 1e-5 * max(1.0, float(np.linalg.norm(nsae_cost(theta, X, 5, 0.2, 0.7)[1])))
 
 
 def test_softmax_gradient_matches_finite_differences() -> None:
@@ -91,7 +94,7 @@ def test_onnx_matches_numpy(toy_model: NSAELCN) -> None:
 def test_onnx_without_lowpass_matches_numpy() -> None:
     ort = pytest.importorskip("onnxruntime")
     x, y = _toy_windows(np.random.default_rng(1), n=20)
-    m = nsae_lcn.train(_WS(x, y, ("low", "high")), seed=1, **{**FAST, "lowpass_hz": None, "nsae_iters": 10})
+    m = nsae_lcn.train(_ws(x, y, ("low", "high")), seed=1, **{**FAST, "lowpass_hz": None, "nsae_iters": 10})
     assert m.fir is None
     sess = ort.InferenceSession(m.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
     (got,) = sess.run(["probs"], {"x": x[:3, None, :]})
@@ -115,26 +118,26 @@ def test_nan_input_raises(toy_model: NSAELCN) -> None:
 def test_bad_training_options_raise() -> None:
     x, y = _toy_windows(np.random.default_rng(0), n=6)
     with pytest.raises(DataError, match="unknown option"):
-        nsae_lcn.train(_WS(x, y, ("a", "b")), n_filters=3)
+        nsae_lcn.train(_ws(x, y, ("a", "b")), n_filters=3)
     with pytest.raises(DataError, match="seg_len=0"):
-        nsae_lcn.train(_WS(x, y, ("a", "b")), seg_len=0)
+        nsae_lcn.train(_ws(x, y, ("a", "b")), seg_len=0)
     with pytest.raises(DataError, match="at least two classes"):
-        nsae_lcn.train(_WS(x, np.zeros(6, np.int64), ("a", "b")), **FAST)
+        nsae_lcn.train(_ws(x, np.zeros(6, np.int64), ("a", "b")), **FAST)
 
 
 def test_training_is_seeded_and_reports_progress() -> None:
     x, y = _toy_windows(np.random.default_rng(2), n=12)
     seen: list[tuple[int, int]] = []
     opts = {**FAST, "nsae_iters": 5, "clf_iters": 5}
-    a = nsae_lcn.train(_WS(x, y, ("a", "b")), seed=7, progress=lambda d, t, m="": seen.append((d, t)), **opts)
-    b = nsae_lcn.train(_WS(x, y, ("a", "b")), seed=7, **opts)
+    a = nsae_lcn.train(_ws(x, y, ("a", "b")), seed=7, progress=lambda d, t, m="": seen.append((d, t)), **opts)
+    b = nsae_lcn.train(_ws(x, y, ("a", "b")), seed=7, **opts)
     np.testing.assert_array_equal(a.filters, b.filters)
     assert seen and seen[-1] == (10, 10)
 
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_real_cwru_short_train_beats_chance_on_time_split(cwru_dir: object) -> None:
+def test_real_cwru_short_train_beats_chance_on_time_split(cwru_dir: Path) -> None:
     from edgevib.models.data import load_dir
     from edgevib.models.split import time_split
 
