@@ -61,12 +61,14 @@ class Options:
     lowpass_taps: int = 63
 
     def __post_init__(self) -> None:
-        for name in ("seg_len", "n_features", "stride", "n_segments", "nsae_iters", "clf_iters"):
+        for name in ("seg_len", "n_features", "stride", "n_segments", "nsae_iters", "clf_iters",
+                     "lowpass_taps", "noise_copies"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise DataError(_COMP, f"{name}={v!r}", "use a positive integer")
-        if self.noise_copies < 0 or self.sparsity < 0 or self.ortho < 0 or self.weight_decay < 0:
-            raise DataError(_COMP, "negative noise_copies/sparsity/ortho/weight_decay", "use values >= 0")
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "noise_copies" else 1):
+                raise DataError(_COMP, f"{name}={v!r}", "use a positive integer (noise_copies may be 0)")
+        if min(self.sparsity, self.ortho, self.weight_decay) < 0:
+            raise DataError(_COMP, f"sparsity={self.sparsity}, ortho={self.ortho}, weight_decay="
+                            f"{self.weight_decay}", "use values >= 0")
 
 
 def lowpass_fir(cutoff_hz: float | None, taps: int, fs: float) -> np.ndarray | None:
@@ -224,6 +226,10 @@ def train(train: WindowSet, *, seed: int = 0, progress: Progress | None = None, 
         raise DataError(_COMP, f"training windows of shape {x.shape}",
                         "give >= 2 windows [N, W] with W >= seg_len + lowpass_taps")
     n_cls = len(train.classes)
+    labels = np.asarray(train.y)
+    if labels.shape != (len(x),) or labels.min() < 0 or labels.max() >= n_cls:
+        raise DataError(_COMP, f"labels of shape {labels.shape} in {labels.min()}..{labels.max()}",
+                        f"give one label per window, indexing the {n_cls} classes")
     if len(np.unique(train.y)) < 2:
         raise DataError(_COMP, f"training labels hold {len(np.unique(train.y))} class",
                         "train on windows of at least two classes")
@@ -259,6 +265,7 @@ def train(train: WindowSet, *, seed: int = 0, progress: Progress | None = None, 
     filters = filters - filters.mean(axis=1, keepdims=True)
     log.info("nsae: cost %.4f after %d iterations (%s)", res.fun, res.nit, res.message)
 
+    report(o.nsae_iters, total, "lcn features")
     F = lcn_features(xn, filters, o.stride)
     mu, sd = F.mean(axis=0), F.std(axis=0) + 1e-8
     Fz = (F - mu) / sd
@@ -273,6 +280,6 @@ def train(train: WindowSet, *, seed: int = 0, progress: Progress | None = None, 
     log.info("softmax: cost %.4f after %d iterations", res.fun, res.nit)
     report(total, total, "done")
     # fold the standardisation into the classifier: (F - mu)/sd @ V + b = F @ V' + b'
-    return NSAELCN(filters.astype(np.float32), None if fir is None else fir.astype(np.float32), (V / sd[:, None]).astype(np.float32),
-                   (b - (mu / sd) @ V).astype(np.float32), o.stride, int(x.shape[1]),
-                   tuple(train.classes), float(train.fs))
+    return NSAELCN(filters.astype(np.float32), None if fir is None else fir.astype(np.float32),
+                   (V / sd[:, None]).astype(np.float32), (b - (mu / sd) @ V).astype(np.float32),
+                   o.stride, int(x.shape[1]), tuple(train.classes), float(train.fs))

@@ -121,6 +121,8 @@ def test_bad_training_options_raise() -> None:
         nsae_lcn.train(_ws(x, y, ("a", "b")), n_filters=3)
     with pytest.raises(DataError, match="seg_len=0"):
         nsae_lcn.train(_ws(x, y, ("a", "b")), seg_len=0)
+    with pytest.raises(DataError, match="indexing the 2 classes"):
+        nsae_lcn.train(_ws(x, np.full(6, 2, np.int64), ("a", "b")), **FAST)
     with pytest.raises(DataError, match="at least two classes"):
         nsae_lcn.train(_ws(x, np.zeros(6, np.int64), ("a", "b")), **FAST)
 
