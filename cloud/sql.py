@@ -40,7 +40,7 @@ def _batch(kind: str, cols: tuple[str, ...], source: str, cfg: CloudConfig,
     fields = {c: c for c in cols} | (extra or {})
     pairs = ", ".join(f"KEY '{k}' VALUE {f'`{v}`' if v.isidentifier() else v}" for k, v in fields.items())
     return (f"SELECT '{kind}' AS kind, CAST({_ms('window_end')} AS STRING) AS k, "
-            f"CONCAT('[', LISTAGG(body), ']') AS body FROM TABLE(TUMBLE("
+            f"CONCAT('[', ARRAY_JOIN(ARRAY_AGG(body), ','), ']') AS body FROM TABLE(TUMBLE("
             f"(SELECT JSON_OBJECT({pairs}) AS body, proc FROM {source}), "
             f"DESCRIPTOR(proc), {_interval(cfg.job.batch_ms / 1000)})) GROUP BY window_start, window_end")
 
@@ -60,6 +60,10 @@ SELECT *, COALESCE(rowtime <= CURRENT_WATERMARK(rowtime), FALSE) AS late
 FROM spool WHERE kind = 'alert'""",
         """CREATE TEMPORARY VIEW raised AS
 SELECT id, site, asset, cls, severity, rowtime FROM alerts_in WHERE NOT late AND state = 'raised'""",
+        f"""CREATE TEMPORARY VIEW asset_win AS
+SELECT asset, site, cls, severity, window_start AS ws, window_end AS we, window_time, COUNT(DISTINCT id) AS n
+FROM TABLE(TUMBLE(TABLE raised, DESCRIPTOR(rowtime), {_interval(j.window_s)}))
+GROUP BY asset, site, cls, severity, window_start, window_end, window_time""",
         f"""CREATE TEMPORARY VIEW serious AS
 SELECT id, site, asset, rowtime FROM raised WHERE severity IN ({serious})""",
     ]
@@ -68,7 +72,7 @@ SELECT id, site, asset, rowtime FROM raised WHERE severity IN ({serious})""",
 def plain_query(cfg: CloudConfig) -> str:
     """Records the store takes as they are: alerts, dead letters, windowed counts, health."""
     win = _interval(cfg.job.window_s)
-    sev_counts = {f"n_{s}": f"COUNT(DISTINCT id) FILTER (WHERE severity = '{s}')" for s in SEVERITIES}
+    sev_counts = {f"n_{s}": f"COALESCE(SUM(n) FILTER (WHERE severity = '{s}'), 0)" for s in SEVERITIES}
     weighted = " + ".join(f"{SEVERITY_WEIGHT[s]} * n_{s}" for s in SEVERITIES)
     parts = [
         _batch("alert", ("id", "site", "gateway", "sensor", "asset", "akind", "state", "cls", "severity",
@@ -76,23 +80,23 @@ def plain_query(cfg: CloudConfig) -> str:
                "alerts_in", cfg, {"late": "CASE WHEN late THEN 1 ELSE 0 END"}),
         _batch("dead", ("mid", "recv_ms", "topic", "site", "gateway", "reason", "detail", "raw"),
                "spool WHERE kind = 'dead'", cfg),
-        _json("asset_counts", "asset", {"asset": "asset", "site": "site", "window_start": _ms("window_start"),
-                                        "window_end": _ms("window_end"), "cls": "cls", "severity": "severity", "n": "n"})
-        + f""" FROM (SELECT asset, site, cls, severity, window_start, window_end, COUNT(DISTINCT id) AS n
-  FROM TABLE(TUMBLE(TABLE raised, DESCRIPTOR(rowtime), {win}))
-  GROUP BY asset, site, cls, severity, window_start, window_end)""",
+        _json("asset_counts", "asset", {"asset": "asset", "site": "site", "window_start": _ms("ws"),
+                                        "window_end": _ms("we"), "cls": "cls", "severity": "severity", "n": "n"})
+        + " FROM asset_win",
+        # Site counts and health roll up the per-asset windows (one COUNT DISTINCT state in
+        # all): an alert id belongs to exactly one asset, so sums of distinct counts are exact.
         _json("site_counts", "site", {"site": "site", "window_start": _ms("window_start"),
                                       "window_end": _ms("window_end"), "cls": "cls", "severity": "severity", "n": "n"})
-        + f""" FROM (SELECT site, cls, severity, window_start, window_end, COUNT(DISTINCT id) AS n
-  FROM TABLE(TUMBLE(TABLE raised, DESCRIPTOR(rowtime), {win}))
+        + f""" FROM (SELECT site, cls, severity, window_start, window_end, SUM(n) AS n
+  FROM TABLE(TUMBLE(TABLE asset_win, DESCRIPTOR(window_time), {win}))
   GROUP BY site, cls, severity, window_start, window_end)""",
         _json("health", "asset", {"asset": "asset", "site": "site", "window_start": _ms("window_start"),
                                   "window_end": _ms("window_end"), "n_alerts": "n_alerts",
                                   **{f"n_{s}": f"n_{s}" for s in SEVERITIES},
                                   "health": f"ROUND(100 * EXP(-({weighted}) / {HEALTH_SCALE}), 2)"})
-        + f""" FROM (SELECT asset, site, window_start, window_end, COUNT(DISTINCT id) AS n_alerts,
+        + f""" FROM (SELECT asset, site, window_start, window_end, SUM(n) AS n_alerts,
   {', '.join(f'{v} AS {k}' for k, v in sev_counts.items())}
-  FROM TABLE(TUMBLE(TABLE raised, DESCRIPTOR(rowtime), {win}))
+  FROM TABLE(TUMBLE(TABLE asset_win, DESCRIPTOR(window_time), {win}))
   GROUP BY asset, site, window_start, window_end)""",
     ]
     return "\nUNION ALL\n".join(parts)

@@ -103,7 +103,11 @@ class StandaloneCluster:
     def start(self, timeout: float = 90.0) -> None:
         for script in ("config.sh", "jobmanager.sh", "taskmanager.sh", "flink-daemon.sh", "flink"):
             self._bin(script)
-        self._run([self._bin("start-cluster.sh")], timeout)
+        try:
+            self._run([self._bin("start-cluster.sh")], timeout)
+        except CloudError:
+            self.stop()  # a JobManager may have started before the TaskManager failed
+            raise
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -112,6 +116,7 @@ class StandaloneCluster:
             except OSError:
                 pass
             time.sleep(0.5)
+        self.stop()
         raise CloudRetryableError("cloud.standalone", f"no TaskManager registered at {self.rest} in {timeout} s",
                                   f"see the logs in {self.log_dir}")
 

@@ -29,8 +29,8 @@ def test_job_runs_on_a_standalone_cluster(flink_prereqs: None, broker: Mosquitto
     bridge = Bridge(cfg)
     sim = GatewaySim(broker.url, "s1", "g1")
     job_id = ""
-    cluster.start()
     try:
+        cluster.start()
         bridge.start()
         job_id = cluster.submit(config)
         store = Store(cfg.store_url)
