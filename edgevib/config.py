@@ -136,7 +136,7 @@ def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
 def _env_overrides(cls: type, env: Mapping[str, str], prefix: str, path: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     hints = _hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         tp, _ = _unwrap_optional(hints[f.name])
         p = (*path, f.name)
         if _is_dataclass_type(tp):
@@ -191,7 +191,7 @@ def describe(cls: type, prefix: str = ENV_PREFIX, path: tuple[str, ...] = ()) ->
     """One line per setting: TOML key, environment variable, type and default (for ``--help``)."""
     lines: list[str] = []
     hints = _hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         tp, _ = _unwrap_optional(hints[f.name])
         p = (*path, f.name)
         if _is_dataclass_type(tp):
