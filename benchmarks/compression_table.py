@@ -51,7 +51,7 @@ def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, A
     return f"""# cnn_small.onnx: compressed WDCNN (`{meta['edgevib.arch']}`)
 
 Written by `python benchmarks/compression_table.py --data ../shared/cwru --out docs --zoo`; see
-`docs/compression.md` for the methods and `docs/compression.md`'s table for every stage.
+`docs/compression.md` for the methods and `docs/compression_table.md` for every stage.
 
 - Contract: input `x` float32 [N, 1, {meta['edgevib.window']}] raw g at {meta['edgevib.sample_rate']} Hz,
   output `probs` [N, {len(json.loads(meta['edgevib.classes']))}]; classes {meta['edgevib.classes']}.
