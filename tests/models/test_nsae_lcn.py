@@ -17,10 +17,10 @@ W = 512  # short windows keep the unit tests fast; the real model uses 2048
 
 
 def _toy_windows(rng: np.random.Generator, n: int = 40, w: int = W) -> tuple[np.ndarray, np.ndarray]:
-    """Two classes: a 700 Hz vs a 2.9 kHz tone (not a multiple of 12 kHz / stride) at 12 kHz, random phase and gain, in noise."""
+    """Two classes: a 700 Hz vs a 2.2 kHz tone (+-4 %: no multiple of 12 kHz / stride) at 12 kHz, random phase and gain, in noise."""
     t = np.arange(w) / 12000.0
     y = np.arange(n) % 2
-    f = np.where(y == 0, 700.0, 2900.0)[:, None]
+    f = np.where(y == 0, 700.0, 2200.0)[:, None]
     x = rng.uniform(0.5, 2.0, (n, 1)) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3, (n, 1)))
     return (x + 0.3 * rng.standard_normal((n, w))).astype(np.float32), y.astype(np.int64)
 
@@ -31,7 +31,7 @@ def _ws(x: np.ndarray, y: np.ndarray, classes: tuple[str, ...]) -> WindowSet:
                      np.full(n, 1797.0))
 
 
-FAST: dict[str, Any] = dict(seg_len=32, n_features=12, stride=8, n_segments=2000, nsae_iters=60, clf_iters=100,
+FAST: dict[str, Any] = dict(seg_len=32, n_features=12, stride=4, n_segments=2000, nsae_iters=60, clf_iters=100,
             lowpass_taps=15)
 
 
@@ -99,6 +99,15 @@ def test_onnx_without_lowpass_matches_numpy() -> None:
     sess = ort.InferenceSession(m.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
     (got,) = sess.run(["probs"], {"x": x[:3, None, :]})
     np.testing.assert_allclose(got, m.predict_proba(x[:3, None, :]), atol=2e-5)
+
+
+def test_change_speed_scales_frequencies() -> None:
+    t = np.arange(4096) / 12000.0
+    x = np.sin(2 * np.pi * 1000.0 * t)[None, :]
+    for factor in (0.96, 1.04):
+        y = nsae_lcn.change_speed(x, factor)[0]
+        peak = np.argmax(np.abs(np.fft.rfft(y * np.hanning(len(y)), 1 << 16))) * 12000.0 / (1 << 16)
+        assert abs(peak - 1000.0 * factor) < 2.0
 
 
 @pytest.mark.parametrize("bad", [np.zeros((4, W), np.float32), np.zeros((4, 2, W), np.float32),
