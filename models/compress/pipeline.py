@@ -36,7 +36,7 @@ class Options:
     """Knobs of the pipeline; defaults chosen on CWRU to run in minutes on 2 CPU cores."""
 
     prune_ratio: float | None = None  # fraction of BN channels removed; None: those slimming zeroed
-    sparse_lam: float = 0.6  # proximal L1 on gamma, relative to Adam's step (must be < 1)
+    sparse_lam: float = 0.7  # proximal L1 on gamma, relative to Adam's step (must be < 1)
     sparse_gamma_lr: float = 1e-2
     sparse_steps: int = 600
     demo_ratio: float = 0.1  # benchmark only: pruning of the plain teacher, with/without merging
