@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit models report clean
+.PHONY: setup demo test lint typecheck unit models compress-table clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: $(PY) not found; install Python 3.11+"; exit 2; }
@@ -41,6 +41,10 @@ unit: setup
 
 models: setup
 	$(BIN)/edgevib models build-zoo --data ../shared/cwru --out models/zoo
+
+# The compression table (docs/compression_table.md) and models/zoo/cnn_small.onnx.
+compress-table: setup
+	$(BIN)/python benchmarks/compression_table.py --data ../shared/cwru --out docs --zoo
 
 clean:
 	rm -rf .typecheck build *.egg-info .pytest_cache .ruff_cache .mypy_cache

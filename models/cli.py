@@ -226,3 +226,8 @@ def register(subparsers: Any) -> None:
     z.add_argument("--hop", type=int, default=1024)
     z.add_argument("--opt", action="append", metavar="KEY=VALUE", help="trainer option for every arch")
     z.set_defaults(func=cmd_build_zoo)
+
+    # The compress parser imports torch only when the command runs.
+    from edgevib.models.compress.cli import add_parser as add_compress
+
+    add_compress(sub)
