@@ -101,7 +101,7 @@ class MqttLink:
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
-                log.warning("edge.mqtt: offline status not confirmed by %s", self.url)
+                log.warning("offline status not confirmed by %s", self.url)
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -113,7 +113,7 @@ class MqttLink:
     # -- paho callbacks: enqueue only -------------------------------------------------
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         if rc.is_failure:
-            log.warning("edge.mqtt: %s refused the connection: %s", self.url, rc)
+            log.warning("%s refused the connection: %s", self.url, rc)
             return
         if self.status is not None:
             client.publish(self.status[0], self.status[1], qos=1, retain=True)
@@ -125,7 +125,7 @@ class MqttLink:
             self._sub_mid = -1 if mid is None else mid
         else:
             self._connected.set()
-        log.info("edge.mqtt: connected to %s as %s", self.url, self.client_id)
+        log.info("connected to %s as %s", self.url, self.client_id)
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _rc: Any, _p: Any = None) -> None:
         if mid == self._sub_mid:
@@ -133,7 +133,7 @@ class MqttLink:
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         if self._connected.is_set() and not self._closing:
-            log.warning("edge.mqtt: lost %s (%s); reconnecting", self.url, rc)
+            log.warning("lost %s (%s); reconnecting", self.url, rc)
         self._connected.clear()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
