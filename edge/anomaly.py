@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 from edgevib.edge.errors import EdgeError
-from scipy import stats
+from edgevib.edge.evidence import shape_moments
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def features(x: npt.ArrayLike, n_bands: int = 8) -> npt.NDArray[np.float64]:
     bands = np.array_split(power[1:], n_bands)
     rms = float(np.sqrt(np.mean(v * v)))
     # A flat (dead) signal has no kurtosis: give it the floor, which scores far from any baseline.
-    kurt = float(stats.kurtosis(v, fisher=False)) if rms > 1e-12 else 0.0
+    kurt = shape_moments(v)[1] if rms > 1e-12 else 0.0
     rms += 1e-12
     tiny = 1e-20 * len(v)
     return np.array([*(np.log10(b.sum() + tiny) for b in bands), np.log10(rms),

@@ -92,3 +92,16 @@ def test_real_cwru_standard_classes(cwru_dir: Path) -> None:
             right[lab].append(ev.fault_type == lab)
     for lab, r in right.items():
         assert len(r) >= 6 and np.mean(r) >= 0.8, f"{lab}: {np.mean(r):.2f} of {len(r)}"
+
+
+def test_shape_moments_equal_scipy_stats() -> None:
+    from scipy import stats
+
+    from edgevib.edge.evidence import shape_moments
+
+    v = np.random.default_rng(3).standard_t(4, 5000)
+    v = v - v.mean()
+    skew, kurt = shape_moments(v)
+    assert skew == pytest.approx(float(stats.skew(v)), rel=1e-9)
+    assert kurt == pytest.approx(float(stats.kurtosis(v, fisher=False)), rel=1e-9)
+    assert shape_moments(np.zeros(10)) == (0.0, 0.0)
