@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def model_path(configured: str) -> Path:
-    """The configured model file, or the packaged default (``edgevib.models`` / ``zoo/cnn.onnx``)."""
+    """The configured model file, or the packaged default (``edgevib.models`` / ``DEFAULT_MODEL``)."""
     if configured:
         return Path(configured).expanduser()
     p = Path(str(importlib.resources.files("edgevib.models").joinpath(DEFAULT_MODEL)))

@@ -32,7 +32,7 @@ from edgevib import config as core_config
 from edgevib.errors import ConfigError
 
 # The model the agent runs when none is configured (inside package edgevib.models).
-DEFAULT_MODEL = "zoo/cnn.onnx"
+DEFAULT_MODEL = "zoo/cnn_small.onnx"  # the compressed CNN (docs/compression.md); zoo/cnn.onnx is the full one
 
 
 def _positive(where: str, value: float, fix: str) -> None:
