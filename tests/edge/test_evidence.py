@@ -95,9 +95,8 @@ def test_real_cwru_standard_classes(cwru_dir: Path) -> None:
 
 
 def test_shape_moments_equal_scipy_stats() -> None:
-    from scipy import stats
-
     from edgevib.edge.evidence import shape_moments
+    from scipy import stats
 
     v = np.random.default_rng(3).standard_t(4, 5000)
     v = v - v.mean()
