@@ -28,3 +28,29 @@ def test_find_or_start_uses_a_given_broker_and_refuses_a_dead_one(broker: Mosqui
     broker.stop()
     with pytest.raises(RetryableError, match="no MQTT broker answers"):
         find_or_start(broker.url)
+
+
+def test_embedded_broker_carries_messages_when_no_mosquitto_is_used() -> None:
+    from edgevib.edge.mqtt import MqttLink
+
+    from edgevib.broker import EmbeddedBroker
+
+    b = EmbeddedBroker()
+    b.start()
+    try:
+        rx = MqttLink(b.url, client_id="rx")
+        tx = MqttLink(b.url, client_id="tx")
+        assert rx.wait_connected(10) and tx.wait_connected(10)
+        rx.subscribe("t/#")
+        import time
+
+        deadline = time.monotonic() + 10
+        got = None
+        while got is None and time.monotonic() < deadline:
+            tx.publish("t/x", b"hello", qos=1)
+            got = rx.poll(0.5)
+        assert got is not None and got.payload == b"hello"
+        rx.close()
+        tx.close()
+    finally:
+        b.stop()
