@@ -14,6 +14,7 @@ Alert on it with the same state machine as faults, so one odd window never alert
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -36,19 +37,29 @@ class AnomalyResult:
     ready: bool
 
 
+@functools.lru_cache(maxsize=8)
+def _layout(n: int, n_bands: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """Hann window and band start indices for length ``n`` (cached: the agent calls
+    :func:`features` per window, and rebuilding these dominated its cost)."""
+    starts = np.array([b[0] for b in np.array_split(np.arange(1, n // 2 + 1), n_bands)], dtype=np.intp)
+    return np.hanning(n), starts
+
+
 def features(x: npt.ArrayLike, n_bands: int = 8) -> npt.NDArray[np.float64]:
     """Log band energies (equal-width bands up to Nyquist), log RMS, log kurtosis, crest factor."""
     v = np.asarray(x, dtype=np.float64)
     v = v - v.mean()
-    power = np.abs(scipy.fft.rfft(v * np.hanning(len(v)))) ** 2
-    bands = np.array_split(power[1:], n_bands)
+    window, starts = _layout(len(v), n_bands)
+    spec = scipy.fft.rfft(v * window)
+    power = spec.real**2 + spec.imag**2
+    bands = np.add.reduceat(power, starts)
     rms = float(np.sqrt(np.mean(v * v)))
     # A flat (dead) signal has no kurtosis: give it the floor, which scores far from any baseline.
     kurt = shape_moments(v)[1] if rms > 1e-12 else 0.0
     rms += 1e-12
     tiny = 1e-20 * len(v)
-    return np.array([*(np.log10(b.sum() + tiny) for b in bands), np.log10(rms),
-                     np.log10(max(kurt, 1e-3)), float(np.max(np.abs(v))) / rms])
+    return np.concatenate([np.log10(bands + tiny),
+                           [np.log10(rms), np.log10(max(kurt, 1e-3)), float(np.max(np.abs(v))) / rms]])
 
 
 class AnomalyDetector:

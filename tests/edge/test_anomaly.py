@@ -68,3 +68,19 @@ def test_anomaly_alert_raises_once(trained: tuple[AnomalyDetector, Simulator]) -
     bad = Simulator("OR", rpm=1500.0, geometry=DG_6308, noise_g=0.05, severity=0.3, seed=13)
     events = [e for w in _windows(bad, 30) for e in alerter.update("anomaly", det.update(w).ratio)]
     assert [(e.state, e.label) for e in events] == [("raised", "anomaly")]
+
+
+def test_features_equal_a_direct_computation_for_any_length() -> None:
+    from edgevib.edge.anomaly import features
+
+    rng = np.random.default_rng(7)
+    for n in (2048, 2047, 100, 17):
+        x = rng.standard_normal(n) * 0.3
+        v = x - x.mean()
+        power = np.abs(np.fft.rfft(v * np.hanning(n))) ** 2
+        bands = [b.sum() for b in np.array_split(power[1:], 8)]
+        rms = np.sqrt(np.mean(v * v))
+        kurt = np.mean(v**4) / np.mean(v**2) ** 2
+        want = [*np.log10(np.array(bands) + 1e-20 * n), np.log10(rms + 1e-12), np.log10(kurt),
+                np.max(np.abs(v)) / (rms + 1e-12)]
+        assert np.allclose(features(x), want, rtol=1e-9, atol=1e-12)
