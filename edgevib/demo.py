@@ -14,7 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from edgevib.broker import find_or_start
@@ -84,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
     for kind in ("alerts", "heartbeat", "status"):
         monitor.subscribe(f"{topics.base}/{kind}")
     raised: list[dict[str, Any]] = []
+    workdir = tempfile.TemporaryDirectory(prefix="edgevib-demo-")  # the agent's outbox lives here
     try:
-        procs.append(subprocess.Popen(_cli("agent", "--broker", url, "--site", SITE, "--gateway", gateway)))
+        procs.append(subprocess.Popen(_cli("agent", "--broker", url, "--site", SITE, "--gateway", gateway,
+                                           "--outbox", str(Path(workdir.name) / "outbox.sqlite"))))
         common = ("--broker", url, "--site", SITE, "--gateway", gateway, "--realtime")
         if args.healthy > 0:
             procs.append(subprocess.Popen(_cli("stream", *common, "--sensor", "fan", "--simulate",
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         monitor.close()
         if started is not None:
             started.stop()
+        workdir.cleanup()
     faults = [a for a in raised if a.get("kind") == "fault"]
     print(f"edgevib demo: {len(raised)} alerts raised ({len(faults)} fault): "
           + ", ".join(f"{a.get('sensor')}:{a.get('class')}" for a in raised), flush=True)
