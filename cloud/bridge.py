@@ -82,6 +82,7 @@ class Bridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(0.2, 5)
         return client
 
@@ -93,9 +94,13 @@ class Bridge:
         self.stats.connects += 1
         p = self.bcfg.topic_prefix
         client.subscribe([(f"{p}/+/+/{k}", 1) for k in ("alerts", "heartbeat", "status")])  # type: ignore[attr-defined]
-        self._connected.set()
         log.info("bridge: connected to %s:%d (session present: %s)", self.host, self.port,
                  getattr(flags, "session_present", "?"))
+
+    def _on_subscribe(self, client: object, userdata: object, mid: object, reasons: object, props: object) -> None:
+        # Ready only once the broker has the subscription: on a new session, messages
+        # published between CONNACK and SUBACK would otherwise never reach us.
+        self._connected.set()
 
     def _on_disconnect(self, client: object, userdata: object, flags: object, reason: object, props: object) -> None:
         self._connected.clear()
@@ -128,7 +133,7 @@ class Bridge:
         self._thread.start()
         if not self._connected.wait(timeout):
             self.stop()
-            raise CloudRetryableError("cloud.bridge", f"no CONNACK from {self.cfg.broker_url} in {timeout} s",
+            raise CloudRetryableError("cloud.bridge", f"no CONNACK/SUBACK from {self.cfg.broker_url} in {timeout} s",
                                       "check the broker")
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from edgevib.errors import ConfigError, FatalError, RetryableError
@@ -113,8 +114,9 @@ class EmbeddedBroker:
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self._loop: object | None = None
-        self._thread: object | None = None
+        self._loop: Any = None
+        self._thread: Any = None
+        self._broker: Any = None
 
     @property
     def url(self) -> str:
@@ -136,9 +138,10 @@ class EmbeddedBroker:
 
         def run() -> None:
             asyncio.set_event_loop(loop)
-            broker = broker_mod.Broker(cfg, loop=loop)
-            loop.run_until_complete(broker.start())
+            self._broker = broker_mod.Broker(cfg, loop=loop)
+            loop.run_until_complete(self._broker.start())
             loop.run_forever()
+            loop.close()
 
         t = threading.Thread(target=run, name="embedded-broker", daemon=True)
         t.start()
@@ -151,10 +154,20 @@ class EmbeddedBroker:
         raise RetryableError("broker", f"embedded broker did not listen on port {self.port}", "install mosquitto")
 
     def stop(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)  # type: ignore[attr-defined]
-        self._loop = None
+        import asyncio
+        import concurrent.futures
+
+        loop, broker = self._loop, self._broker
+        if loop is None:
+            return
+        if broker is not None:
+            try:  # let amqtt end its own tasks, or they complain when the loop goes away
+                asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(5)
+            except (concurrent.futures.TimeoutError, RuntimeError) as exc:
+                log.warning("embedded broker: shutdown incomplete (%s)", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5)
+        self._loop = self._broker = None
 
 
 def find_or_start(url: str | None = None) -> tuple[str, MosquittoProcess | EmbeddedBroker | None]:
