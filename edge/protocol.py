@@ -31,7 +31,11 @@ from edgevib.models.classes import FAULT_TYPES, fault_type
 PREFIX = "edgevib/v1"
 NAME_MAX = 64
 _NAME = re.compile(rf"[A-Za-z0-9_.:-]{{1,{NAME_MAX}}}")
-KINDS: tuple[str, ...] = ("raw", "alerts", "heartbeat", "status", "models", "cmd")
+# models: signed model updates to the agent; model_status: the agent's verdict on them;
+# evidence: raw windows behind alerts (binary, edge/evidence_wire.py); labels: operators'
+# labels for a gateway's alerts (cloud side).
+KINDS: tuple[str, ...] = ("raw", "alerts", "heartbeat", "status", "models", "cmd", "evidence", "model_status",
+                          "labels")
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 ALERT_SCHEMA = "edgevib.alert/1"
@@ -100,6 +104,18 @@ class Topics:
     def cmd(self) -> str:
         return f"{self.base}/cmd"
 
+    @property
+    def evidence(self) -> str:
+        return f"{self.base}/evidence"
+
+    @property
+    def model_status(self) -> str:
+        return f"{self.base}/model_status"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.base}/labels"
+
 
 def subscription(kind: str, site: str = "+", gateway: str = "+") -> str:
     """Wildcard subscription, e.g. ``subscription("alerts")`` -> ``edgevib/v1/+/+/alerts``."""
@@ -122,7 +138,7 @@ def parse_topic(topic: str) -> TopicInfo:
     if len(parts) == 3 and parts[2] in KINDS and parts[2] != "raw":
         return TopicInfo(check_name(parts[0], "site"), check_name(parts[1], "gateway"), parts[2])
     raise ProtocolError("bad_topic", f"topic {topic!r}",
-                        "use <prefix>/<site>/<gateway>/sensors/<sensor>/raw or .../{alerts,heartbeat,status,models,cmd}")
+                        "use <prefix>/<site>/<gateway>/sensors/<sensor>/raw or .../<kind> with kind one of " + ", ".join(KINDS[1:]))
 
 
 def dumps(doc: Mapping[str, Any]) -> bytes:
