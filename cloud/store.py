@@ -48,6 +48,27 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "reported_status TEXT"), ("site", "gateway")),
     "fleet_events": (("id TEXT", "type TEXT", "site TEXT", "gateway TEXT", "asset TEXT", "ts_ms BIGINT",
                       "body TEXT"), ("id",)),
+    # -- the closed loop (docs/closed_loop.md) --
+    # Raw windows uploaded by agents; the window itself is a file under the dataset directory.
+    "evidence": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "t_ms BIGINT", "rpm DOUBLE PRECISION",
+                  "sample_rate BIGINT", "reason TEXT", "alert_id TEXT", "pred_cls TEXT",
+                  "probability DOUBLE PRECISION", "model_name TEXT", "model_version TEXT", "model_sha256 TEXT",
+                  "label TEXT", "labelled_ms BIGINT", "path TEXT", "nbytes BIGINT", "stored_ms BIGINT"), ("id",)),
+    # Operators' labels of alerts (the class they confirmed or corrected).
+    "labels": (("alert_id TEXT", "site TEXT", "gateway TEXT", "cls TEXT", "labelled_by TEXT", "labelled_ms BIGINT",
+                "n_windows BIGINT"), ("alert_id",)),
+    # Written by the Flink job (replays rewrite the same ids) ...
+    "retrain_triggers": (("id TEXT", "reason TEXT", "model_name TEXT", "site TEXT", "gateway TEXT",
+                          "n_windows BIGINT", "ts_ms BIGINT", "detail TEXT"), ("id",)),
+    # ... and worked off by the retrain worker, which owns this table.
+    "retrain_runs": (("trigger_id TEXT", "status TEXT", "started_ms BIGINT", "finished_ms BIGINT",
+                      "decision TEXT", "model_name TEXT", "model_version TEXT", "metrics TEXT", "detail TEXT"),
+                     ("trigger_id",)),
+    # Staged model rollouts (edgevib models push) and each gateway's verdict.
+    "rollouts": (("id TEXT", "name TEXT", "version TEXT", "sha256 TEXT", "target TEXT", "canary_pct DOUBLE PRECISION",
+                  "status TEXT", "started_ms BIGINT", "finished_ms BIGINT", "detail TEXT"), ("id",)),
+    "model_status": (("site TEXT", "gateway TEXT", "ts_ms BIGINT", "name TEXT", "version TEXT", "sha256 TEXT",
+                      "result TEXT", "reason TEXT"), ("site", "gateway", "ts_ms")),
     "dead_letters": (("mid TEXT", "recv_ms BIGINT", "topic TEXT", "site TEXT", "gateway TEXT", "reason TEXT",
                       "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
 }
@@ -209,4 +230,6 @@ KIND_TABLE = {
     "alert": "alerts", "asset_counts": "asset_counts", "site_counts": "site_counts",
     "health": "asset_health", "incident": "incidents", "gateway": "gateways",
     "fleet_event": "fleet_events", "dead": "dead_letters",
+    "evidence": "evidence", "label": "labels", "retrain_trigger": "retrain_triggers", "retrain_run": "retrain_runs",
+    "rollout": "rollouts", "model_status": "model_status",
 }
