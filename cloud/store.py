@@ -69,6 +69,8 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "status TEXT", "started_ms BIGINT", "finished_ms BIGINT", "detail TEXT"), ("id",)),
     "model_status": (("site TEXT", "gateway TEXT", "ts_ms BIGINT", "name TEXT", "version TEXT", "sha256 TEXT",
                       "result TEXT", "reason TEXT"), ("site", "gateway", "ts_ms")),
+    # Operators' acknowledgements of alerts (dashboard / `edgevib alerts ack`); one per alert.
+    "alert_acks": (("alert_id TEXT", "acked_by TEXT", "acked_ms BIGINT", "note TEXT"), ("alert_id",)),
     "dead_letters": (("mid TEXT", "recv_ms BIGINT", "topic TEXT", "site TEXT", "gateway TEXT", "reason TEXT",
                       "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
 }
@@ -231,5 +233,5 @@ KIND_TABLE = {
     "health": "asset_health", "incident": "incidents", "gateway": "gateways",
     "fleet_event": "fleet_events", "dead": "dead_letters",
     "evidence": "evidence", "label": "labels", "retrain_trigger": "retrain_triggers", "retrain_run": "retrain_runs",
-    "rollout": "rollouts", "model_status": "model_status",
+    "rollout": "rollouts", "model_status": "model_status", "alert_ack": "alert_acks",
 }
