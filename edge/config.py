@@ -96,6 +96,27 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceUploadConfig:
+    """Raw windows sent to the cloud for labelling/retraining (edge/collect.py); off by default."""
+
+    enabled: bool = False
+    alert_windows: int = 5  # last K windows of a sensor behind each raised alert
+    low_confidence: float = 0.6  # top probability under this: upload the window
+    healthy_every: int = 1000  # about 1 in N windows predicted normal (seeded draw)
+    per_minute: float = 30.0  # token bucket per kind (alert, low_confidence, healthy_sample)
+    max_outbox_bytes: int = 8 * 2**20  # no evidence is queued past this many outbox bytes
+
+    def __post_init__(self) -> None:
+        if self.alert_windows < 0 or self.healthy_every < 1 or self.max_outbox_bytes < 1:
+            raise ConfigError("edge.config.evidence", f"alert_windows={self.alert_windows}, healthy_every="
+                              f"{self.healthy_every}, max_outbox_bytes={self.max_outbox_bytes}",
+                              "use alert_windows >= 0, healthy_every >= 1, max_outbox_bytes >= 1")
+        if not 0.0 <= self.low_confidence <= 1.0:
+            raise ConfigError("edge.config.evidence", f"low_confidence={self.low_confidence}", "use 0..1 (0 = off)")
+        _positive("evidence.per_minute", self.per_minute, "use a positive number of windows per minute")
+
+
+@dataclass(frozen=True)
 class SensorConfig:
     """One sensor: its asset, bearing (a known name or four numbers) and shaft speed."""
 
@@ -150,6 +171,7 @@ class AgentConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    evidence: EvidenceUploadConfig = field(default_factory=EvidenceUploadConfig)
     default: SensorConfig = field(default_factory=SensorConfig)
     sensors: dict[str, SensorConfig] = field(default_factory=dict)
 
