@@ -117,6 +117,29 @@ class EvidenceUploadConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    """Signed model updates (edge/updates.py, docs/updates.md); no public key = updates refused."""
+
+    public_key: str = ""  # Ed25519 public key PEM of the model registry
+    model_dir: str = "edgevib-models"  # pushed models + current.json; the active one loads at start-up
+    shadow_windows: int = 64  # recent windows a new model is shadow-run on before the swap
+    probation_batches: int = 50  # batches after a swap in which a failure rolls back
+    max_latency_factor: float = 3.0  # new model slower than this x the old one's p50: refused / rolled back
+    max_model_bytes: int = 16 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.shadow_windows < 1 or self.probation_batches < 0 or self.max_model_bytes < 1:
+            raise ConfigError("edge.config.update", f"shadow_windows={self.shadow_windows}, probation_batches="
+                              f"{self.probation_batches}, max_model_bytes={self.max_model_bytes}",
+                              "use shadow_windows >= 1, probation_batches >= 0, max_model_bytes >= 1")
+        if not (math.isfinite(self.max_latency_factor) and self.max_latency_factor >= 1):
+            raise ConfigError("edge.config.update", f"max_latency_factor={self.max_latency_factor}", "use >= 1, e.g. 3")
+        if self.public_key and not Path(self.public_key).expanduser().is_file():
+            raise ConfigError("edge.config.update", f"public_key file {self.public_key!r} not found",
+                              "point it at the .pub.pem from `edgevib models keygen`, or leave it empty")
+
+
+@dataclass(frozen=True)
 class SensorConfig:
     """One sensor: its asset, bearing (a known name or four numbers) and shaft speed."""
 
@@ -172,6 +195,7 @@ class AgentConfig:
     alert: AlertConfig = field(default_factory=AlertConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     evidence: EvidenceUploadConfig = field(default_factory=EvidenceUploadConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     default: SensorConfig = field(default_factory=SensorConfig)
     sensors: dict[str, SensorConfig] = field(default_factory=dict)
 
