@@ -27,6 +27,7 @@ _PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "edgevib.models.cli": ("train", ("models",)),
     "edgevib.edge.cli": ("edge", ("agent", "stream")),
     "edgevib.cloud.cli": ("cloud", ("cloud",)),
+    "edgevib.cloud.ops_cli": ("cloud", ("alerts", "fleet")),  # SQLite needs only the stdlib
     "edgevib.deploy": ("edge", ("deploy",)),
     "edgevib.demo": ("dev", ("demo",)),
 }
