@@ -85,6 +85,24 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """``edgevib dashboard``: where it listens and the token it wants (empty: generate one at start)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("cloud.config", f"dashboard.port={self.port}", "use a TCP port (0 = any free one)")
+        if not self.host:
+            raise ConfigError("cloud.config", "dashboard.host=''", "use 127.0.0.1, or 0.0.0.0 behind TLS")
+        if self.token and len(self.token) < 16:
+            raise ConfigError("cloud.config", "dashboard.token is shorter than 16 characters",
+                              "use a long random token, e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """Everything ``edgevib cloud run`` needs; paths are relative to the working directory."""
 
@@ -96,6 +114,8 @@ class CloudConfig:
     python_executable: str = ""
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     job: JobConfig = field(default_factory=JobConfig)
+    # Not written by to_toml: the job does not need it, and the token stays out of job files.
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
     def __post_init__(self) -> None:
         if not (self.store_url.startswith("sqlite:///") or self.store_url.startswith(("postgresql://", "postgres://"))):
