@@ -25,6 +25,7 @@ import numpy.typing as npt
 from edgevib.edge import protocol as proto
 from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
 from edgevib.edge.anomaly import AnomalyDetector
+from edgevib.edge.collect import EvidenceSampler
 from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError, FrameError, OutboxFullError, ProtocolError
 from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
@@ -34,6 +35,7 @@ from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
+from edgevib.edge.updater import Updater
 from edgevib.edge.windowing import SensorWindower
 
 from edgevib import __version__
@@ -80,6 +82,8 @@ class Agent:
         self.metrics = Metrics(clock=clock)
         self.sensors: dict[str, _Sensor] = {}
         self.model_info = describe(model)
+        self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
+                                       clock) if cfg.evidence.enabled else None  # raw windows for the cloud
         self._anomaly_baseline = anomaly_baseline
         self._pending: list[_Pending] = []
         self._inflight: dict[int, int] = {}  # sink token -> outbox row id
@@ -90,7 +94,8 @@ class Agent:
                                          n=cfg.alert.n, m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
         self._anomaly_policy = AlertPolicy(p_on=1.0, p_off=0.8, k=cfg.alert.k, n=cfg.alert.n,
                                            m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
-        for f in (self.topics.raw_all, self.topics.cmd, *self._rpm_topics):
+        self.updater = Updater(self)  # signed model updates: verify, shadow-run, swap, probation
+        for f in (self.topics.raw_all, self.topics.cmd, self.topics.models, *self._rpm_topics):
             link.subscribe(f)
 
     # -- per message --------------------------------------------------------------------
@@ -123,6 +128,8 @@ class Agent:
             return self._drop(exc.reason, exc)
         if info.kind == "cmd":
             return self._handle_cmd(msg.payload)
+        if info.kind == "models":
+            return self.updater.on_message(msg.payload)
         if info.kind != "raw" or info.sensor is None:
             return
         sensor = info.sensor
@@ -177,7 +184,7 @@ class Agent:
             return
         t0 = time.perf_counter()  # real work time, whatever clock drives the agent
         try:
-            probs = self.model.predict(np.stack([p.x for p in batch])[:, None, :])
+            probs = self.updater.predict(np.stack([p.x for p in batch])[:, None, :])
         except EdgeError as exc:  # e.g. a model that fails on this input: lose the batch, not the agent
             for p in batch:
                 self._drop("model_error", exc, p.sensor)
@@ -188,6 +195,8 @@ class Agent:
         for p, row in zip(batch, probs, strict=True):
             s = self.sensors[p.sensor]
             self.metrics.inc("windows", sensor=p.sensor)
+            if self.sampler is not None:  # before the alerter: an alert's windows include this one
+                self.sampler.observe(p.sensor, p.t_end_ns, p.x, row, s.rpm)
             for ev in s.alerter.update_probs(row, classes):
                 self._alert(p, s, "fault", ev, row)
             s.seen += 1
@@ -226,6 +235,8 @@ class Agent:
             self.outbox.put(self.topics.alerts, proto.dumps(doc), qos=1, priority=PRIORITY_ALERT)
         except OutboxFullError as exc:
             self._drop("outbox_full", exc, p.sensor)
+        if raised and self.sampler is not None:  # after the alert, so it is published first
+            self.sampler.on_alert(p.sensor, doc["id"])
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self) -> None:
@@ -287,6 +298,7 @@ class Agent:
         while self._batch_due(now):
             self.infer()
         self.deliver()
+        self.updater.tick()  # an unfinished model update times out
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()

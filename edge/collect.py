@@ -1,0 +1,139 @@
+"""Which model input windows the agent uploads as evidence, bounded on the edge side.
+
+Three kinds (``EvidenceUploadConfig``, the agent's ``[evidence]`` table):
+
+* ``alert``: on every raised alert, the sensor's last ``alert_windows`` windows (a small
+  per-sensor ring of (window, probs)), tagged with the alert's id;
+* ``low_confidence``: a window whose top probability is under ``low_confidence``;
+* ``healthy_sample``: about 1 in ``healthy_every`` windows predicted ``normal`` (seeded draw).
+
+Each kind has its own token bucket (``per_minute``, burst of at least ``alert_windows``),
+and nothing is queued once the outbox holds ``max_outbox_bytes``. Evidence goes into the
+outbox at PRIORITY_DATA, so alerts evict it and it never evicts an alert; it is published
+at QoS 1 on ``topics.evidence``. A window already sent for an alert is not sent again; a
+window sent as low-confidence/healthy is re-sent when an alert claims it (same id: the
+cloud's row gains the alert id).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from edgevib.edge.config import EvidenceUploadConfig
+from edgevib.edge.errors import EdgeError, FrameError, OutboxFullError
+from edgevib.edge.evidence_wire import EvidenceRecord, encode
+from edgevib.edge.metrics import Metrics
+from edgevib.edge.model import Model, describe
+from edgevib.edge.outbox import PRIORITY_DATA, Outbox
+from edgevib.edge.protocol import Topics
+
+log = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+DROP_REASONS: tuple[str, ...] = ("rate_limited", "outbox_cap", "outbox_full", "invalid")
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; starts full."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.t = burst, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class _Seen:
+    rec: EvidenceRecord
+    sent: str | None = None  # the reason it went out with
+
+
+@dataclass
+class EvidenceSampler:
+    """Feed every inferred window to :meth:`observe` and every raised alert to :meth:`on_alert`."""
+
+    cfg: EvidenceUploadConfig
+    topics: Topics
+    outbox: Outbox
+    model: Callable[[], Model]  # the model running now (it may be swapped)
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.monotonic
+    seed: int = 0
+    sent: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        burst = max(self.cfg.per_minute, float(self.cfg.alert_windows), 1.0)
+        self._buckets = {k: TokenBucket(self.cfg.per_minute / 60, burst, self.clock)
+                         for k in ("alert", "low_confidence", "healthy_sample")}
+        self._rings: dict[str, deque[_Seen]] = {}
+        self._rng = random.Random(self.seed)
+
+    def observe(self, sensor: str, t_ns: int, x: F32, probs: F32, rpm: float | None) -> None:
+        """Remember the window; upload it now if it is low-confidence or a healthy sample."""
+        m = self.model()
+        try:
+            rec = EvidenceRecord.build(
+                site=self.topics.site, gateway=self.topics.gateway, sensor=sensor, t_ns=t_ns, rpm=rpm,
+                sample_rate=m.meta.sample_rate, reason="healthy_sample", alert_id=None, model=describe(m),
+                probs=dict(zip(m.meta.classes, (float(v) for v in probs), strict=True)), window=x)
+        except (FrameError, ValueError) as exc:  # e.g. a model whose classes are not class names
+            return self._drop("invalid", exc)
+        ring = self._rings.setdefault(sensor, deque(maxlen=max(1, self.cfg.alert_windows)))
+        seen = _Seen(rec)
+        ring.append(seen)
+        if rec.probability < self.cfg.low_confidence:
+            self._send(seen, "low_confidence", None)
+        elif rec.pred_cls == "normal" and self._rng.random() < 1.0 / self.cfg.healthy_every:
+            self._send(seen, "healthy_sample", None)
+
+    def on_alert(self, sensor: str, alert_id: str) -> int:
+        """Upload the sensor's last ``alert_windows`` windows for alert ``alert_id``; returns how many."""
+        ring = self._rings.get(sensor, ())
+        recent = list(ring)[-self.cfg.alert_windows:] if self.cfg.alert_windows else []
+        return sum(self._send(s, "alert", alert_id) for s in recent if s.sent != "alert")
+
+    def _send(self, seen: _Seen, reason: str, alert_id: str | None) -> bool:
+        if not self._buckets[reason].take():
+            self._drop("rate_limited")
+            return False
+        try:
+            payload = encode(seen.rec.with_reason(reason, alert_id))
+        except FrameError as exc:
+            self._drop("invalid", exc)
+            return False
+        if self.outbox.size_bytes + len(payload) > self.cfg.max_outbox_bytes:
+            self._drop("outbox_cap")
+            return False
+        try:
+            self.outbox.put(self.topics.evidence, payload, qos=1, priority=PRIORITY_DATA)
+        except OutboxFullError:
+            self._drop("outbox_full")
+            return False
+        seen.sent = reason
+        self.sent += 1
+        if self.metrics is not None:
+            self.metrics.inc("evidence_sent")
+        return True
+
+    def _drop(self, reason: str, exc: EdgeError | ValueError | None = None) -> None:
+        self.dropped[reason] += 1
+        if self.metrics is not None:
+            self.metrics.inc("evidence_dropped")
+            self.metrics.inc(f"evidence_dropped_{reason}")
+        if exc is not None and self.dropped[reason] <= 3:
+            log.warning("evidence not sent (%s): %s", reason, exc)
