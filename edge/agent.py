@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
 from edgevib.edge.anomaly import AnomalyDetector
 from edgevib.edge.collect import EvidenceSampler
 from edgevib.edge.config import AgentConfig
-from edgevib.edge.errors import EdgeError, FrameError, OutboxFullError, ProtocolError
+from edgevib.edge.errors import EdgeError, FrameError, OutboxError, OutboxFullError, ProtocolError
 from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
 from edgevib.edge.frames import decode
 from edgevib.edge.metrics import Metrics
@@ -227,16 +228,29 @@ class Agent:
         self.metrics.inc(f"alerts_{kind}_{ev.state}", sensor=p.sensor)
         log.info("%s alert %s: sensor %s class %s p=%.2f physics=%s", kind, ev.state, p.sensor,
                  doc["class"], ev.value, doc["physics"])
+        payload = proto.dumps(doc)
         try:
-            self.outbox.put(self.topics.alerts, proto.dumps(doc), qos=1, priority=PRIORITY_ALERT)
-        except OutboxFullError as exc:
-            self._drop("outbox_full", exc, p.sensor)
+            self.outbox.put(self.topics.alerts, payload, qos=1, priority=PRIORITY_ALERT)
+        except (OutboxError, sqlite3.Error) as exc:  # full of alerts, or the disk is full
+            # Not stored: still publish it (QoS 1, not replayed after a restart) rather than lose it.
+            self.metrics.inc("outbox_write_failed", sensor=p.sensor)
+            if self.link.publish(self.topics.alerts, payload, qos=1) is None:
+                self._drop("outbox_full" if isinstance(exc, OutboxFullError) else "outbox_error", exc, p.sensor)
         if raised and self.sampler is not None:  # after the alert, so it is published first
             self.sampler.on_alert(p.sensor, doc["id"])
 
     # -- delivery ---------------------------------------------------------------------------
     def deliver(self) -> None:
         """Settle PUBACKs, then hand unsent outbox rows to the sink, oldest first."""
+        try:
+            self._deliver()
+        except (OutboxError, sqlite3.Error) as exc:  # e.g. disk full: keep running, retry next step
+            self.metrics.inc("outbox_errors")
+            n = self._log_counts["outbox_errors"] = self._log_counts.get("outbox_errors", 0) + 1
+            if n <= 3 or n % 1000 == 0:
+                log.warning("outbox error #%d while delivering: %s", n, exc)
+
+    def _deliver(self) -> None:
         for acked in self.link.acked():
             rid = self._inflight.pop(acked, None)
             if rid is not None and self.outbox.ack(rid):
@@ -247,8 +261,8 @@ class Agent:
             token = self.link.publish(rec.topic, rec.payload, qos=rec.qos)
             if token is None:
                 break  # offline or the sink is full: keep the rest in order for later
+            self._inflight[token] = rec.id  # before the write that may fail: no re-publish every step
             self.outbox.mark_inflight(rec.id)
-            self._inflight[token] = rec.id
             self.metrics.inc("alerts_sent")
 
     def heartbeat(self) -> dict[str, Any]:
