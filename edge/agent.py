@@ -36,6 +36,7 @@ from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
+from edgevib.edge.updater import Updater
 from edgevib.edge.windowing import SensorWindower
 
 from edgevib import __version__
@@ -94,7 +95,8 @@ class Agent:
                                          n=cfg.alert.n, m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
         self._anomaly_policy = AlertPolicy(p_on=1.0, p_off=0.8, k=cfg.alert.k, n=cfg.alert.n,
                                            m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
-        for f in (self.topics.raw_all, self.topics.cmd, *self._rpm_topics):
+        self.updater = Updater(self)  # signed model updates: verify, shadow-run, swap, probation
+        for f in (self.topics.raw_all, self.topics.cmd, self.topics.models, *self._rpm_topics):
             link.subscribe(f)
 
     # -- per message --------------------------------------------------------------------
@@ -127,6 +129,8 @@ class Agent:
             return self._drop(exc.reason, exc)
         if info.kind == "cmd":
             return self._handle_cmd(msg.payload)
+        if info.kind == "models":
+            return self.updater.on_message(msg.payload)
         if info.kind != "raw" or info.sensor is None:
             return
         sensor = info.sensor
@@ -181,7 +185,7 @@ class Agent:
             return
         t0 = time.perf_counter()  # real work time, whatever clock drives the agent
         try:
-            probs = self.model.predict(np.stack([p.x for p in batch])[:, None, :])
+            probs = self.updater.predict(np.stack([p.x for p in batch])[:, None, :])
         except EdgeError as exc:  # e.g. a model that fails on this input: lose the batch, not the agent
             for p in batch:
                 self._drop("model_error", exc, p.sensor)
@@ -308,6 +312,7 @@ class Agent:
         while self._batch_due(now):
             self.infer()
         self.deliver()
+        self.updater.tick()  # an unfinished model update times out
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()
