@@ -1,6 +1,6 @@
 """MQTT -> spool bridge: the durable ingest of the cloud job.
 
-Subscribes to every gateway's ``alerts``, ``heartbeat`` and ``status`` topics with QoS 1
+Subscribes to every gateway's ``alerts``, ``heartbeat``, ``status`` and ``labels`` topics with QoS 1
 in a persistent MQTT 5 session (the broker queues messages while the bridge is down),
 validates and flattens each message (:func:`edgevib.cloud.ingest.normalize`), and writes
 batches of CSV lines to the spool directory. A batch goes to a hidden temporary file,
@@ -93,7 +93,7 @@ class Bridge:
             return
         self.stats.connects += 1
         p = self.bcfg.topic_prefix
-        client.subscribe([(f"{p}/+/+/{k}", 1) for k in ("alerts", "heartbeat", "status")])  # type: ignore[attr-defined]
+        client.subscribe([(f"{p}/+/+/{k}", 1) for k in ("alerts", "heartbeat", "status", "labels")])  # type: ignore[attr-defined]
         log.info("bridge: connected to %s:%d (session present: %s)", self.host, self.port,
                  getattr(flags, "session_present", "?"))
 

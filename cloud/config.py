@@ -62,11 +62,16 @@ class JobConfig:
     file_monitor_ms: int = 100
     bundle_time_ms: int = 50
     parallelism: int = 1
+    # Retrain triggers: this many newly labelled windows (per model) ...
+    retrain_min_windows: int = 20
+    # ... or this many anomaly alerts from one gateway within drift_window_s.
+    drift_anomalies: int = 5
+    drift_window_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("window_s", "out_of_orderness_s", "incident_k", "incident_window_s", "incident_bucket_s",
                      "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "batch_ms", "heartbeat_batch_s", "file_monitor_ms",
-                     "bundle_time_ms", "parallelism"):
+                     "bundle_time_ms", "parallelism", "retrain_min_windows", "drift_anomalies", "drift_window_s"):
             _positive(f"job.{name}", getattr(self, name))
         if self.min_incident_severity not in ("low", "medium", "high"):
             raise ConfigError("cloud.config", f"job.min_incident_severity={self.min_incident_severity!r}",
@@ -78,7 +83,7 @@ class JobConfig:
             raise ConfigError("cloud.config", f"job.incident_window_s={self.incident_window_s}",
                               "use a window at least as long as job.incident_bucket_s")
         # Window bounds are stored as epoch milliseconds computed from whole seconds in SQL.
-        for name in ("window_s", "incident_bucket_s"):
+        for name in ("window_s", "incident_bucket_s", "drift_window_s"):
             v = getattr(self, name)
             if abs(v - round(v)) > 1e-9:
                 raise ConfigError("cloud.config", f"job.{name}={v}", "use a whole number of seconds")

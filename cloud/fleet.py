@@ -40,6 +40,9 @@ class FleetLogic:
     incident_k: int
     incident_window_ms: int
     resolve_ms: int
+    retrain_min_windows: int = 20
+    # Alert ids remembered per model so a re-label does not count its windows twice.
+    label_memory: int = 10_000
 
     # -- gateways ------------------------------------------------------------------------------
     def on_heartbeat(self, st: State | None, key: str, hb: dict[str, Any], now_ms: int) -> tuple[State, list[Record]]:
@@ -131,3 +134,38 @@ class FleetLogic:
         ev = _event("incident_resolved", f"{inc['id']}:resolved", due, site=inc["site"], asset=key,
                     incident=inc["id"], n_alerts=inc["n_alerts"])
         return st, [("incident", inc["id"], inc), ev]
+
+
+    # -- retrain triggers ----------------------------------------------------------------------
+    def on_label(self, st: State | None, key: str, lb: dict[str, Any]) -> tuple[State, list[Record]]:
+        """An operator's label (keyed by model): a trigger once ``retrain_min_windows`` new
+        labelled windows have arrived since the last trigger.
+
+        The trigger id is the model name and a sequence number kept in state, so a replay
+        from a checkpoint emits the same id (the store upserts; the worker runs it once).
+        A re-labelled alert changes the class, not the count.
+        """
+        st = dict(st or {})
+        seen: list[str] = list(st.get("seen", []))
+        out: list[Record] = []
+        if lb["id"] in seen:
+            return st, out
+        seen.append(lb["id"])
+        st["seen"] = seen[-self.label_memory:]
+        pending = int(st.get("pending", 0)) + max(0, int(lb.get("n") or 0))
+        gateways = sorted({*st.get("gateways", []), f"{lb['site']}/{lb['gateway']}"})
+        if pending < self.retrain_min_windows:
+            st.update(pending=pending, gateways=gateways)
+            return st, out
+        seq = int(st.get("seq", 0)) + 1
+        model = lb.get("model_name") or ""
+        tid = f"retrain:{model or '-'}:{seq}"
+        ts = int(lb["ev_ms"])
+        detail = json.dumps({"gateways": gateways, "last_alert": lb["id"]}, sort_keys=True)
+        out.append(("retrain_trigger", tid, {"id": tid, "reason": "labels", "model_name": model,
+                                             "site": lb["site"], "gateway": lb["gateway"],
+                                             "n_windows": pending, "ts_ms": ts, "detail": detail}))
+        out.append(_event("retrain_triggered", f"{tid}:triggered", ts, site=lb["site"], gateway=lb["gateway"],
+                          trigger=tid, reason="labels", model_name=model, n_windows=pending))
+        st.update(pending=0, seq=seq, gateways=[])
+        return st, out

@@ -47,6 +47,7 @@ SPOOL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("model_name", "STRING"), ("model_version", "STRING"), ("model_sha256", "STRING"),
     ("agent_version", "STRING"), ("uptime_s", "DOUBLE"), ("outbox_pending", "BIGINT"), ("drops_total", "BIGINT"),
     ("status", "STRING"), ("topic", "STRING"), ("reason", "STRING"), ("detail", "STRING"), ("raw", "STRING"),
+    ("n", "BIGINT"),
 )
 SPOOL_COLUMN_NAMES: tuple[str, ...] = tuple(n for n, _ in SPOOL_COLUMNS)
 
@@ -101,6 +102,8 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str) -> dict[str, A
                 return dead(topic, payload, recv_ms, mid, "bad_field", f"status={text[:40]!r}; fix: send online or offline",
                             info.site, info.gateway)
             return {**base, "kind": "status", "ev_ms": recv_ms, "status": text}
+        elif info.kind == "labels":
+            return {**base, **_label_record(payload, info.site, info.gateway)}
         else:
             return dead(topic, payload, recv_ms, mid, "bad_topic", f"kind {info.kind!r} is not for the cloud",
                         info.site, info.gateway)
@@ -132,6 +135,19 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str) -> dict[str, A
             "drops_total": int(sum(doc["drops"].values())),
         })
     return rec
+
+
+def _label_record(payload: bytes, site: str, gateway: str) -> dict[str, Any]:
+    """An operator's label (edgevib.cloud.labels) as a spool record keyed by the alert id."""
+    from edgevib.cloud.labels import parse_label  # noqa: PLC0415 - cloud-only module
+
+    doc = parse_label(bytes(payload))  # raises ProtocolError (reason) on a bad label
+    if doc["site"] != site or doc["gateway"] != gateway:
+        raise ProtocolError("bad_field", f"label names {doc['site']}/{doc['gateway']} on the topic of {site}/{gateway}",
+                            "publish on the labelled gateway's own labels topic")
+    return {"kind": "label", "id": doc["alert_id"], "cls": doc["class"], "n": int(doc["n_windows"]),
+            "ev_ms": int(doc["t_ns"]) // 1_000_000, "model_name": doc.get("model_name") or "",
+            "detail": str(doc.get("labelled_by") or "")[:200]}
 
 
 def _cell(v: Any) -> str:

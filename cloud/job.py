@@ -212,13 +212,15 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
             self.timer.update(due)
         elif kind == "status":
             st, out = self.logic.on_status(st, key, body)
+        elif kind == "label":
+            st, out = self.logic.on_label(st, key, body)
         elif kind == "bucket":
             st, out = self.logic.on_bucket(st, key, body)
             resolve_at = self.logic.resolve_due_ms(st)
             if resolve_at is not None:
                 ts.register_event_time_timer(resolve_at)
         else:
-            raise CloudError("cloud.job", f"keyed record kind {kind!r}", "route only heartbeat/status/bucket here")
+            raise CloudError("cloud.job", f"keyed record kind {kind!r}", "route only heartbeat/status/bucket/label here")
         self._save(st)
         yield from self._emit(out)
 
@@ -297,7 +299,8 @@ def build(cfg: CloudConfig, restore: Path | None = None) -> Any:
         tenv.execute_sql(v)
     j = cfg.job
     logic = FleetLogic(offline_after_ms=int(j.offline_after_s * 1000), incident_k=j.incident_k,
-                       incident_window_ms=int(j.incident_window_s * 1000), resolve_ms=int(j.incident_resolve_s * 1000))
+                       incident_window_ms=int(j.incident_window_s * 1000), resolve_ms=int(j.incident_resolve_s * 1000),
+                       retrain_min_windows=j.retrain_min_windows)
     row3 = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
     plain = tenv.to_data_stream(tenv.sql_query(plain_query(cfg)))
     plain.flat_map(StoreWriter(cfg)).uid("store-plain").name("store: alerts, counts, dead letters").print()

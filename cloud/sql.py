@@ -98,6 +98,17 @@ def plain_query(cfg: CloudConfig) -> str:
   {', '.join(f'{v} AS {k}' for k, v in sev_counts.items())}
   FROM TABLE(TUMBLE(TABLE asset_win, DESCRIPTOR(window_time), {win}))
   GROUP BY asset, site, window_start, window_end)""",
+        # Drift: a gateway whose anomaly detector fires drift_anomalies times in one window.
+        # The id names the gateway and the window, so a replay upserts the same trigger.
+        _json("retrain_trigger", "id", {"id": "id", "reason": "'drift'", "model_name": "model_name", "site": "site",
+                                        "gateway": "gateway", "n_windows": "CAST(0 AS BIGINT)", "ts_ms": "ts_ms",
+                                        "detail": "detail"})
+        + f""" FROM (SELECT CONCAT('drift:', site, '/', gateway, ':', CAST({_ms('window_end')} AS STRING)) AS id,
+  site, gateway, LAST_VALUE(model_name) AS model_name, {_ms('window_end')} AS ts_ms,
+  CONCAT('{{"anomalies": ', CAST(COUNT(DISTINCT id) AS STRING), '}}') AS detail
+  FROM TABLE(TUMBLE((SELECT * FROM alerts_in WHERE NOT late AND state = 'raised' AND akind = 'anomaly'),
+                    DESCRIPTOR(rowtime), {_interval(cfg.job.drift_window_s)}))
+  GROUP BY site, gateway, window_start, window_end HAVING COUNT(DISTINCT id) >= {int(cfg.job.drift_anomalies)})""",
     ]
     return "\nUNION ALL\n".join(parts)
 
@@ -122,5 +133,10 @@ def keyed_query(cfg: CloudConfig) -> str:
         + f""" FROM (SELECT asset, site, window_start, window_end, COUNT(DISTINCT id) AS n
   FROM TABLE(TUMBLE(TABLE serious, DESCRIPTOR(rowtime), {_interval(cfg.job.incident_bucket_s)}))
   GROUP BY asset, site, window_start, window_end)""",
+        # Operators' labels, keyed by the model whose evidence they label (retrain triggers).
+        _json("label", "CONCAT('model:', COALESCE(model_name, ''))",
+              {"id": "id", "site": "site", "gateway": "gateway", "cls": "cls", "n": "n", "ev_ms": "ev_ms",
+               "model_name": "model_name"})
+        + " FROM spool WHERE kind = 'label'",
     ]
     return "\nUNION ALL\n".join(parts)

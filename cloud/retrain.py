@@ -1,0 +1,342 @@
+"""The retrain worker: retrain trigger -> candidate model -> promotion gate -> registry -> push.
+
+The Flink job writes ``retrain_triggers`` (enough newly labelled windows, or anomaly drift);
+this worker owns ``retrain_runs``: it claims each trigger once, retrains NSAE-LCN on the fixed
+base training set plus the operators' labelled evidence windows, and evaluates the current and
+the candidate model on
+
+* the fixed held-out set of the base dataset (it never changes, so runs compare), and
+* the newest labelled evidence windows, held out by time per sensor with a gap of one window
+  duration (overlapping windows of one stream would otherwise leak into the evaluation).
+
+**Promotion gate**: promote only if the candidate is not worse on the fixed held-out set by
+more than ``tolerance_pt`` points and better on the new data by at least ``min_gain_pt`` points.
+The decision and every number go to ``retrain_runs`` and the model card; a promoted model is
+signed into the registry and pushed (staged, see :mod:`edgevib.cloud.rollout`).
+
+>>> g = gate(old_holdout=98.9, new_holdout=98.5, old_new=0.0, new_new=100.0, tolerance_pt=1.0, min_gain_pt=5.0)
+>>> g.promote, g.reasons
+(True, [])
+>>> gate(98.9, 96.0, 0.0, 100.0, 1.0, 5.0).reasons
+['held-out accuracy 96.00 % is 2.90 pt below the current 98.90 % (tolerance 1.00 pt)']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgevib.cloud.errors import CloudError
+from edgevib.cloud.store import Store
+
+from edgevib.errors import ConfigError
+from edgevib.extras import require
+
+log = logging.getLogger(__name__)
+_COMP = "cloud.retrain"
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """``[retrain]`` of the cloud config (``EDGEVIB_RETRAIN__...``)."""
+
+    base: str = ""  # .npz written by save_base(): fixed training and held-out windows
+    registry: str = "edgevib-cloud/registry"
+    private_key: str = ""  # Ed25519 PEM that signs promoted models (edgevib models keygen)
+    tolerance_pt: float = 1.0  # the held-out accuracy may fall by at most this much
+    min_gain_pt: float = 5.0  # ... and the new data's must rise by at least this much
+    new_eval_frac: float = 0.3  # newest share of each sensor's labelled windows kept for evaluation
+    push: bool = True
+    push_to: str = "model"  # "model": gateways running the retrained model; "trigger": those that labelled
+    canary_pct: float = 0.0
+    push_timeout_s: float = 60.0
+    poll_s: float = 1.0
+    seed: int = 0
+    nsae_iters: int = 150
+    clf_iters: int = 300
+
+    def __post_init__(self) -> None:
+        if not 0 < self.new_eval_frac < 1:
+            raise ConfigError(_COMP, f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
+        if self.push_to not in ("model", "trigger"):
+            raise ConfigError(_COMP, f"retrain.push_to={self.push_to!r}", "use 'model' or 'trigger'")
+        if min(self.tolerance_pt, self.min_gain_pt, self.canary_pct) < 0 or self.poll_s <= 0:
+            raise ConfigError(_COMP, "retrain tolerance/min_gain/canary/poll", "use values >= 0 (poll_s > 0)")
+
+
+@dataclass(frozen=True)
+class Gate:
+    promote: bool
+    reasons: list[str]
+    numbers: dict[str, float]
+
+
+def gate(old_holdout: float, new_holdout: float, old_new: float, new_new: float,
+         tolerance_pt: float, min_gain_pt: float) -> Gate:
+    """The promotion decision on accuracies in percent (see the module docstring)."""
+    reasons = []
+    if new_holdout < old_holdout - tolerance_pt:
+        reasons.append(f"held-out accuracy {new_holdout:.2f} % is {old_holdout - new_holdout:.2f} pt below the "
+                       f"current {old_holdout:.2f} % (tolerance {tolerance_pt:.2f} pt)")
+    if new_new < old_new + min_gain_pt:
+        reasons.append(f"new-data accuracy {new_new:.2f} % is not {min_gain_pt:.2f} pt above the current "
+                       f"{old_new:.2f} %")
+    nums = {"old_holdout": old_holdout, "new_holdout": new_holdout, "old_new": old_new, "new_new": new_new,
+            "tolerance_pt": tolerance_pt, "min_gain_pt": min_gain_pt}
+    return Gate(not reasons, reasons, nums)
+
+
+# -- data ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Base:
+    """The fixed dataset: training windows and the held-out windows every run is judged on."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray  # class names
+    x_holdout: np.ndarray
+    y_holdout: np.ndarray
+    fs: float
+
+
+def save_base(path: str | Path, train: Any, holdout: Any) -> Path:
+    """Write two :class:`~edgevib.models.split.WindowSet` as the worker's base ``.npz``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    names = (lambda ws: np.asarray(ws.classes)[ws.y])  # noqa: E731 - local, used twice
+    np.savez(p, x_train=train.x.astype(np.float32), y_train=names(train), x_holdout=holdout.x.astype(np.float32),
+             y_holdout=names(holdout), fs=np.float64(train.fs))
+    return p
+
+
+def load_base(path: str | Path) -> Base:
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return Base(z["x_train"], z["y_train"].astype(str), z["x_holdout"], z["y_holdout"].astype(str),
+                        float(z["fs"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise CloudError(_COMP, f"base dataset {str(p)!r}: {exc}",
+                         "write it with edgevib.cloud.retrain.save_base (set retrain.base)") from exc
+
+
+def split_new(rows: Sequence[dict[str, Any]], frac: float, window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, eval) of labelled evidence rows: per sensor and class, the newest ``frac``
+    evaluate; training windows closer than one window duration to them are dropped (overlap)."""
+    groups: dict[tuple[str, str, str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["site"], r["gateway"], r["sensor"], r["label"]), []).append(i)
+    tr: list[int] = []
+    ev: list[int] = []
+    for idx in groups.values():
+        idx.sort(key=lambda i: int(rows[i]["t_ms"]))
+        n_eval = int(np.ceil(len(idx) * frac - 1e-9)) if len(idx) >= 3 else 0
+        if n_eval == 0:
+            tr += idx
+            continue
+        head, tail = idx[:-n_eval], idx[-n_eval:]
+        t_cut = int(rows[tail[0]]["t_ms"]) - window_s * 1000
+        ev += tail
+        tr += [i for i in head if int(rows[i]["t_ms"]) <= t_cut]
+    return np.asarray(sorted(tr), dtype=np.int64), np.asarray(sorted(ev), dtype=np.int64)
+
+
+def accuracy(model: bytes | str | Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Percent of windows ``x`` [N, W] whose top class name equals ``y``; 0 for no windows."""
+    if len(x) == 0:
+        return 0.0
+    from edgevib.models.contract import meta_of_session, open_session  # noqa: PLC0415
+
+    sess, name = open_session(model)
+    classes = np.asarray(meta_of_session(sess, name).classes)
+    pred = np.concatenate([sess.run(None, {"x": x[i:i + 256, None, :].astype(np.float32)})[0].argmax(1)
+                           for i in range(0, len(x), 256)])
+    return float(np.mean(classes[pred] == np.asarray(y)) * 100)
+
+
+# -- the worker ----------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    trigger_id: str
+    status: str  # promoted | rejected | failed | skipped
+    decision: str
+    version: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    rollout: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Worker:
+    """Claims pending triggers from the store and runs them, one at a time.
+
+    ``evidence`` is an :class:`edgevib.cloud.dataset.EvidenceStore`; ``push`` defaults to
+    :func:`edgevib.cloud.rollout.push` with the cloud's broker URL.
+    """
+
+    def __init__(self, cfg: RetrainConfig, store: Store, evidence: Any, *, broker_url: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not cfg.base:
+            raise CloudError(_COMP, "retrain.base is empty", "build the base dataset (save_base) and set retrain.base")
+        self.cfg, self.store, self.evidence, self.broker_url, self.clock = cfg, store, evidence, broker_url, clock
+        self.base = load_base(cfg.base)
+
+    def pending(self) -> list[dict[str, Any]]:
+        cols = ("id", "reason", "model_name", "site", "gateway", "n_windows", "ts_ms", "detail")
+        rows = self.store.query(f"SELECT {', '.join('t.' + c for c in cols)} FROM retrain_triggers t "
+                                "LEFT JOIN retrain_runs r ON r.trigger_id = t.id WHERE r.trigger_id IS NULL "
+                                "ORDER BY t.ts_ms")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def _record(self, tid: str, status: str, **kw: Any) -> None:
+        row = {"trigger_id": tid, "status": status, **kw}
+        self.store.upsert("retrain_runs", [row])
+
+    def run_pending(self) -> list[RunResult]:
+        out = []
+        for trig in self.pending():
+            started = int(self.clock() * 1000)
+            self._record(trig["id"], "running", started_ms=started, model_name=trig["model_name"])
+            try:
+                res = self.run_trigger(trig)
+            except Exception as exc:  # noqa: BLE001 - one bad run must not stop the worker
+                log.exception("retrain %s failed", trig["id"])
+                res = RunResult(trig["id"], "failed", f"{type(exc).__name__}: {exc}")
+            self._record(trig["id"], res.status, started_ms=started, finished_ms=int(self.clock() * 1000),
+                         decision=res.decision, model_name=trig["model_name"], model_version=res.version,
+                         metrics=json.dumps({**res.metrics, "seconds": res.seconds}, sort_keys=True),
+                         detail=json.dumps(res.rollout, sort_keys=True) if res.rollout is not None else None)
+            log.info("retrain %s: %s (%s)", trig["id"], res.status, res.decision)
+            out.append(res)
+        return out
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.run_pending()
+            stop.wait(self.cfg.poll_s)
+
+    # -- one trigger ---------------------------------------------------------------------------
+    def _current(self, registry: Any, name: str) -> Any:
+        from edgevib.models.registry import RegistryError  # noqa: PLC0415
+
+        try:
+            return registry.get(name)
+        except RegistryError as exc:
+            raise CloudError(_COMP, f"no model named {name!r} in the registry {self.cfg.registry!r}",
+                             "add the running model first: edgevib models add MODEL.onnx --name NAME") from exc
+
+    def run_trigger(self, trig: dict[str, Any]) -> RunResult:
+        from edgevib.models.registry import Registry  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        secs: dict[str, float] = {}
+        registry = Registry(Path(self.cfg.registry), private_key=Path(self.cfg.private_key)
+                            if self.cfg.private_key else None)
+        entry = self._current(registry, trig["model_name"])
+        cur, cur_path = entry.manifest, entry.model_path
+        x, y, rows = self.evidence.labelled_windows(model_name=trig["model_name"])
+        if len(x) == 0:
+            return RunResult(trig["id"], "skipped", "no labelled evidence windows for this model")
+        y = np.asarray(y).astype(str)
+        tr, ev = split_new(rows, self.cfg.new_eval_frac, x.shape[1] / self.base.fs)
+        if len(ev) == 0:
+            return RunResult(trig["id"], "skipped", f"{len(x)} labelled windows: too few to hold any out for evaluation")
+        secs["data"] = time.perf_counter() - t0
+        version = _next_version(cur.version)
+        onnx_bytes = self._train(x[tr], y[tr], version)
+        secs["train"] = time.perf_counter() - t0 - sum(secs.values())
+        b = self.base
+        g = gate(accuracy(cur_path, b.x_holdout, b.y_holdout), accuracy(onnx_bytes, b.x_holdout, b.y_holdout),
+                 accuracy(cur_path, x[ev], y[ev]), accuracy(onnx_bytes, x[ev], y[ev]),
+                 self.cfg.tolerance_pt, self.cfg.min_gain_pt)
+        secs["evaluate"] = time.perf_counter() - t0 - sum(secs.values())
+        metrics = {**g.numbers, "n_new_train": int(len(tr)), "n_new_eval": int(len(ev)),
+                   "n_holdout": int(len(b.y_holdout)), "new_classes": sorted(set(y.tolist())),
+                   "from_version": cur.version}
+        if not g.promote:
+            return RunResult(trig["id"], "rejected", "; ".join(g.reasons), version, metrics, seconds=secs)
+        path = Path(self.cfg.registry) / f".candidate-{version}.onnx"
+        card = path.with_suffix(".md")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(onnx_bytes)
+        card.write_text(_card(trig, g, metrics, version))
+        try:
+            man = registry.add(path, version=version, metrics=metrics, card=card, name=cur.name)
+        finally:
+            path.unlink(missing_ok=True)
+            card.unlink(missing_ok=True)
+        rollout = self._push(registry, man, trig) if self.cfg.push else None
+        secs["push"] = time.perf_counter() - t0 - sum(secs.values())
+        ok = rollout is None or rollout.get("status") in ("completed", "done", "ok")
+        return RunResult(trig["id"], "promoted" if ok else "rollout_halted",
+                         "promoted: " + _summary(g) + ("" if ok else f"; rollout {rollout}"),
+                         version, metrics, rollout, secs)
+
+    def _train(self, x_new: np.ndarray, y_new: np.ndarray, version: str) -> bytes:
+        require("onnx", extra="train", feature="exporting retrained models")
+        from edgevib.models import nsae_lcn  # noqa: PLC0415
+        from edgevib.models.contract import ModelMeta, attach  # noqa: PLC0415
+        from edgevib.models.split import WindowSet  # noqa: PLC0415
+
+        b = self.base
+        classes = tuple(dict.fromkeys([*sorted(set(b.y_train.tolist()), key=_class_key),
+                                       *sorted(set(y_new.tolist()), key=_class_key)]))
+        # A new class may arrive with a few dozen windows against hundreds per known class:
+        # repeat the new windows up to the median class size so the softmax does not ignore them.
+        per_class = np.median([np.sum(b.y_train == c) for c in set(b.y_train.tolist())])
+        reps = max(1, int(per_class // max(1, len(x_new))))
+        xs = np.concatenate([b.x_train, *[x_new] * reps]).astype(np.float32)
+        ys = np.concatenate([b.y_train, *[y_new] * reps])
+        idx = {c: i for i, c in enumerate(classes)}
+        n = len(xs)
+        ws = WindowSet(xs, np.asarray([idx[c] for c in ys], np.int64), classes, np.zeros(n, np.int64),
+                       np.zeros(n, np.int64), ("base+evidence",), b.fs, np.zeros(n))
+        model = nsae_lcn.train(ws, seed=self.cfg.seed, nsae_iters=self.cfg.nsae_iters, clf_iters=self.cfg.clf_iters)
+        meta = ModelMeta(classes, b.fs, model.window, model.window // 2, nsae_lcn.ARCH, version,
+                         trained_on=f"base + {len(x_new)} labelled evidence windows")
+        return bytes(attach(model.to_onnx(), meta).SerializeToString())
+
+    def _push(self, registry: Any, man: Any, trig: dict[str, Any]) -> dict[str, Any]:
+        from edgevib.cloud.rollout import push  # noqa: PLC0415
+
+        if self.cfg.push_to == "trigger":
+            names = json.loads(trig.get("detail") or "{}").get("gateways") or [f"{trig['site']}/{trig['gateway']}"]
+            targets = [tuple(g.split("/", 1)) for g in names]
+        else:
+            targets = [(g["site"], g["gateway"]) for g in self.store.gateways().values()
+                       if g.get("model_name") == man.name]
+        if not targets:
+            return {"status": "no_targets"}
+        res = push(registry, man.name, man.version, targets, broker_url=self.broker_url,
+                   canary_pct=self.cfg.canary_pct, timeout_s=self.cfg.push_timeout_s, store=self.store)
+        return asdict(res) if hasattr(res, "__dataclass_fields__") else dict(vars(res))
+
+
+def _class_key(c: str) -> tuple[int, str]:
+    return (0 if c == "normal" else 1, c)
+
+
+def _next_version(v: str) -> str:
+    return str(int(v) + 1) if v.isdigit() else f"{v}.1"
+
+
+def _summary(g: Gate) -> str:
+    n = g.numbers
+    return (f"held-out {n['old_holdout']:.2f} -> {n['new_holdout']:.2f} % (tolerance {n['tolerance_pt']:.1f} pt), "
+            f"new data {n['old_new']:.2f} -> {n['new_new']:.2f} % (min gain {n['min_gain_pt']:.1f} pt)")
+
+
+def _card(trig: dict[str, Any], g: Gate, metrics: dict[str, Any], version: str) -> str:
+    return (f"# {trig['model_name']} v{version} (retrained)\n\nTrigger `{trig['id']}` ({trig['reason']}, "
+            f"{trig['n_windows']} labelled windows). Base model v{metrics['from_version']}.\n\n"
+            f"Promotion gate: {'PROMOTED' if g.promote else 'REJECTED'}: {_summary(g)}.\n\n"
+            f"New classes seen in labels: {', '.join(metrics['new_classes'])}; new windows: "
+            f"{metrics['n_new_train']} trained on, {metrics['n_new_eval']} held out by time; fixed held-out "
+            f"set: {metrics['n_holdout']} windows.\n")

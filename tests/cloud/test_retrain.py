@@ -1,0 +1,97 @@
+"""Retrain triggers (fleet logic), the promotion gate, the new-data split and the worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edgevib.cloud.errors import CloudError
+from edgevib.cloud.fleet import FleetLogic
+from edgevib.cloud.retrain import Base, RetrainConfig, gate, load_base, split_new
+
+from edgevib.errors import ConfigError
+
+LOGIC = FleetLogic(offline_after_ms=3000, incident_k=2, incident_window_ms=10_000, resolve_ms=5000,
+                   retrain_min_windows=10)
+
+
+def _label(alert: str, n: int, ev_ms: int = 1000, gw: str = "g1") -> dict[str, Any]:
+    return {"id": alert, "site": "p1", "gateway": gw, "cls": "OR021", "n": n, "ev_ms": ev_ms,
+            "model_name": "nsae-lcn"}
+
+
+def test_trigger_fires_once_enough_windows_are_labelled() -> None:
+    st, out = LOGIC.on_label(None, "model:nsae-lcn", _label("a1", 4))
+    assert out == [] and st["pending"] == 4
+    st, out = LOGIC.on_label(st, "model:nsae-lcn", _label("a2", 7, ev_ms=2000, gw="g2"))
+    trig = [r for k, _, r in out if k == "retrain_trigger"]
+    assert len(trig) == 1 and trig[0]["id"] == "retrain:nsae-lcn:1" and trig[0]["n_windows"] == 11
+    assert json.loads(trig[0]["detail"])["gateways"] == ["p1/g1", "p1/g2"]
+    assert [r["type"] for k, _, r in out if k == "fleet_event"] == ["retrain_triggered"]
+    assert st["pending"] == 0 and st["seq"] == 1
+    # the next trigger needs another 10 windows and gets the next id
+    st, out = LOGIC.on_label(st, "model:nsae-lcn", _label("a3", 10))
+    assert [r["id"] for k, _, r in out if k == "retrain_trigger"] == ["retrain:nsae-lcn:2"]
+
+
+def test_relabelled_alert_counts_once_and_replay_gives_same_ids() -> None:
+    st, _ = LOGIC.on_label(None, "k", _label("a1", 6))
+    st, out = LOGIC.on_label(st, "k", _label("a1", 6))  # the operator corrected the class
+    assert out == [] and st["pending"] == 6
+    # a replay from a checkpoint taken before these labels emits the same trigger id
+    ids = []
+    for _ in range(2):
+        s: dict[str, Any] | None = None
+        for a, n in (("x", 5), ("y", 5)):
+            s, out = LOGIC.on_label(s, "k", _label(a, n))
+        ids += [r["id"] for k, _, r in out if k == "retrain_trigger"]
+    assert ids == ["retrain:nsae-lcn:1", "retrain:nsae-lcn:1"]
+
+
+def test_gate_promotes_only_when_not_worse_and_better() -> None:
+    assert gate(98.0, 97.5, 10.0, 90.0, 1.0, 5.0).promote
+    worse = gate(98.0, 96.5, 10.0, 90.0, 1.0, 5.0)
+    assert not worse.promote and "below the current" in worse.reasons[0]
+    no_gain = gate(98.0, 98.0, 88.0, 90.0, 1.0, 5.0)
+    assert not no_gain.promote and "not 5.00 pt above" in no_gain.reasons[0]
+    assert gate(98.0, 98.0, 88.0, 90.0, 1.0, 5.0).numbers["new_new"] == 90.0
+
+
+def _row(i: int, t_ms: int, sensor: str = "de", label: str = "OR021") -> dict[str, Any]:
+    return {"id": f"e{i}", "site": "p", "gateway": "g", "sensor": sensor, "label": label, "t_ms": t_ms}
+
+
+def test_split_new_holds_out_the_newest_windows_with_a_gap() -> None:
+    # windows every 100 ms, each 150 ms long: neighbours overlap
+    rows = [_row(i, 1000 + 100 * i) for i in range(10)] + [_row(100 + i, 5000 + 100 * i, sensor="fe") for i in range(2)]
+    tr, ev = split_new(rows, 0.3, window_s=0.15)
+    assert [rows[i]["id"] for i in ev] == ["e7", "e8", "e9"]
+    # e6 overlaps e7 (100 ms apart < 150 ms): dropped; e5 and earlier are far enough
+    assert [rows[i]["id"] for i in tr] == ["e0", "e1", "e2", "e3", "e4", "e5", "e100", "e101"]
+    assert not set(tr) & set(ev)
+
+
+def test_config_and_base_errors_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="push_to"):
+        RetrainConfig(push_to="everyone")
+    with pytest.raises(CloudError, match="save_base"):
+        load_base(tmp_path / "missing.npz")
+
+
+def test_base_round_trip(tmp_path: Path) -> None:
+    from edgevib.cloud.retrain import save_base
+    from edgevib.models.split import WindowSet
+
+    rng = np.random.default_rng(0)
+
+    def ws(n: int) -> WindowSet:
+        return WindowSet(rng.standard_normal((n, 64)).astype(np.float32), np.arange(n) % 2, ("normal", "IR007"),
+                         np.zeros(n, np.int64), np.zeros(n, np.int64), ("s",), 12000.0, np.zeros(n))
+
+    p = save_base(tmp_path / "base.npz", ws(6), ws(4))
+    b = load_base(p)
+    assert isinstance(b, Base) and b.x_train.shape == (6, 64) and list(b.y_holdout) == ["normal", "IR007"] * 2
+    assert b.fs == 12000.0
