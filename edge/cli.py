@@ -36,8 +36,10 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     from edgevib.edge.mqtt import MqttLink, Tls
     from edgevib.edge.onnx import OnnxModel
     from edgevib.edge.outbox import Outbox
+    from edgevib.edge.updater import load_active
 
-    model = OnnxModel(model_path(cfg.model), threads=cfg.threads)
+    # a model pushed earlier (update.model_dir/current.json) wins over the configured file
+    model = load_active(cfg) or OnnxModel(model_path(cfg.model), threads=cfg.threads)
     topics = proto.Topics(cfg.site, cfg.gateway)
     outbox = Outbox(cfg.outbox.path, max_rows=cfg.outbox.max_rows)
     outbox.expire(cfg.outbox.max_age_s)
