@@ -108,6 +108,20 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """The evidence collector's dataset store (cloud/dataset.py): where, how big, how fast per gateway."""
+
+    dataset_dir: Path = Path("edgevib-cloud/dataset")
+    max_bytes: int = 2**30
+    per_gateway_per_min: float = 600.0
+    client_id: str = "edgevib-cloud-collector"
+
+    def __post_init__(self) -> None:
+        _positive("evidence.max_bytes", self.max_bytes)
+        _positive("evidence.per_gateway_per_min", self.per_gateway_per_min)
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """Everything ``edgevib cloud run`` needs; paths are relative to the working directory."""
 
@@ -121,6 +135,7 @@ class CloudConfig:
     job: JobConfig = field(default_factory=JobConfig)
     # Not written by to_toml: the job does not need it, and the token stays out of job files.
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
 
     def __post_init__(self) -> None:
         if not (self.store_url.startswith("sqlite:///") or self.store_url.startswith(("postgresql://", "postgres://"))):
