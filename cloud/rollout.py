@@ -164,7 +164,7 @@ def push(registry: Registry, name: str, version: str | None, targets: Sequence[T
                         res.gateways[_key(t)]["rollback"] = scratch.gateways[_key(t)]["result"]
                 log.warning("rollout %s halted at the canaries (%d of %d installed)", update_id, len(ok), len(canaries))
         if res.status == "done" and rest:
-            ok = _stage(wire, rest, lambda _t: msgs, update_id, timeout_s, "rest", res)
+            ok = _stage(wire, rest, lambda _t: msgs, update_id, timeout_s, "rest" if canaries else "all", res)
             if len(ok) < len(rest):
                 res.status = "failed"
     finally:

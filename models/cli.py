@@ -227,6 +227,10 @@ def register(subparsers: Any) -> None:
     z.add_argument("--opt", action="append", metavar="KEY=VALUE", help="trainer option for every arch")
     z.set_defaults(func=cmd_build_zoo)
 
+    # keygen, list, add, push, rollback: signed models and staged rollouts (docs/updates.md)
+    from edgevib.models.registry_cli import add_parsers as add_registry
+
+    add_registry(sub)
     # The compress parser imports torch only when the command runs.
     from edgevib.models.compress.cli import add_parser as add_compress
 
