@@ -15,7 +15,12 @@ HEALTH_SCALE = 10.0
 
 
 def _interval(seconds: float) -> str:
-    return f"INTERVAL '{seconds:.3f}' SECOND"
+    # A plain SECOND interval holds at most 99 s: spell it DAY TO SECOND.
+    ms = int(round(seconds * 1000))
+    d, ms = divmod(ms, 86_400_000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    return f"INTERVAL '{d} {h:02d}:{m:02d}:{ms // 1000:02d}.{ms % 1000:03d}' DAY TO SECOND(3)"
 
 
 def _ms(col: str) -> str:
