@@ -29,6 +29,7 @@ from edgevib.edge.errors import EdgeError
 SCHEMA = "edgevib.model_update/1"
 STATUS_SCHEMA = "edgevib.model_status/1"
 CHUNK_BYTES = 128 * 1024  # raw bytes per chunk: base64 (4/3) + JSON envelope stays under 200 KB
+MAX_CHUNKS = 4096  # bounds the parts dict even for empty chunks
 REASONS: tuple[str, ...] = (
     "unsigned", "no_key", "bad_signature", "hash_mismatch", "too_large", "incompatible", "bad_manifest",
     "load_failed", "shadow_failed", "probation_failed", "timeout", "superseded", "no_previous", "requested",
@@ -208,6 +209,7 @@ class Assembler:
         self._last = 0.0
 
     def _junk(self, reason: str) -> None:
+        """Count a message that is not part of any usable update (never raised: it is untrusted input)."""
         self.garbage[reason] = self.garbage.get(reason, 0) + 1
 
     def expire(self) -> Rejected | None:
@@ -222,26 +224,32 @@ class Assembler:
         try:
             doc = json.loads(payload)
             if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-                return self._junk("bad_schema")
+                self._junk("bad_schema")
+                return None
             uid = doc["update_id"]
             if not isinstance(uid, str) or not 0 < len(uid) <= 128:
-                return self._junk("bad_field")
+                self._junk("bad_field")
+                return None
             if doc.get("action") == "rollback":
                 return Rollback(uid, str(doc.get("reason", "requested"))[:200])
             if doc.get("action") != "install":
-                return self._junk("bad_field")
+                self._junk("bad_field")
+                return None
             i, n, data = int(doc["chunk"]), int(doc["chunks"]), base64.b64decode(doc["data"], validate=True)
         except (ValueError, KeyError, TypeError, binascii.Error):
-            return self._junk("bad_json")
+            self._junk("bad_json")
+            return None
         head = {k: doc.get(k) for k in ("manifest", "signature", "chunks")}
-        if not 0 <= i < n:
-            return self._junk("bad_field")
+        if not 0 <= i < n or n > MAX_CHUNKS:
+            self._junk("bad_field")
+            return None
         if uid != self._id:
             if self._id is not None:
                 self._junk("superseded")
             self._id, self._head, self._parts = uid, head, {}
         elif head != self._head:
-            return self._junk("bad_field")  # a chunk that disagrees with the first one
+            self._junk("bad_field")  # a chunk that disagrees with the first one
+            return None
         self._last = self.clock()
         self._parts[i] = data
         size = sum(len(p) for p in self._parts.values())
