@@ -192,10 +192,10 @@ def apply_label(store: Store, alert_id: str, cls: str, *, by: str, broker_url: s
     return {"alert_id": full, "cls": cls, "by": by, "result": out}
 
 
-def evidence_store(store: Store, root: Path | None = None) -> Any:
-    """Task B's EvidenceStore over ``store`` (None when that module is not installed)."""
-    try:
-        from edgevib.cloud.dataset import EvidenceStore  # noqa: PLC0415
-    except ModuleNotFoundError:
+def evidence_store(store: Store, root: Path | None) -> Any:
+    """The closed loop's EvidenceStore over ``store`` and the dataset directory ``root``; None without one."""
+    if root is None or not Path(root).is_dir():
         return None
-    return EvidenceStore(store, root) if root is not None else EvidenceStore(store)
+    from edgevib.cloud.dataset import EvidenceStore  # noqa: PLC0415 - numpy; only when there is evidence
+
+    return EvidenceStore(store, root)

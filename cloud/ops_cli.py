@@ -31,7 +31,7 @@ from edgevib.cloud.ops import (
 )
 from edgevib.cloud.store import Store
 
-from edgevib.errors import EdgevibError
+from edgevib.errors import ConfigError, EdgevibError, MissingExtraError
 
 ALERT_TABLE = (("time", 19), ("id", 20), ("asset", 24), ("kind", 7), ("state", 7), ("class", 8), ("sev", 6),
                ("p", 5), ("ack", 10))
@@ -124,9 +124,12 @@ def _ack(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
+    from edgevib.cloud.config import load_config  # noqa: PLC0415
+
+    evidence_dir = args.evidence_dir or load_config(args.config).evidence.dataset_dir
     store = open_store(_store_url(args))
     try:
-        out = apply_label(store, args.id, args.cls, by=args.by, broker_url=args.broker)
+        out = apply_label(store, args.id, args.cls, by=args.by, broker_url=args.broker, evidence_dir=evidence_dir)
     finally:
         store.close()
     print(json.dumps(out, sort_keys=True, default=str) if args.json else f"labelled {out['alert_id']} as {args.cls}")
@@ -154,6 +157,39 @@ def _fleet(args: argparse.Namespace) -> int:
                                  f"{g.get('model_name') or '-'} {g.get('model_version') or ''}", push]))
     online = sum(1 for g in rows if g.get("status") == "online")
     print(f"{len(rows)} gateways, {online} online")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from edgevib.cloud.config import load_config  # noqa: PLC0415
+
+    try:
+        from edgevib.cloud.dashboard import create_app, new_token, serve  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "edgevib":
+            raise
+        raise MissingExtraError(exc.name or "starlette", "cloud", "edgevib dashboard") from exc
+    cfg = load_config(args.config)
+    dc = cfg.dashboard
+    host, port = args.host or dc.host, dc.port if args.port is None else args.port
+    token = args.token or dc.token or new_token()
+    if len(token) < 16:
+        raise ConfigError("edgevib dashboard", "--token shorter than 16 characters", "use a long random token")
+    store_url = args.store or cfg.store_url
+    app = create_app(store_url, token, broker_url=args.broker, evidence_dir=args.evidence_dir or cfg.evidence.dataset_dir,
+                     registry_dir=args.registry)
+    if port == 0:
+        from edgevib.cloud.dashboard import free_port  # noqa: PLC0415
+
+        port = free_port(host)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"edgevib dashboard: http://{shown}:{port}/login?token={token}", flush=True)
+    print(f"  store {store_url}" + (f", broker {args.broker}" if args.broker else ", no broker (no live metrics, no push)"),
+          flush=True)
+    try:
+        serve(app, host, port).run()
+    finally:
+        app.state.dashboard.close()
     return 0
 
 
@@ -191,6 +227,19 @@ def register(sub: Any) -> None:
     lb.add_argument("cls", metavar="CLASS", help="e.g. IR007, OR021@6, normal")
     lb.add_argument("--by", default=getpass.getuser())
     lb.add_argument("--broker", default=None, help="also publish the label on this MQTT broker (default: store only)")
+    lb.add_argument("--evidence-dir", type=Path, default=None, help="dataset directory (default: [evidence] dataset_dir)")
     lb.set_defaults(func=_guard(_label))
     f = sub.add_parser("fleet", parents=[common], help="gateways: online/offline, last heartbeat, outbox, model")
     f.set_defaults(func=_guard(_fleet))
+    d = sub.add_parser("dashboard", help="web dashboard: live alerts, fleet, sensor spectra, model rollouts",
+                       description="Serves the dashboard (docs/dashboard.md). Prints the URL with the login token.")
+    d.add_argument("--host", default=None, help="bind address (default 127.0.0.1; [dashboard] host)")
+    d.add_argument("--port", type=int, default=None, help="TCP port (default 8765; 0 = any free one)")
+    d.add_argument("--token", default=None, help="access token (default: [dashboard] token, "
+                   "EDGEVIB_DASHBOARD__TOKEN, else a fresh one printed at start)")
+    d.add_argument("--store", default=None, help="sqlite:///PATH or postgresql://... (default: store_url of --config)")
+    d.add_argument("--config", type=Path, default=None, help="cloud TOML (docs/cloud.md)")
+    d.add_argument("--broker", default=None, help="MQTT URL: live heartbeat metrics, label events, model push")
+    d.add_argument("--evidence-dir", type=Path, default=None, help="evidence windows (default: [evidence] dataset_dir)")
+    d.add_argument("--registry", type=Path, default=None, help="model registry directory")
+    d.set_defaults(func=_dashboard)

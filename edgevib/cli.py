@@ -27,7 +27,7 @@ _PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "edgevib.models.cli": ("train", ("models",)),
     "edgevib.edge.cli": ("edge", ("agent", "stream")),
     "edgevib.cloud.cli": ("cloud", ("cloud",)),
-    "edgevib.cloud.ops_cli": ("cloud", ("alerts", "fleet")),  # SQLite needs only the stdlib
+    "edgevib.cloud.ops_cli": ("cloud", ("alerts", "fleet", "dashboard")),  # light: imports stdlib + store
     "edgevib.deploy": ("edge", ("deploy",)),
     "edgevib.demo": ("dev", ("demo",)),
 }

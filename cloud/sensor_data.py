@@ -1,0 +1,70 @@
+"""The sensor page's data: the newest evidence window's curves and class probabilities over time.
+
+Windows come from the closed loop's evidence store (:class:`edgevib.cloud.dataset.EvidenceStore`,
+``[evidence] dataset_dir``); the probabilities also from the sensor's fault alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgevib.cloud.errors import CloudError
+from edgevib.cloud.ops import evidence_store
+from edgevib.cloud.spectra import sensor_view
+from edgevib.cloud.store import Store
+from edgevib.models.bearing import GEOMETRIES
+
+log = logging.getLogger(__name__)
+DEFAULT_RPM = 1797.0  # the agent's own default (edge.evidence.EvidenceConfig) when a window carries none
+
+
+def sensors(store: Store) -> list[dict[str, str]]:
+    """Every (site, gateway, sensor) seen in alerts or evidence."""
+    rows = store.query("SELECT site, gateway, sensor FROM alerts UNION SELECT site, gateway, sensor FROM evidence "
+                       "ORDER BY 1, 2, 3")
+    return [{"site": s, "gateway": g, "sensor": n} for s, g, n in rows if s and g and n]
+
+
+def recent_windows(store: Store, site: str, gateway: str, sensor: str, limit: int = 20,
+                   evidence_dir: Path | None = None) -> list[dict[str, Any]]:
+    """A sensor's newest evidence windows (newest first), each its row plus ``window``; [] without a dataset."""
+    es = evidence_store(store, evidence_dir)
+    if es is None:
+        return []
+    out: list[dict[str, Any]] = []
+    for row in es.recent(site, gateway, sensor, limit):
+        try:
+            window = es.load(row) if not out else None  # only the newest is plotted; the rest give probabilities
+        except CloudError as exc:
+            log.warning("sensor view: %s", exc)
+            continue
+        out.append({**row, "window": window, "probs": {row["pred_cls"]: row["probability"]} if row["pred_cls"] else {}})
+    return out
+
+
+def sensor_payload(store: Store, site: str, gateway: str, sensor: str, *, geometry: str = "cwru-de-6205",
+                   evidence_dir: Path | None = None) -> dict[str, Any]:
+    """Curves of the newest window (or None), and (time, class, probability) points from evidence and alerts."""
+    geo = GEOMETRIES.get(geometry)
+    if geo is None:
+        raise CloudError("cloud.dashboard", f"geometry={geometry!r}", f"use one of {', '.join(GEOMETRIES)}")
+    wins = recent_windows(store, site, gateway, sensor, 50, evidence_dir)
+    view = None
+    if wins:
+        w = wins[0]
+        view = sensor_view(np.asarray(w["window"], dtype=np.float64), float(w["sample_rate"]),
+                           float(w["rpm"] or DEFAULT_RPM), geo)
+        view.update(t_ms=w["t_ms"], reason=w["reason"], pred_cls=w["pred_cls"], probability=w["probability"],
+                    rpm_assumed=w["rpm"] is None)
+    points = [{"t_ms": w["t_ms"], "source": "evidence", "probs": w["probs"]} for w in reversed(wins)]
+    for cls, p, ev_ms, state in store.query(
+            "SELECT cls, probability, ev_ms, state FROM alerts WHERE site = ? AND gateway = ? AND sensor = ? "
+            "AND akind = 'fault' ORDER BY ev_ms DESC LIMIT 200", (site, gateway, sensor))[::-1]:
+        if p is not None:
+            points.append({"t_ms": ev_ms, "source": f"alert {state}", "probs": {cls: p}})
+    points.sort(key=lambda x: x["t_ms"] or 0)
+    return {"site": site, "gateway": gateway, "sensor": sensor, "geometry": geometry, "view": view,
+            "n_windows": len(wins), "probabilities": points}
