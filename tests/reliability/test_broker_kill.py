@@ -1,0 +1,123 @@
+"""Broker SIGKILLed and restarted four times while sensors stream and alerts are raised.
+
+The agent runs as its own process against a private Mosquitto with persistence on (the
+cloud subscriber's session and subscription survive the crash, as a production broker's
+would). Four sensors stream in real time and flip between healthy and inner-race every
+2 s, so alerts are raised and cleared throughout. In each cycle the agent is also frozen
+(SIGSTOP) while two fresh sensors send fault frames into its socket, the broker is
+SIGKILLed, and the agent is thawed: it raises those alerts while the broker is dead, and
+the test sees them waiting in the outbox before the broker comes back.
+
+Asserted: the agent survives; every alert the agent counted reaches the subscriber, once
+after de-duplication by id; the outbox ends empty.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgevib.broker import MosquittoProcess
+from tests.reliability.common import (
+    Publisher,
+    Streamer,
+    Subscriber,
+    agent_cmd,
+    outbox_alert_sensors,
+    raised_by_agent,
+    settled,
+    start_agent,
+    stop_agent,
+    wait,
+    write_counts,
+)
+
+pytestmark = pytest.mark.integration
+CYCLES = 4
+
+
+def _persistent(b: MosquittoProcess) -> None:
+    """Rewrite the private broker's config: persistence saved on every change (survives SIGKILL)."""
+    d = b.conf.parent
+    b.conf.write_text(
+        f"listener {b.port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {d}/\n"
+        "autosave_interval 1\nautosave_on_changes true\nmax_queued_messages 100000\nmax_inflight_messages 1000\n")
+
+
+def _sigkill(b: MosquittoProcess) -> None:
+    assert b.proc is not None and b.proc.poll() is None, "the broker should be running"
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    b.proc = None
+
+
+@pytest.fixture
+def pbroker() -> Iterator[MosquittoProcess]:
+    try:
+        b = MosquittoProcess()
+    except Exception as exc:
+        pytest.fail(f"{exc} (the reliability suite needs mosquitto: apt-get install mosquitto)")
+    _persistent(b)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoProcess, tmp_path: Path) -> None:
+    ob = tmp_path / "ob.sqlite"
+    sub = Subscriber(pbroker.port, "rel-cloud-kill", persistent=True)
+    pub = Publisher(pbroker.port)
+    agent: subprocess.Popen[bytes] = start_agent(agent_cmd(pbroker.url, ob), tmp_path / "agent.log")
+    stream = Streamer(pub, n=4, period_s=2.0)
+    held: list[int] = []
+    try:
+        wait(lambda: bool(sub.last_hb()), 30, "the agent's first heartbeat")
+        stream.start()
+        for cycle in range(CYCLES):
+            time.sleep(2.5)  # alerts raised and delivered with the broker up
+            fresh = [f"k{cycle}a", f"k{cycle}b"]
+            stream.paused.set()
+            os.kill(agent.pid, signal.SIGSTOP)
+            pub.burst(fresh, "IR", n=4)
+            time.sleep(0.7)  # the frames reach the frozen agent's socket
+            _sigkill(pbroker)
+            os.kill(agent.pid, signal.SIGCONT)
+            wait(lambda f=fresh: set(f) <= set(outbox_alert_sensors(ob)), 15,
+                 f"cycle {cycle}: alerts of {fresh} raised while the broker is dead, held in the outbox")
+            held.append(len(outbox_alert_sensors(ob)))
+            pbroker.start()
+            wait(lambda: pub.connected and sub.subscribed, 15, "sensors and subscriber to reconnect")
+            stream.paused.clear()
+        stream.stop()
+        wait(settled(sub), 60, "the agent to go idle and every alert it counted to arrive", strict=False)
+        hb = sub.last_hb()
+        published, delivered_ids = raised_by_agent(hb), sub.ids()
+        counts = {
+            "broker_kills": CYCLES, "frames_streamed": stream.sent,
+            "alerts_published": published, "alerts_received_raw": len(sub.alerts),
+            "alerts_delivered_distinct": len(delivered_ids),
+            "alerts_acked_via_outbox": int(hb["counters"].get("alerts_acked", 0)),
+            "outbox_write_failed": int(hb["counters"].get("outbox_write_failed", 0)),
+            "held_in_outbox_per_outage": held, "outbox_pending_end": hb["outbox_pending"],
+            "agent_alive": agent.poll() is None,
+        }
+        write_counts("broker_kill", counts)
+        assert agent.poll() is None, "the agent survived four broker crashes"
+        assert published >= 2 * CYCLES + 4, counts  # the fresh sensors' alerts and the streamers'
+        assert len(delivered_ids) == published, counts
+        assert counts["alerts_acked_via_outbox"] == published, counts
+        assert hb["outbox_pending"] == 0
+        assert {f"k{c}{x}" for c in range(CYCLES) for x in "ab"} <= sub.sensors()
+    finally:
+        stream.stop()
+        stop_agent(agent)
+        pub.close()
+        sub.close()
