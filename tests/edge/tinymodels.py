@@ -19,9 +19,9 @@ def tiny_onnx(kind: str = "good", *, classes: tuple[str, ...] = ("normal", "IR00
 
     c = len(classes)
     w = np.zeros((1, c), np.float32)
-    w[0, 1:] = 20.0
-    b = np.zeros((c,), np.float32)
-    b[1:] = -10.0
+    w[0, 1] = 20.0  # the second class wins when the mean square exceeds 0.5; any others stay unlikely
+    b = np.full((c,), -5.0, np.float32)
+    b[0], b[1] = 0.0, -10.0
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
              numpy_helper.from_array(np.array([-1, 1], np.int64), "shape"),
              numpy_helper.from_array(np.array([np.nan], np.float32), "nan"),
