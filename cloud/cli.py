@@ -28,17 +28,32 @@ def _cfg(args: argparse.Namespace) -> CloudConfig:
 def _run(args: argparse.Namespace) -> int:
     """Bridge (threads) + job (mini-cluster) in this process, until Ctrl-C."""
     from edgevib.cloud.bridge import Bridge  # noqa: PLC0415
+    from edgevib.cloud.collector import Collector  # noqa: PLC0415
     from edgevib.cloud.job import JOB_NAME, build, latest_checkpoint  # noqa: PLC0415
 
     cfg = _cfg(args)
     bridge = Bridge(cfg)
     bridge.start()
+    collector = Collector(cfg)  # evidence windows -> dataset store, next to the bridge
+    collector.start()
     try:
         restore = None if args.fresh else latest_checkpoint(cfg.checkpoint_dir)
         log.info("cloud: job starting (restore from %s); store %s", restore or "nothing", cfg.store_url)
         build(cfg, restore).execute(JOB_NAME)
     finally:
+        collector.stop()
         bridge.stop()
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from edgevib.cloud.collector import run_collector  # noqa: PLC0415
+
+    stop = threading.Event()
+    try:
+        run_collector(_cfg(args), stop)
+    except KeyboardInterrupt:
+        stop.set()
     return 0
 
 
@@ -95,6 +110,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--fresh", action="store_true", help="ignore retained checkpoints")
     r.set_defaults(func=_run)
     sub.add_parser("bridge", parents=[common], help="only the MQTT -> spool bridge").set_defaults(func=_bridge)
+    sub.add_parser("collect", parents=[common], help="only the evidence collector (windows -> dataset store)"
+                   ).set_defaults(func=_collect)
     j = sub.add_parser("job", parents=[common], help="only the Flink job (what `flink run -py` runs)")
     j.add_argument("--fresh", action="store_true", help="ignore retained checkpoints")
     j.set_defaults(func=_job)

@@ -23,16 +23,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.config import EvidenceUploadConfig
 from edgevib.edge.errors import EdgeError, FrameError, OutboxFullError
 from edgevib.edge.evidence_wire import EvidenceRecord, encode
-from edgevib.edge.metrics import Metrics
 from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_DATA, Outbox
 from edgevib.edge.protocol import Topics
+
+if TYPE_CHECKING:  # the cloud imports TokenBucket without the edge's psutil
+    from edgevib.edge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
