@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 DURATION ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit models compress-table clean
+.PHONY: setup demo test lint typecheck unit models compress-table report clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "make: $(PY) not found; install Python 3.11+"; exit 2; }
@@ -45,6 +45,11 @@ models: setup
 # The compression table (docs/compression_table.md) and models/zoo/cnn_small.onnx.
 compress-table: setup
 	$(BIN)/python benchmarks/compression_table.py --data ../shared/cwru --out docs --zoo
+
+# docs/report.md + docs/report/*.png: short benchmark runs, model latency, fault-injection counts,
+# the last soak (benchmarks/soak.py). REPORT_ARGS='--skip-flink ...' reuses parts (see --help).
+report: setup
+	$(BIN)/python benchmarks/report.py $(REPORT_ARGS)
 
 clean:
 	rm -rf .typecheck build *.egg-info .pytest_cache .ruff_cache .mypy_cache
