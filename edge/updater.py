@@ -135,11 +135,11 @@ class Updater:
         xs = (np.stack(self.ring) if real else
               np.random.default_rng(0).normal(0, 0.1, (8, old.meta.window)).astype(np.float32))[:, None, :]
         try:
-            new.predict(xs[:1])  # warm-up: the first run allocates
+            p_new = new.predict(xs)  # checked below; also the warm-up (a session's first run allocates)
             t0 = time.perf_counter()
             p_old = old.predict(xs)
             t1 = time.perf_counter()
-            p_new = new.predict(xs)
+            new.predict(xs)
             t2 = time.perf_counter()
         except EdgeError as exc:
             raise UpdateError("shadow_failed", f"shadow-run on {len(xs)} windows: {exc.problem}", exc.fix) from exc
