@@ -61,7 +61,14 @@ class TokenBucket:
 
 @dataclass
 class _Seen:
-    rec: EvidenceRecord
+    """A window as inferred; a record is built only if it is sent (most never are)."""
+
+    sensor: str
+    t_ns: int
+    x: F32 = field(repr=False)
+    probs: F32 = field(repr=False)
+    rpm: float | None
+    model: Model
     sent: str | None = None  # the reason it went out with
 
 
@@ -89,19 +96,13 @@ class EvidenceSampler:
     def observe(self, sensor: str, t_ns: int, x: F32, probs: F32, rpm: float | None) -> None:
         """Remember the window; upload it now if it is low-confidence or a healthy sample."""
         m = self.model()
-        try:
-            rec = EvidenceRecord.build(
-                site=self.topics.site, gateway=self.topics.gateway, sensor=sensor, t_ns=t_ns, rpm=rpm,
-                sample_rate=m.meta.sample_rate, reason="healthy_sample", alert_id=None, model=describe(m),
-                probs=dict(zip(m.meta.classes, (float(v) for v in probs), strict=True)), window=x)
-        except (FrameError, ValueError) as exc:  # e.g. a model whose classes are not class names
-            return self._drop("invalid", exc)
+        seen = _Seen(sensor, t_ns, x, probs, rpm, m)
         ring = self._rings.setdefault(sensor, deque(maxlen=max(1, self.cfg.alert_windows)))
-        seen = _Seen(rec)
         ring.append(seen)
-        if rec.probability < self.cfg.low_confidence:
+        top = int(np.argmax(probs))
+        if float(probs[top]) < self.cfg.low_confidence:
             self._send(seen, "low_confidence", None)
-        elif rec.pred_cls == "normal" and self._rng.random() < 1.0 / self.cfg.healthy_every:
+        elif m.meta.classes[top] == "normal" and self._rng.random() < 1.0 / self.cfg.healthy_every:
             self._send(seen, "healthy_sample", None)
 
     def on_alert(self, sensor: str, alert_id: str) -> int:
@@ -114,9 +115,14 @@ class EvidenceSampler:
         if not self._buckets[reason].take():
             self._drop("rate_limited")
             return False
+        m = seen.model
         try:
-            payload = encode(seen.rec.with_reason(reason, alert_id))
-        except FrameError as exc:
+            payload = encode(EvidenceRecord.build(
+                site=self.topics.site, gateway=self.topics.gateway, sensor=seen.sensor, t_ns=seen.t_ns,
+                rpm=seen.rpm, sample_rate=m.meta.sample_rate, reason=reason, alert_id=alert_id,
+                model=describe(m), probs=dict(zip(m.meta.classes, (float(v) for v in seen.probs), strict=True)),
+                window=seen.x))
+        except (FrameError, ValueError) as exc:  # e.g. a window longer than a record may carry
             self._drop("invalid", exc)
             return False
         if self.outbox.size_bytes + len(payload) > self.cfg.max_outbox_bytes:

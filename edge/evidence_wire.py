@@ -92,11 +92,6 @@ class EvidenceRecord:
                 "alert_id": self.alert_id, "pred_cls": self.pred_cls, "probability": self.probability,
                 "probs": self.probs, "model": self.model}
 
-    def with_reason(self, reason: str, alert_id: str | None) -> EvidenceRecord:
-        rec = EvidenceRecord(**{**self.header(), "reason": reason, "alert_id": alert_id, "window": self.window})
-        _validate(rec.header(), rec.window)
-        return rec
-
 
 def _num(h: Mapping[str, Any], k: str, lo: float, hi: float, integer: bool = False) -> None:
     v = h.get(k)
