@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,34 @@ class EvidenceConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """``[retrain]`` of the cloud config (``EDGEVIB_RETRAIN__...``)."""
+
+    base: str = ""  # .npz written by save_base(): fixed training and held-out windows
+    registry: str = "edgevib-cloud/registry"
+    private_key: str = ""  # Ed25519 PEM that signs promoted models (edgevib models keygen)
+    tolerance_pt: float = 1.0  # the held-out accuracy may fall by at most this much
+    min_gain_pt: float = 5.0  # ... and the new data's must rise by at least this much
+    new_eval_frac: float = 0.3  # newest share of each sensor's labelled windows kept for evaluation
+    push: bool = True
+    push_to: str = "model"  # "model": gateways running the retrained model; "trigger": those that labelled
+    canary_pct: float = 0.0
+    push_timeout_s: float = 60.0
+    poll_s: float = 1.0
+    seed: int = 0
+    nsae_iters: int = 150
+    clf_iters: int = 300
+
+    def __post_init__(self) -> None:
+        if not 0 < self.new_eval_frac < 1:
+            raise ConfigError("cloud.config", f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
+        if self.push_to not in ("model", "trigger"):
+            raise ConfigError("cloud.config", f"retrain.push_to={self.push_to!r}", "use 'model' or 'trigger'")
+        if min(self.tolerance_pt, self.min_gain_pt, self.canary_pct) < 0 or self.poll_s <= 0:
+            raise ConfigError("cloud.config", "retrain tolerance/min_gain/canary/poll", "use values >= 0 (poll_s > 0)")
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """Everything ``edgevib cloud run`` needs; paths are relative to the working directory."""
 
@@ -133,6 +161,7 @@ class CloudConfig:
     python_executable: str = ""
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     job: JobConfig = field(default_factory=JobConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     # Not written by to_toml: the job does not need it, and the token stays out of job files.
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
@@ -162,7 +191,8 @@ def to_toml(cfg: CloudConfig) -> str:
 
     lines = [f"{k} = {val(getattr(cfg, k))}" for k in
              ("broker_url", "store_url", "spool_dir", "checkpoint_dir", "fleet_topic", "python_executable")]
-    for section in ("bridge", "job"):
+    # Every table but the dashboard's (its token stays out of job files).
+    for section in (f.name for f in fields(cfg) if is_dataclass(getattr(cfg, f.name)) and f.name != "dashboard"):
         sub = getattr(cfg, section)
         lines.append(f"\n[{section}]")
         lines += [f"{k} = {val(v)}" for k, v in vars(sub).items()]

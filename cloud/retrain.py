@@ -33,42 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgevib.cloud.config import RetrainConfig
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.store import Store
 
-from edgevib.errors import ConfigError
 from edgevib.extras import require
 
 log = logging.getLogger(__name__)
 _COMP = "cloud.retrain"
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """``[retrain]`` of the cloud config (``EDGEVIB_RETRAIN__...``)."""
-
-    base: str = ""  # .npz written by save_base(): fixed training and held-out windows
-    registry: str = "edgevib-cloud/registry"
-    private_key: str = ""  # Ed25519 PEM that signs promoted models (edgevib models keygen)
-    tolerance_pt: float = 1.0  # the held-out accuracy may fall by at most this much
-    min_gain_pt: float = 5.0  # ... and the new data's must rise by at least this much
-    new_eval_frac: float = 0.3  # newest share of each sensor's labelled windows kept for evaluation
-    push: bool = True
-    push_to: str = "model"  # "model": gateways running the retrained model; "trigger": those that labelled
-    canary_pct: float = 0.0
-    push_timeout_s: float = 60.0
-    poll_s: float = 1.0
-    seed: int = 0
-    nsae_iters: int = 150
-    clf_iters: int = 300
-
-    def __post_init__(self) -> None:
-        if not 0 < self.new_eval_frac < 1:
-            raise ConfigError(_COMP, f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
-        if self.push_to not in ("model", "trigger"):
-            raise ConfigError(_COMP, f"retrain.push_to={self.push_to!r}", "use 'model' or 'trigger'")
-        if min(self.tolerance_pt, self.min_gain_pt, self.canary_pct) < 0 or self.poll_s <= 0:
-            raise ConfigError(_COMP, "retrain tolerance/min_gain/canary/poll", "use values >= 0 (poll_s > 0)")
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,75 @@ def test_base_round_trip(tmp_path: Path) -> None:
     b = load_base(p)
     assert isinstance(b, Base) and b.x_train.shape == (6, 64) and list(b.y_holdout) == ["normal", "IR007"] * 2
     assert b.fs == 12000.0
+
+
+class FakeEvidence:
+    """The two readers the worker uses, over in-memory windows."""
+
+    def __init__(self, x: np.ndarray, labels: list[str], rows: list[dict[str, Any]]) -> None:
+        self.x, self.labels, self.rows = x, labels, rows
+
+    def labelled_windows(self, *, since_ms: int | None = None, model_name: str | None = None
+                         ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+        return self.x, self.labels, self.rows
+
+
+def _sim_windows(fault: str, n: int, seed: int, window: int = 2048, hop: int = 1024) -> np.ndarray:
+    from edgevib.models.simulate import Simulator
+
+    sig = Simulator(fault, seed=seed).next_samples(window + hop * (n - 1))
+    return np.stack([sig[i * hop:i * hop + window] for i in range(n)]).astype(np.float32)
+
+
+def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: Path) -> None:
+    """Simulated bearings: the current model knows normal and IR; operators labelled OR windows."""
+    from edgevib.cloud.retrain import Worker, save_base
+    from edgevib.cloud.store import Store
+    from edgevib.models import nsae_lcn
+    from edgevib.models.contract import ModelMeta, save
+    from edgevib.models.registry import Registry, keygen
+    from edgevib.models.split import WindowSet
+
+    def ws(parts: list[tuple[str, np.ndarray]]) -> WindowSet:
+        x = np.concatenate([p for _, p in parts])
+        y = np.concatenate([np.full(len(p), i) for i, (_, p) in enumerate(parts)])
+        n = len(x)
+        return WindowSet(x, y, tuple(c for c, _ in parts), np.zeros(n, np.int64), np.zeros(n, np.int64), ("sim",),
+                         12000.0, np.zeros(n))
+
+    train = ws([("normal", _sim_windows("normal", 40, 1)), ("IR007", _sim_windows("IR", 40, 2))])
+    holdout = ws([("normal", _sim_windows("normal", 20, 3)), ("IR007", _sim_windows("IR", 20, 4))])
+    base = save_base(tmp_path / "base.npz", train, holdout)
+    fast = {"nsae_iters": 20, "clf_iters": 60}
+    m = nsae_lcn.train(train, seed=0, n_segments=2000, **fast)
+    save(m.to_onnx(), ModelMeta(train.classes, 12000.0, 2048, 1024, nsae_lcn.ARCH, "1"), tmp_path / "m.onnx")
+    priv, _ = keygen(tmp_path / "keys")
+    reg = Registry(tmp_path / "reg", private_key=priv)
+    reg.add(tmp_path / "m.onnx", name="nsae-lcn", version="1")
+
+    x_or = _sim_windows("OR", 24, 5)
+    rows = [{"id": f"e{i}", "site": "p", "gateway": "g", "sensor": "de", "label": "OR007", "t_ms": 1000 + 85 * i}
+            for i in range(len(x_or))]
+    store = Store("sqlite:///:memory:")
+    store.upsert("retrain_triggers", [{"id": "retrain:nsae-lcn:1", "reason": "labels", "model_name": "nsae-lcn",
+                                       "site": "p", "gateway": "g", "n_windows": 24, "ts_ms": 1, "detail": "{}"}])
+    cfg = RetrainConfig(base=str(base), registry=str(tmp_path / "reg"), private_key=str(priv), push=False, **fast)
+    w = Worker(cfg, store, FakeEvidence(x_or, ["OR007"] * len(x_or), rows), broker_url="mqtt://127.0.0.1:1")
+    (res,) = w.run_pending()
+    assert res.status == "promoted", res.decision
+    assert res.metrics["old_new"] == 0.0 and res.metrics["new_new"] == 100.0  # the old model has no OR class
+    assert res.metrics["new_holdout"] >= res.metrics["old_holdout"] - 1.0
+    # the 30 % newest windows were held out; the 2 overlapping neighbours of the cut were dropped
+    assert res.metrics["n_new_eval"] == 8 and res.metrics["n_new_train"] == 14
+    new = reg.get("nsae-lcn", "2")
+    assert new.manifest.classes == ("normal", "IR007", "OR007")
+    assert "PROMOTED" in (new.dir / "card.md").read_text()
+    assert store.query("SELECT status, model_version FROM retrain_runs") == [("promoted", "2")]
+    assert w.run_pending() == []
+
+    # a second trigger whose candidate cannot beat the current model on the new data is rejected
+    store.upsert("retrain_triggers", [{"id": "retrain:nsae-lcn:2", "reason": "labels", "model_name": "nsae-lcn",
+                                       "site": "p", "gateway": "g", "n_windows": 24, "ts_ms": 2, "detail": "{}"}])
+    (res2,) = w.run_pending()
+    assert res2.status == "rejected" and "not 5.00 pt above" in res2.decision
+    assert [v.manifest.version for v in reg.list()] == ["1", "2"]
