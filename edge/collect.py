@@ -91,6 +91,9 @@ class EvidenceSampler:
         self._buckets = {k: TokenBucket(self.cfg.per_minute / 60, burst, self.clock)
                          for k in ("alert", "low_confidence", "healthy_sample")}
         self._rings: dict[str, deque[_Seen]] = {}
+        # sensor -> (alert id, windows still to send): an alert raised after a few windows
+        # gets the rest of its ``alert_windows`` from the windows that follow it.
+        self._follow: dict[str, tuple[str, int]] = {}
         self._rng = random.Random(self.seed)
 
     def observe(self, sensor: str, t_ns: int, x: F32, probs: F32, rpm: float | None) -> None:
@@ -99,6 +102,14 @@ class EvidenceSampler:
         seen = _Seen(sensor, t_ns, x, probs, rpm, m)
         ring = self._rings.setdefault(sensor, deque(maxlen=max(1, self.cfg.alert_windows)))
         ring.append(seen)
+        follow = self._follow.get(sensor)
+        if follow is not None:
+            left = follow[1] - self._send(seen, "alert", follow[0])
+            if left > 0:
+                self._follow[sensor] = (follow[0], left)
+            else:
+                del self._follow[sensor]
+            return
         top = int(np.argmax(probs))
         if float(probs[top]) < self.cfg.low_confidence:
             self._send(seen, "low_confidence", None)
@@ -106,10 +117,14 @@ class EvidenceSampler:
             self._send(seen, "healthy_sample", None)
 
     def on_alert(self, sensor: str, alert_id: str) -> int:
-        """Upload the sensor's last ``alert_windows`` windows for alert ``alert_id``; returns how many."""
+        """Upload up to ``alert_windows`` windows for alert ``alert_id``: the sensor's recent ones now,
+        the rest from the windows that follow; returns how many went out now."""
         ring = self._rings.get(sensor, ())
         recent = list(ring)[-self.cfg.alert_windows:] if self.cfg.alert_windows else []
-        return sum(self._send(s, "alert", alert_id) for s in recent if s.sent != "alert")
+        n = sum(self._send(s, "alert", alert_id) for s in recent if s.sent != "alert")
+        if self.cfg.alert_windows - len(recent) > 0:
+            self._follow[sensor] = (alert_id, self.cfg.alert_windows - len(recent))
+        return n
 
     def _send(self, seen: _Seen, reason: str, alert_id: str | None) -> bool:
         if not self._buckets[reason].take():

@@ -75,6 +75,21 @@ def test_alert_uploads_the_last_k_windows_of_that_sensor_with_the_alert_id(tmp_p
     assert s.metrics is not None and s.metrics.counters["evidence_sent"] == 3
 
 
+def test_an_early_alert_gets_the_rest_of_its_windows_from_those_that_follow(tmp_path: Path) -> None:
+    clock = Clock()
+    s, ob = _sampler(tmp_path, clock, alert_windows=6, low_confidence=0.0, healthy_every=10**9)
+    x = np.zeros(W, np.float32)
+    for i in range(2):
+        s.observe("de", 1000 + i, x, _probs(4, 0.95), None)
+    assert s.on_alert("de", "a1") == 2  # only two windows seen so far
+    for i in range(2, 9):
+        s.observe("de", 1000 + i, x, _probs(4, 0.95), None)
+        s.observe("fe", 2000 + i, x, _probs(4, 0.95), None)  # another sensor's windows are not the alert's
+    got = [r for _, r in _records(ob)]
+    assert [r.t_ns for r in got] == [1000, 1001, 1002, 1003, 1004, 1005]  # type: ignore[attr-defined]
+    assert {r.alert_id for r in got} == {"a1"} and {r.sensor for r in got} == {"de"}  # type: ignore[attr-defined]
+
+
 def test_low_confidence_and_one_in_n_healthy(tmp_path: Path) -> None:
     clock = Clock()
     s, ob = _sampler(tmp_path, clock, low_confidence=0.5, healthy_every=10, per_minute=10**6)
