@@ -44,6 +44,7 @@ class Collector:
         self._q: queue.SimpleQueue[tuple[str, bytes, int, int] | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         c = self.mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or ecfg.client_id,
                              protocol=self.mqtt.MQTTv5, manual_ack=True)
@@ -93,12 +94,13 @@ class Collector:
 
     def stop(self) -> None:
         """Store what was received, disconnect (the session stays at the broker)."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._stopping.set()  # a failing store gives up; a working one drains the queue and acks
         if self._thread is not None:
             self._q.put(None)
             self._thread.join(10)
             self._thread = None
+        self.client.disconnect()
+        self.client.loop_stop()
         if self._own_store:
             self.store.close()
 
@@ -112,11 +114,16 @@ class Collector:
     def _work(self) -> None:
         while (item := self._q.get()) is not None:
             topic, payload, mid, qos = item
-            try:
-                self.dataset.put(payload, topic)  # counts bad input itself, never raises on it
-            except Exception:  # a store failure: no ack, the broker redelivers after a reconnect
-                log.exception("collector: cannot store evidence from %s", topic)
-                continue
+            delay = 0.1
+            while True:  # bad input is counted inside put; what raises is the store (locked, disk full)
+                try:
+                    self.dataset.put(payload, topic)
+                    break
+                except Exception:  # noqa: BLE001 - retried: acking now would lose the window
+                    log.exception("collector: cannot store evidence from %s; retrying in %.1f s", topic, delay)
+                    if self._stopping.wait(delay):
+                        return  # not acked: the broker redelivers it to the next session
+                    delay = min(delay * 2, 10.0)
             if qos > 0:
                 self.client.ack(mid, qos)
             with self._cond:
