@@ -2,7 +2,10 @@
 
 It finds an MQTT broker (or starts one), starts an agent for one gateway, streams
 simulated sensors into it (healthy ones and one bearing that develops an inner-race
-fault part-way through), and prints heartbeats and alerts as they arrive. Ctrl-C, or
+fault part-way through), and prints heartbeats and alerts as they arrive. The cloud side
+runs too: the MQTT bridge and the Flink job writing a SQLite alert store, and the web
+dashboard on 127.0.0.1 (its URL, with a fresh login token, is printed first). Without a
+JDK or pyflink the demo says so and goes on with agent and dashboard. Ctrl-C, or
 ``--duration S``, stops everything cleanly.
 """
 
@@ -32,6 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--healthy", type=int, default=3, help="number of healthy simulated sensors")
     p.add_argument("--fault", default="IR", choices=["IR", "OR", "B"], help="fault the failing bearing develops")
     p.add_argument("--onset", type=float, default=None, help="seconds until the fault starts (default: 1/4 of the run, or 15)")
+    p.add_argument("--no-cloud", action="store_true", help="skip the bridge + Flink job")
+    p.add_argument("--cloud-wait", type=float, default=30.0,
+                   help="after --duration, wait up to S seconds for the job to store the raised alerts")
+    p.add_argument("--no-dashboard", action="store_true", help="skip the web dashboard")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep outbox, store, spool and logs here (default: a temporary directory, deleted)")
     p.set_defaults(func=run)
 
 
@@ -69,6 +78,7 @@ def _line(kind: str, doc: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgevib.demo_cloud import CloudSide
     from edgevib.edge.mqtt import MqttLink
     from edgevib.edge.protocol import Topics
 
@@ -86,10 +96,23 @@ def run(args: argparse.Namespace) -> int:
     for kind in ("alerts", "heartbeat", "status"):
         monitor.subscribe(f"{topics.base}/{kind}")
     raised: list[dict[str, Any]] = []
-    workdir = tempfile.TemporaryDirectory(prefix="edgevib-demo-")  # the agent's outbox lives here
+    tmp = tempfile.TemporaryDirectory(prefix="edgevib-demo-") if args.workdir is None else None
+    work = Path(tmp.name) if tmp is not None else Path(args.workdir)  # outbox, store, spool, logs
+    work.mkdir(parents=True, exist_ok=True)
+    cloud = CloudSide(url, work, cloud=not args.no_cloud, dashboard=not args.no_dashboard)
+    interrupted = False
     try:
+        cloud.start_dashboard()
+        if cloud.dashboard_url:
+            print(f"  dashboard: {cloud.dashboard_url}", flush=True)
+        cloud.start_cloud()
+        if cloud.job is not None:
+            print(f"  cloud: bridge + Flink job -> {cloud.store_url} (job log {cloud.job.log_path}); "
+                  "the job needs ~20-60 s to start, alerts wait in the spool meanwhile", flush=True)
+        for problem in cloud.problems:
+            print(f"edgevib demo: {problem}; going on without it", file=sys.stderr, flush=True)
         procs.append(subprocess.Popen(_cli("agent", "--broker", url, "--site", SITE, "--gateway", gateway,
-                                           "--outbox", str(Path(workdir.name) / "outbox.sqlite"))))
+                                           "--outbox", str(work / "outbox.sqlite"))))
         common = ("--broker", url, "--site", SITE, "--gateway", gateway, "--realtime")
         if args.healthy > 0:
             procs.append(subprocess.Popen(_cli("stream", *common, "--sensor", "fan", "--simulate",
@@ -98,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
                                            "--fault", args.fault, "--onset", str(onset))))
         t0 = time.monotonic()
         while duration <= 0 or time.monotonic() - t0 < duration:
+            died = cloud.check()
+            if died:
+                print(f"edgevib demo: {died}", file=sys.stderr, flush=True)
             if procs[0].poll() is not None:
                 print(f"edgevib demo: the agent exited with code {procs[0].returncode}", file=sys.stderr)
                 return 1
@@ -113,14 +139,26 @@ def run(args: argparse.Namespace) -> int:
                 raised.append(doc)
             print(f"{time.monotonic() - t0:7.1f}s {_line(kind, doc)}", flush=True)
     except KeyboardInterrupt:
+        interrupted = True
         print("\nedgevib demo: stopping", flush=True)
     finally:
         _stop(procs)
         monitor.close()
+        stored = None
+        if cloud.job is not None and not interrupted:
+            # The job may still be working through the spool: give it a bounded moment.
+            stored = cloud.wait_stored({str(a.get("id")) for a in raised}, float(args.cloud_wait))
+        summary = cloud.store_alerts() if cloud.job is not None else []
+        cloud.stop()
         if started is not None:
             started.stop()
-        workdir.cleanup()
+        if tmp is not None:
+            tmp.cleanup()
     faults = [a for a in raised if a.get("kind") == "fault"]
     print(f"edgevib demo: {len(raised)} alerts raised ({len(faults)} fault): "
           + ", ".join(f"{a.get('sensor')}:{a.get('class')}" for a in raised), flush=True)
+    if cloud.job is not None:
+        print(f"edgevib demo: cloud store: {len(summary)} alerts"
+              + (f" ({stored} of {len(raised)} raised ones)" if stored is not None else "") + ": "
+              + ", ".join(f"{a['sensor']}:{a['cls']}:{a['state']}" for a in summary), flush=True)
     return 0

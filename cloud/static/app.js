@@ -179,7 +179,7 @@ async function loadModels() {
   $("#models-note").textContent = (m.registry_note || "") + (m.can_push ? "" : " Push/rollback need a broker (--broker) and the registry.");
   $("#registry tbody").innerHTML = (m.registry || []).map((v) => `<tr data-name="${esc(v.name)}" data-version="${esc(v.version)}">
     <td>${esc(v.name)}</td><td>${esc(v.version)}</td><td><code>${esc(JSON.stringify(v.metrics ?? {}))}</code></td>
-    <td>${esc(v.created || v.created_at || "")}</td><td><button class="small do-push"${m.can_push ? "" : " disabled"}>Push</button></td></tr>`).join("");
+    <td>${fmtTime(v.created_ms)}</td><td><button class="small do-push"${m.can_push ? "" : " disabled"}>Push</button></td></tr>`).join("");
   document.querySelectorAll(".do-push").forEach((b) => b.addEventListener("click", async () => {
     const tr = b.closest("tr");
     try { await api("/api/models/push", {method: "POST", body: JSON.stringify({name: tr.dataset.name, version: tr.dataset.version,

@@ -1,0 +1,190 @@
+"""The dashboard in Debian's headless chromium (Selenium 4, the system chromedriver, nothing downloaded).
+
+(a) the page loads after /login with the token and a live alert written to the store appears
+without a reload; (b) a push clicked in the page reaches a real agent on a real broker: its
+heartbeat reports the new model's sha256 and the page shows the gateway's ``installed`` verdict.
+Screenshots go to ``$EDGEVIB_ARTIFACTS`` (default ``test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edgevib.cloud.dashboard import create_app, free_port, serve
+from edgevib.cloud.store import Store
+from edgevib.edge import protocol as proto
+from edgevib.edge.cli import run_agent
+from edgevib.edge.config import load_agent_config
+from edgevib.edge.frames import Frame, encode
+from edgevib.edge.mqtt import MqttLink
+from edgevib.models.registry import Registry, keygen
+
+from edgevib.broker import MosquittoProcess
+from tests.conftest import IN_CI, REPO
+from tests.edge.tinymodels import tiny_onnx
+
+pytestmark = pytest.mark.integration
+TOKEN = "browser-test-token-0123456789"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+APT = "apt-get install -y chromium chromium-driver"
+
+
+def artifacts() -> Path:
+    d = Path(os.environ.get("EDGEVIB_ARTIFACTS") or REPO / "test-artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture
+def driver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (os.access(p, os.X_OK) or shutil.which(Path(p).name))]
+    if missing:
+        msg = f"{', '.join(missing)} not installed: {APT}"
+        if IN_CI:
+            pytest.fail(msg + " (CI=true: the browser test must run)")
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download a browser or driver
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+class Served:
+    def __init__(self, store_url: str, **kw: Any) -> None:
+        self.app = create_app(store_url, TOKEN, poll_s=0.2, **kw)
+        self.port = free_port()
+        self.server = serve(self.app, "127.0.0.1", self.port)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait(lambda: bool(self.server.started), 20, "the dashboard to start")
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.app.state.dashboard.close()
+
+
+def wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def alert(i: int, cls: str) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    return {"id": f"browser{i:04d}", "site": "plant", "gateway": "gw", "sensor": "de", "asset": "plant/gw/de",
+            "akind": "fault", "state": "raised", "cls": cls, "severity": "high", "probability": 0.93, "ev_ms": now,
+            "recv_ms": now, "late": 0, "model_name": "cnn_small", "model_version": "1", "mid": f"m{i}"}
+
+
+def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    s = Store(url)
+    s.apply("alert", alert(1, "IR007"))
+    srv = Served(url)
+    try:
+        driver.get(srv.base + "/")
+        assert "401" in driver.find_element(By.TAG_NAME, "body").text  # no token, no page
+        driver.get(f"{srv.base}/login?token={TOKEN}")
+        assert driver.title == "edgevib dashboard"
+        wait(lambda: bool(driver.find_elements(By.ID, "alert-browser0001")), 15, "the stored alert in the table")
+        wait(lambda: driver.find_element(By.ID, "live").text == "live", 15, "the event stream to connect")
+        s.apply("alert", alert(2, "OR021"))  # written while the page is open
+        wait(lambda: bool(driver.find_elements(By.ID, "alert-browser0002")), 15, "the live alert to appear")
+        row = driver.find_element(By.ID, "alert-browser0002")
+        assert "OR021" in row.text and "plant/gw/de" in row.text
+        loads = driver.execute_script("return performance.getEntriesByType('navigation').length")
+        assert loads == 1  # the same page: nothing reloaded
+        row.find_element(By.CSS_SELECTOR, "button.do-ack").click()
+        wait(lambda: "✓" in driver.find_element(By.CSS_SELECTOR, "#alert-browser0002 td.ack").text, 10, "the ack")
+        assert s.query("SELECT acked_by FROM alert_acks WHERE alert_id = 'browser0002'") == [("dashboard",)]
+        driver.save_screenshot(str(artifacts() / "dashboard-alerts.png"))
+    finally:
+        srv.close()
+        s.close()
+
+
+def test_push_clicked_in_the_page_reaches_a_real_agent(driver: Any, broker: MosquittoProcess, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    priv, pub = keygen(tmp_path / "keys")
+    (tmp_path / "base.onnx").write_bytes(tiny_onnx("good", version="1"))
+    (tmp_path / "good.onnx").write_bytes(tiny_onnx("good", version="2"))
+    reg = Registry(tmp_path / "registry", private_key=priv)
+    new = reg.add(tmp_path / "good.onnx", metrics={"accuracy": 0.99})
+    cfg = load_agent_config(None, env={}, broker_url=broker.url, site="plant", gateway="gw",
+                            model=str(tmp_path / "base.onnx"), heartbeat_s=0.3, batch_size=8,
+                            outbox={"path": str(tmp_path / "outbox.sqlite")},
+                            update={"public_key": str(pub), "model_dir": str(tmp_path / "models")})
+    stop = threading.Event()
+    agent = threading.Thread(target=run_agent, args=(cfg, stop), daemon=True)
+    agent.start()
+    beats: list[dict[str, Any]] = []
+    watch = MqttLink(broker.url, "browser-watch")
+    watch.subscribe("edgevib/v1/plant/gw/heartbeat")
+    pump_stop = threading.Event()
+
+    def pump() -> None:
+        while not pump_stop.is_set():
+            m = watch.poll(0.1)
+            if m is not None:
+                beats.append(json.loads(m.payload))
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    Store(url).close()
+    srv = Served(url, broker_url=broker.url, registry_dir=tmp_path / "registry")
+    tx = MqttLink(broker.url, "browser-sensors")
+    try:
+        assert tx.wait_connected(5)
+        wait(lambda: bool(beats), 30, "the agent's first heartbeat")
+        rng, n = np.random.default_rng(7), np.arange(4096)
+        for i in range(12):  # quiet windows: what the new model is shadow-run on before the swap
+            x = rng.normal(0, 0.1, 4096) + 0.0 * n
+            tx.publish(proto.Topics("plant", "gw").raw("de"),
+                       encode(Frame(i, i * 4096 * 10**9 // 12000, 12000.0, x.astype(np.float32))), qos=1)
+        wait(lambda: int(beats[-1]["counters"].get("windows", 0)) >= 15, 30, "windows inferred")
+        driver.get(f"{srv.base}/login?token={TOKEN}")
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="models"]').click()
+        wait(lambda: bool(driver.find_elements(By.CSS_SELECTOR, "#registry tr[data-name='good'] button.do-push")), 15,
+             "the registry row")
+        driver.find_element(By.ID, "targets").send_keys("plant/gw")
+        driver.find_element(By.CSS_SELECTOR, "#registry tr[data-name='good'] button.do-push").click()
+        wait(lambda: beats[-1]["model"]["sha256"] == new.sha256, 60, "the agent's heartbeat to show the new model")
+        wait(lambda: "installed" in driver.find_element(By.ID, "verdicts").text, 30, "the verdict on the page")
+        wait(lambda: "done" in driver.find_element(By.ID, "jobs").text, 10, "the push job to finish")
+        assert "good 2" in driver.find_element(By.ID, "verdicts").text
+        driver.save_screenshot(str(artifacts() / "dashboard-models.png"))
+    finally:
+        srv.close()
+        tx.close()
+        stop.set()
+        agent.join(10)
+        pump_stop.set()
+        t.join(2)
+        watch.close()
