@@ -36,15 +36,79 @@ F32 = npt.NDArray[np.float32]
 COLS = [c.split()[0] for c in TABLES["evidence"][0]]
 
 
-class EvidenceStore:
-    """``put`` from the collector; readers for the retrain worker, the dashboard and the CLI."""
+class EvidenceReader:
+    """Read-only access to the evidence rows and their window files (dashboard, retrain worker)."""
+
+    def __init__(self, store: Store, root: Path | str) -> None:
+        self.store, self.root = store, Path(root)
+
+    def _rows(self, where: str = "", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(zip(COLS, r, strict=True)) for r in
+                self.store.query(f"SELECT {', '.join(COLS)} FROM evidence {where}", tuple(params))]
+
+    def load(self, row: dict[str, Any]) -> F32:
+        """The window of one row (float32, at ``row['sample_rate']``)."""
+        try:
+            return np.asarray(np.load(self.root / row["path"], allow_pickle=False), dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            raise CloudError("cloud.dataset", f"window file of evidence {row['id']} ({exc})",
+                             "the dataset directory lost a file; drop the row or restore the file") from exc
+
+    def _stack(self, rows: list[dict[str, Any]]) -> F32:
+        xs = [self.load(r) for r in rows]
+        if len({len(x) for x in xs}) > 1:
+            raise CloudError("cloud.dataset", f"windows of lengths {sorted({len(x) for x in xs})}",
+                             "select one model's evidence (model_name=...)")
+        return np.stack(xs) if xs else np.zeros((0, 0), np.float32)
+
+    def labelled_windows(self, *, since_ms: int | None = None, model_name: str | None = None
+                         ) -> tuple[F32, list[str], list[dict[str, Any]]]:
+        """(N, W) float32 windows, their labels and rows, labelled at or after ``since_ms``."""
+        where, params = ["label IS NOT NULL"], list[Any]()
+        if since_ms is not None:
+            where.append("labelled_ms >= ?")
+            params.append(since_ms)
+        if model_name is not None:
+            where.append("model_name = ?")
+            params.append(model_name)
+        rows = self._rows("WHERE " + " AND ".join(where) + " ORDER BY labelled_ms, t_ms, id", params)
+        return self._stack(rows), [str(r["label"]) for r in rows], rows
+
+    def windows(self, ids: Iterable[str]) -> F32:
+        """The windows of ``ids``, in that order (unknown id: CloudError)."""
+        ids = list(ids)
+        by_id = {r["id"]: r for r in self._rows(f"WHERE id IN ({', '.join('?' * len(ids))})", ids)} if ids else {}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise CloudError("cloud.dataset", f"unknown evidence ids {missing[:5]}", "use ids from the evidence table")
+        return self._stack([by_id[i] for i in ids])
+
+    def for_alert(self, alert_id: str) -> list[dict[str, Any]]:
+        """Evidence rows behind one alert, oldest window first."""
+        return self._rows("WHERE alert_id = ? ORDER BY t_ms, id", (alert_id,))
+
+    def recent(self, site: str, gateway: str, sensor: str, limit: int = 20) -> list[dict[str, Any]]:
+        """A sensor's newest evidence rows (newest first); :meth:`load` gives a row's window."""
+        return self._rows("WHERE site = ? AND gateway = ? AND sensor = ? ORDER BY t_ms DESC, id LIMIT ?",
+                          (site, gateway, sensor, int(limit)))
+
+    def summary(self) -> dict[str, Any]:
+        """Rows, bytes and labelled rows per reason."""
+        rows = self.store.query("SELECT reason, COUNT(*), COALESCE(SUM(nbytes), 0), COUNT(label) FROM evidence "
+                                "GROUP BY reason ORDER BY reason")
+        return {"by_reason": {r: {"rows": int(n), "bytes": int(b), "labelled": int(lab)} for r, n, b, lab in rows}}
+
+
+class EvidenceStore(EvidenceReader):
+    """:meth:`put` from the collector, :meth:`set_label` for labels, plus the readers."""
 
     def __init__(self, store: Store, root: Path | str, *, max_bytes: int = 2**30,
                  max_per_gateway_per_min: float = 600.0, clock: Callable[[], float] = time.time) -> None:
         if max_bytes < 1 or not max_per_gateway_per_min > 0:
             raise CloudError("cloud.dataset", f"max_bytes={max_bytes}, per_gateway_per_min={max_per_gateway_per_min}",
                              "use positive bounds")
-        self.store, self.root, self.clock = store, Path(root), clock
+        super().__init__(store, root)
+        self.clock = clock
         self.max_bytes, self.rate = max_bytes, max_per_gateway_per_min
         self.root.mkdir(parents=True, exist_ok=True)
         self.stored, self.evicted = 0, 0
@@ -140,60 +204,6 @@ class EvidenceStore:
         with self._lock:
             return self._exec(f"UPDATE evidence SET label = ?, labelled_ms = ? WHERE {where}", (cls, labelled_ms, *params))
 
-    # -- reading -------------------------------------------------------------------------------
-    def _rows(self, where: str = "", params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(zip(COLS, r, strict=True)) for r in
-                self.store.query(f"SELECT {', '.join(COLS)} FROM evidence {where}", tuple(params))]
-
-    def load(self, row: dict[str, Any]) -> F32:
-        """The window of one row (float32, at ``row['sample_rate']``)."""
-        try:
-            return np.asarray(np.load(self.root / row["path"], allow_pickle=False), dtype=np.float32)
-        except (OSError, ValueError) as exc:
-            raise CloudError("cloud.dataset", f"window file of evidence {row['id']} ({exc})",
-                             "the dataset directory lost a file; drop the row or restore the file") from exc
-
-    def _stack(self, rows: list[dict[str, Any]]) -> F32:
-        xs = [self.load(r) for r in rows]
-        if len({len(x) for x in xs}) > 1:
-            raise CloudError("cloud.dataset", f"windows of lengths {sorted({len(x) for x in xs})}",
-                             "select one model's evidence (model_name=...)")
-        return np.stack(xs) if xs else np.zeros((0, 0), np.float32)
-
-    def labelled_windows(self, *, since_ms: int | None = None, model_name: str | None = None
-                         ) -> tuple[F32, list[str], list[dict[str, Any]]]:
-        """(N, W) float32 windows, their labels and rows, labelled at or after ``since_ms``."""
-        where, params = ["label IS NOT NULL"], list[Any]()
-        if since_ms is not None:
-            where.append("labelled_ms >= ?")
-            params.append(since_ms)
-        if model_name is not None:
-            where.append("model_name = ?")
-            params.append(model_name)
-        rows = self._rows("WHERE " + " AND ".join(where) + " ORDER BY labelled_ms, t_ms, id", params)
-        return self._stack(rows), [str(r["label"]) for r in rows], rows
-
-    def windows(self, ids: Iterable[str]) -> F32:
-        """The windows of ``ids``, in that order (unknown id: CloudError)."""
-        ids = list(ids)
-        by_id = {r["id"]: r for r in self._rows(f"WHERE id IN ({', '.join('?' * len(ids))})", ids)} if ids else {}
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise CloudError("cloud.dataset", f"unknown evidence ids {missing[:5]}", "use ids from the evidence table")
-        return self._stack([by_id[i] for i in ids])
-
-    def for_alert(self, alert_id: str) -> list[dict[str, Any]]:
-        """Evidence rows behind one alert, oldest window first."""
-        return self._rows("WHERE alert_id = ? ORDER BY t_ms, id", (alert_id,))
-
-    def recent(self, site: str, gateway: str, sensor: str, limit: int = 20) -> list[dict[str, Any]]:
-        """A sensor's newest evidence rows (newest first); :meth:`load` gives a row's window."""
-        return self._rows("WHERE site = ? AND gateway = ? AND sensor = ? ORDER BY t_ms DESC, id LIMIT ?",
-                          (site, gateway, sensor, int(limit)))
-
     def summary(self) -> dict[str, Any]:
-        """Rows and bytes per reason, labelled rows, and this process's counters."""
-        rows = self.store.query("SELECT reason, COUNT(*), COALESCE(SUM(nbytes), 0), COUNT(label) FROM evidence "
-                                "GROUP BY reason ORDER BY reason")
-        return {"by_reason": {r: {"rows": int(n), "bytes": int(b), "labelled": int(lab)} for r, n, b, lab in rows},
-                "stored": self.stored, "evicted": self.evicted, "rejected": dict(self.rejected)}
+        """Rows/bytes/labelled per reason, and this process's counters."""
+        return {**super().summary(), "stored": self.stored, "evicted": self.evicted, "rejected": dict(self.rejected)}

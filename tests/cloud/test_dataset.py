@@ -129,6 +129,10 @@ def test_quota_evicts_unlabelled_healthy_first_then_others_never_labelled(tmp_pa
     files = {p.stem for p in (tmp_path / "ds").rglob("*.npy")}
     assert files == alive(), "evicted windows' files are deleted"
     assert int(es.store.query("SELECT SUM(nbytes) FROM evidence")[0][0]) <= 4 * NBYTES
+    summ = es.summary()
+    assert (summ["evicted"], summ["rejected"], summ["stored"]) == (4, {"quota": 1}, 8)
+    assert summ["by_reason"] == {"alert": {"rows": 3, "bytes": 3 * NBYTES, "labelled": 1},
+                                 "low_confidence": {"rows": 1, "bytes": NBYTES, "labelled": 0}}
 
 
 def test_labelled_windows_filters_and_stacks(tmp_path: Path, clock: Clock) -> None:
