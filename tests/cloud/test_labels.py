@@ -81,6 +81,8 @@ def test_label_alert_from_evidence_alone_and_clear_errors(stores: tuple[Store, E
         label_alert(store, es, "missing", "IR007")
     with pytest.raises(CloudError, match="class 'IR7'.*fix: use 'normal'"):
         label_alert(store, es, "bare", "IR7")
+    with pytest.raises(CloudError, match="class 'IR999'"):  # the pattern fits, but no such fault size
+        label_alert(store, es, "bare", "IR999")
     assert store.query("SELECT COUNT(*) FROM labels") == [(2,)]
 
 
