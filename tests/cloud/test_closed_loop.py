@@ -1,0 +1,250 @@
+"""The closed loop end to end, on a real Mosquitto, a real agent process and the real Flink job.
+
+An NSAE-LCN trained without outer-race data runs on the agent and misses an outer-race fault
+on a replayed CWRU recording (it raises a confident wrong class). The windows behind that alert
+are uploaded and stored; an operator labels the alert ``OR021``; the Flink job turns the label
+into a retrain trigger; the retrain worker retrains, passes the promotion gate and pushes the
+signed model; the agent verifies, shadow-runs and swaps it, and then raises ``OR021`` on the
+same recording. Every step is asserted; the time from trigger to the new model running is
+written to ``$EDGEVIB_ARTIFACTS/closed_loop.json`` (default ``test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgevib.broker import MosquittoProcess
+
+pytestmark = pytest.mark.integration
+
+OR_FILE = "OR021at6_load1_12k_DE_235.npz"
+SITE, GW = "plant", "gw1"
+# Fewer L-BFGS iterations than the zoo's model (150/300): about half the training time for
+# -0.1 pt on the time split (docs/closed_loop.md); the loop, not the last point, is under test.
+FAST = {"nsae_iters": 60, "clf_iters": 150, "n_segments": 4000}
+MIN_WINDOWS = 12  # labelled windows that trigger a retrain
+
+
+def _wait(cond: Callable[[], Any], timeout: float, what: str, check: Callable[[], None] | None = None) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        if check is not None:
+            check()
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Listener:
+    """Alerts, heartbeats and model_status messages of the gateway, as they arrive."""
+
+    def __init__(self, url: str) -> None:
+        from edgevib.edge import protocol as proto
+        from edgevib.edge.mqtt import MqttLink
+
+        self.proto, self.t = proto, proto.Topics(SITE, GW)
+        self.link = MqttLink(url, "loop-listener", reconnect=(1, 1), connect=False)
+        self.link.subscribe(f"{self.t.base}/#")
+        self.link.start()
+        assert self.link.wait_connected(10)
+        self.alerts: list[dict[str, Any]] = []
+        self.heartbeats: list[dict[str, Any]] = []
+        self.status: list[tuple[float, dict[str, Any]]] = []
+
+    def pump(self) -> None:
+        while (m := self.link.poll(0.0)) is not None:
+            if m.topic == self.t.alerts:
+                self.alerts.append(self.proto.parse_alert(m.payload))
+            elif m.topic == self.t.heartbeat:
+                self.heartbeats.append(self.proto.parse_heartbeat(m.payload))
+            elif m.topic == self.t.model_status:
+                self.status.append((time.monotonic(), json.loads(m.payload)))
+
+    def faults(self, sensor: str) -> list[dict[str, Any]]:
+        self.pump()
+        return [a for a in self.alerts if a["kind"] == "fault" and a["state"] == "raised" and a["sensor"] == sensor]
+
+
+def _replay(url: str, sensor: str, rec: Any) -> None:
+    from edgevib.edge import protocol as proto
+    from edgevib.edge.mqtt import MqttLink
+    from edgevib.edge.stream import stream_recording
+
+    tx = MqttLink(url, f"tx-{sensor}", reconnect=(1, 1))
+    try:
+        assert tx.wait_connected(10)
+        # Four times real time: the agent keeps up easily and the test stays short.
+        sent = stream_recording(tx, proto.Topics(SITE, GW), sensor, rec, rate=4.0)
+        assert sent > 20
+        time.sleep(0.5)
+    finally:
+        tx.close()
+
+
+def test_missed_fault_is_learned_and_pushed_back(flink_prereqs: None, cwru_dir: Path, broker: MosquittoProcess,
+                                                 tmp_path: Path) -> None:
+    from edgevib.cloud.bridge import Bridge
+    from edgevib.cloud.collector import Collector
+    from edgevib.cloud.config import load_config
+    from edgevib.cloud.dataset import EvidenceStore
+    from edgevib.cloud.labels import label_alert
+    from edgevib.cloud.retrain import RetrainConfig, Worker, save_base
+    from edgevib.cloud.runner import JobProcess
+    from edgevib.cloud.store import Store
+    from edgevib.edge.mqtt import MqttLink
+    from edgevib.models import nsae_lcn
+    from edgevib.models.classes import CLASSES_10, fault_type
+    from edgevib.models.contract import ModelMeta, save
+    from edgevib.models.data import load_dir, load_recording
+    from edgevib.models.registry import Registry, keygen
+    from edgevib.models.split import time_split
+
+    marks: dict[str, float] = {"start": time.monotonic()}
+    # -- a model that has never seen an outer-race fault, registered and signed -----------------
+    cls7 = tuple(c for c in CLASSES_10 if fault_type(c) != "OR")
+    train, holdout = time_split(load_dir(cwru_dir, cls7), classes=cls7)
+    base = save_base(tmp_path / "base.npz", train, holdout)
+    model = nsae_lcn.train(train, seed=0, **FAST)
+    first = tmp_path / "nsae-lcn.onnx"
+    save(model.to_onnx(), ModelMeta(cls7, train.fs, model.window, 1024, nsae_lcn.ARCH, "1",
+                                    trained_on="CWRU time split, 7 classes (no outer race)"), first)
+    priv, pub = keygen(tmp_path / "keys")
+    registry = Registry(tmp_path / "registry", private_key=priv)
+    registry.add(first, name="nsae-lcn", version="1")
+    marks["first model"] = time.monotonic()
+
+    # -- the cloud: bridge, Flink job, evidence collector ----------------------------------------
+    cfg = load_config(None, env={}, overrides={
+        "broker_url": broker.url, "store_url": f"sqlite:///{tmp_path}/store.db",
+        "spool_dir": str(tmp_path / "spool"), "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "bridge": {"client_id": "loop-bridge", "flush_ms": 50},
+        "job": {"window_s": 2, "out_of_orderness_s": 1.0, "offline_after_s": 30.0, "checkpoint_interval_ms": 1000,
+                "file_monitor_ms": 100, "retrain_min_windows": MIN_WINDOWS},
+        "evidence": {"dataset_dir": str(tmp_path / "dataset"), "client_id": "loop-collector"},
+    })
+    bridge, collector = Bridge(cfg), Collector(cfg)
+    job = JobProcess(cfg, tmp_path / "job")
+    agent: subprocess.Popen[bytes] | None = None
+    listener = Listener(broker.url)
+    links = [listener.link]
+    store = Store(cfg.store_url)
+    try:
+        bridge.start()
+        collector.start()
+        job.start()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEVIB_ALERT__COOLDOWN_S": "0",
+               "EDGEVIB_EVIDENCE__ENABLED": "true", "EDGEVIB_EVIDENCE__ALERT_WINDOWS": "40",
+               "EDGEVIB_EVIDENCE__PER_MINUTE": "600", "EDGEVIB_UPDATE__PUBLIC_KEY": str(pub),
+               "EDGEVIB_UPDATE__MODEL_DIR": str(tmp_path / "agent-models")}
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edgevib.cli", "-q", "agent", "--broker", broker.url, "--site", SITE,
+             "--gateway", GW, "--model", str(first), "--outbox", str(tmp_path / "outbox.db"), "--heartbeat", "0.5"],
+            env=env)
+
+        def alive() -> None:
+            job.check()
+            assert agent is not None and agent.poll() is None, "the agent died"
+
+        _wait(lambda: listener.pump() or listener.heartbeats, 60, "the agent's first heartbeat", alive)
+        _wait(lambda: store.gateways().get(f"{SITE}/{GW}"), 180, "the job to store the gateway", alive)
+        marks["cloud and agent up"] = time.monotonic()
+
+        # -- 1. the old model misses the outer-race fault ----------------------------------------
+        rec = load_recording(cwru_dir / OR_FILE)
+        _replay(broker.url, "de", rec)
+        wrong = _wait(lambda: listener.faults("de"), 30, "a fault alert on the replayed recording", alive)
+        assert all(fault_type(a["class"]) != "OR" for a in wrong), wrong  # it cannot name what it never saw
+        alert = wrong[0]
+
+        # -- 2. the windows behind the alert are uploaded and stored with provenance -------------
+        ev = EvidenceStore(store, cfg.evidence.dataset_dir)
+        rows = _wait(lambda: len(ev.for_alert(alert["id"])) >= MIN_WINDOWS and ev.for_alert(alert["id"]), 60,
+                     f">= {MIN_WINDOWS} evidence windows for alert {alert['id']}", alive)
+        assert {(r["site"], r["gateway"], r["sensor"], r["model_name"]) for r in rows} == {(SITE, GW, "de", "nsae-lcn")}
+        assert all(r["reason"] == "alert" for r in rows)
+        assert ev.windows([r["id"] for r in rows]).shape == (len(rows), 2048)
+        marks["missed, evidence stored"] = time.monotonic()
+
+        # -- 3. an operator labels the alert; the Flink job emits one retrain trigger ------------
+        _wait(lambda: store.query("SELECT id FROM alerts WHERE id = ?", (alert["id"],)), 60, "the alert in the store",
+              alive)
+        operator = MqttLink(broker.url, "operator", reconnect=(1, 1))
+        links.append(operator)
+        assert operator.wait_connected(10)
+
+        def publish(topic: str, payload: bytes) -> None:
+            assert operator.publish(topic, payload, qos=1) is not None
+
+        doc = label_alert(store, ev, alert["id"], "OR021", by="test", publish=publish)
+        assert doc["n_windows"] == len(ev.for_alert(alert["id"])) >= MIN_WINDOWS
+        trig = _wait(lambda: store.query("SELECT id, reason, n_windows FROM retrain_triggers"), 60,
+                     "the retrain trigger", alive)
+        t_trigger = marks["labelled, trigger"] = time.monotonic()
+        assert [(t[1], int(t[2])) for t in trig] == [("labels", doc["n_windows"])], trig
+
+        # -- 4. retrain, promotion gate, signed push --------------------------------------------
+        worker = Worker(RetrainConfig(base=str(base), registry=str(tmp_path / "registry"), private_key=str(priv),
+                                      push_timeout_s=90, **{k: v for k, v in FAST.items() if k != "n_segments"}),
+                        store, ev, broker_url=broker.url)
+        (res,) = worker.run_pending()
+        assert res.status == "promoted", res.decision
+        m = res.metrics
+        assert m["new_holdout"] >= m["old_holdout"] - m["tolerance_pt"], m
+        assert m["new_new"] >= m["old_new"] + m["min_gain_pt"], m
+        assert m["n_new_eval"] >= 3 and m["new_classes"] == ["OR021"]
+        assert worker.run_pending() == []  # the trigger runs once
+        run = store.query("SELECT status, model_version FROM retrain_runs")
+        assert run == [("promoted", "2")]
+        marks["retrained, gated, pushed"] = time.monotonic()
+
+        # -- 5. the agent runs the new model ----------------------------------------------------
+        installed = _wait(lambda: listener.pump() or [s for s in listener.status if s[1].get("result") == "installed"],
+                          60, "model_status installed", alive)
+        t_running = installed[0][0]
+        new_sha = registry.get("nsae-lcn", "2").manifest.sha256
+        assert installed[0][1]["sha256"] == new_sha
+        _wait(lambda: listener.pump() or (listener.heartbeats and listener.heartbeats[-1]["model"]["sha256"] == new_sha),
+              10, "a heartbeat naming the new model", alive)
+
+        # -- 6. the same recording now raises the right alert -------------------------------------
+        _replay(broker.url, "de-replay", rec)
+        right = _wait(lambda: listener.faults("de-replay"), 30, "a fault alert after the update", alive)
+        assert right[0]["class"] == "OR021", right
+        assert right[0]["model"]["version"] == "2"
+        marks["right alert"] = time.monotonic()
+        stages = {k: round(marks[k] - prev, 1) for prev, k in zip(list(marks.values())[:-1], list(marks)[1:], strict=True)}
+
+        out = Path(os.environ.get("EDGEVIB_ARTIFACTS", "test-artifacts"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "closed_loop.json").write_text(json.dumps({
+            "trigger_to_running_s": round(t_running - t_trigger, 2), "worker_seconds": res.seconds,
+            "gate": m, "evidence_windows": len(rows), "missed_as": alert["class"],
+            "after_update": right[0]["class"], "stage_seconds": stages}, indent=1, sort_keys=True))
+        print(f"closed loop: trigger -> new model running in {t_running - t_trigger:.1f} s "
+              f"(worker {json.dumps(res.seconds)}); gate {json.dumps(m)}; stages {json.dumps(stages)}")
+        assert np.isfinite(t_running - t_trigger)
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        for link in links:
+            link.close()
+        job.stop()
+        collector.stop()
+        bridge.stop()
+        store.close()
