@@ -1,4 +1,4 @@
-"""``edgevib cloud run|bridge|job|status|config``: the fleet aggregation job and its tools."""
+"""``edgevib cloud run|bridge|collect|job|retrain|base|status|config``: the fleet aggregation job and its tools."""
 
 from __future__ import annotations
 
@@ -36,13 +36,61 @@ def _run(args: argparse.Namespace) -> int:
     bridge.start()
     collector = Collector(cfg)  # evidence windows -> dataset store, next to the bridge
     collector.start()
+    stop = threading.Event()
+    if cfg.retrain.base:  # the retrain worker works off the job's triggers in a thread
+        threading.Thread(target=_worker(cfg).run, args=(stop,), name="retrain", daemon=True).start()
+    else:
+        log.info("cloud: no retrain worker (set retrain.base to a dataset from `edgevib cloud base`)")
     try:
         restore = None if args.fresh else latest_checkpoint(cfg.checkpoint_dir)
         log.info("cloud: job starting (restore from %s); store %s", restore or "nothing", cfg.store_url)
         build(cfg, restore).execute(JOB_NAME)
     finally:
+        stop.set()
         collector.stop()
         bridge.stop()
+    return 0
+
+
+def _worker(cfg: CloudConfig) -> Any:
+    from edgevib.cloud.dataset import EvidenceStore  # noqa: PLC0415
+    from edgevib.cloud.retrain import Worker  # noqa: PLC0415
+    from edgevib.cloud.store import Store  # noqa: PLC0415
+
+    store = Store(cfg.store_url)
+    ev = EvidenceStore(store, cfg.evidence.dataset_dir, max_bytes=cfg.evidence.max_bytes,
+                       max_per_gateway_per_min=cfg.evidence.per_gateway_per_min)
+    return Worker(cfg.retrain, store, ev, broker_url=cfg.broker_url)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """Work off retrain triggers: once (print the results) or until Ctrl-C."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    worker = _worker(_cfg(args))
+    if args.once:
+        results = worker.run_pending()
+        print(json.dumps([asdict(r) for r in results], indent=2, sort_keys=True))
+        return 1 if any(r.status == "failed" for r in results) else 0
+    stop = threading.Event()
+    try:
+        worker.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
+def _base(args: argparse.Namespace) -> int:
+    """The retrain worker's fixed dataset: a leak-free time split of recordings."""
+    from edgevib.cloud.retrain import save_base  # noqa: PLC0415
+    from edgevib.models.classes import CLASSES_10  # noqa: PLC0415
+    from edgevib.models.data import load_dir  # noqa: PLC0415
+    from edgevib.models.split import time_split  # noqa: PLC0415
+
+    classes = tuple(args.classes or CLASSES_10)
+    train, holdout = time_split(load_dir(args.data, classes), classes=classes, test_frac=args.holdout)
+    path = save_base(args.out, train, holdout)
+    print(f"{path}: {len(train)} training and {len(holdout)} held-out windows, classes {', '.join(classes)}")
     return 0
 
 
@@ -115,6 +163,15 @@ def register(subparsers: Any) -> None:
     j = sub.add_parser("job", parents=[common], help="only the Flink job (what `flink run -py` runs)")
     j.add_argument("--fresh", action="store_true", help="ignore retained checkpoints")
     j.set_defaults(func=_job)
+    rt = sub.add_parser("retrain", parents=[common], help="the retrain worker: triggers -> gate -> registry -> push")
+    rt.add_argument("--once", action="store_true", help="run pending triggers once, print results as JSON")
+    rt.set_defaults(func=_retrain)
+    b = sub.add_parser("base", help="write the retrain worker's fixed training + held-out set (.npz)")
+    b.add_argument("--data", type=Path, required=True, help="directory of recordings (.npz / .mat)")
+    b.add_argument("--classes", nargs="+", help="classes to keep (default: the 10 CWRU classes)")
+    b.add_argument("--holdout", type=float, default=0.3, help="newest share of each recording held out")
+    b.add_argument("--out", type=Path, required=True)
+    b.set_defaults(func=_base)
     sub.add_parser("status", parents=[common], help="store summary as JSON").set_defaults(func=_status)
     sub.add_parser("config", help="list settings and their EDGEVIB_ variables").set_defaults(func=_config)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

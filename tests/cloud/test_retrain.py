@@ -167,3 +167,20 @@ def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: 
     (res2,) = w.run_pending()
     assert res2.status == "rejected" and "not 5.00 pt above" in res2.decision
     assert [v.manifest.version for v in reg.list()] == ["1", "2"]
+
+
+def test_cli_base_and_retrain_once(cwru_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgevib.cli import main
+
+    out = tmp_path / "base.npz"
+    assert main(["cloud", "base", "--data", str(cwru_dir), "--classes", "normal", "IR007", "--out", str(out)]) == 0
+    b = load_base(out)
+    assert set(b.y_train.tolist()) == set(b.y_holdout.tolist()) == {"normal", "IR007"}
+    assert "training and" in capsys.readouterr().out
+    monkeypatch.setenv("EDGEVIB_RETRAIN__BASE", str(out))
+    assert main(["cloud", "retrain", "--once", "--store", f"sqlite:///{tmp_path}/s.db"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # no triggers yet
+    monkeypatch.setenv("EDGEVIB_RETRAIN__BASE", str(tmp_path / "nope.npz"))
+    assert main(["cloud", "retrain", "--once", "--store", f"sqlite:///{tmp_path}/s.db"]) != 0
+    assert "save_base" in capsys.readouterr().err
