@@ -186,3 +186,17 @@ def test_agent_uploads_evidence_behind_its_alert(tmp_path: Path) -> None:
     assert max(r.t_ns for r in ev) == raised[0]["t_ns"], "the window that raised the alert is included"
     assert all(r.window.shape == (2048,) for r in ev)
     assert agent.metrics.counters["evidence_sent"] == 3
+
+
+def test_healthy_sampling_is_seeded(tmp_path: Path) -> None:
+    picks = []
+    m = _model()
+    for run in range(2):
+        clock = Clock()
+        ob = Outbox(tmp_path / f"ob{run}.sqlite", clock=clock)
+        s = EvidenceSampler(EvidenceUploadConfig(enabled=True, healthy_every=7, per_minute=10**6), T, ob,
+                            lambda: m, None, clock, seed=42)
+        for i in range(300):
+            s.observe("de", i, np.zeros(W, np.float32), _probs(0, 0.99), None)
+        picks.append([r.t_ns for _, r in _records(ob)])  # type: ignore[attr-defined]
+    assert picks[0] == picks[1] and 20 <= len(picks[0]) <= 70
