@@ -2,8 +2,9 @@
 
 Three kinds (``EvidenceUploadConfig``, the agent's ``[evidence]`` table):
 
-* ``alert``: on every raised alert, the sensor's last ``alert_windows`` windows (a small
-  per-sensor ring of (window, probs)), tagged with the alert's id;
+* ``alert``: on every raised alert, ``alert_windows`` windows of the sensor (the recent ones
+  from a small per-sensor ring of (window, probs), then the ones that follow if the ring
+  held fewer), tagged with the alert's id;
 * ``low_confidence``: a window whose top probability is under ``low_confidence``;
 * ``healthy_sample``: about 1 in ``healthy_every`` windows predicted ``normal`` (seeded draw).
 
