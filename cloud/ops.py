@@ -161,15 +161,22 @@ def _publisher(broker_url: str | None) -> tuple[Any, Any]:
         link.close()
         raise CloudRetryableError("cloud.ops", f"broker {broker_url} not reachable", "start the broker or drop --broker")
 
+    sent: set[int] = set()
+
     def publish(topic: str, payload: bytes) -> None:
-        link.publish(topic, payload, qos=1)
+        mid = link.publish(topic, payload, qos=1)
+        if mid is None:
+            raise CloudRetryableError("cloud.ops", f"publish to {topic} refused (not connected)", "retry")
+        sent.add(mid)
 
     def close() -> None:
-        deadline = time.monotonic() + 3.0
-        while link._tracked and time.monotonic() < deadline:  # wait for PUBACKs of what we sent
-            link.acked()
+        deadline = time.monotonic() + 5.0
+        while sent and time.monotonic() < deadline:  # QoS 1: wait for the broker's PUBACK
+            sent.difference_update(link.acked())
             time.sleep(0.05)
         link.close()
+        if sent:
+            log.warning("label event not confirmed by %s within 5 s", broker_url)
 
     return publish, close
 

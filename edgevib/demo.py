@@ -111,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
                   "the job needs ~20-60 s to start, alerts wait in the spool meanwhile", flush=True)
         for problem in cloud.problems:
             print(f"edgevib demo: {problem}; going on without it", file=sys.stderr, flush=True)
+        # The agent uploads the windows behind alerts (and a few healthy ones) for the sensor page.
+        agent_env = {**os.environ, "EDGEVIB_EVIDENCE__ENABLED": "true", "EDGEVIB_EVIDENCE__HEALTHY_EVERY": "200"}
         procs.append(subprocess.Popen(_cli("agent", "--broker", url, "--site", SITE, "--gateway", gateway,
-                                           "--outbox", str(work / "outbox.sqlite"))))
+                                           "--outbox", str(work / "outbox.sqlite")), env=agent_env))
         common = ("--broker", url, "--site", SITE, "--gateway", gateway, "--realtime")
         if args.healthy > 0:
             procs.append(subprocess.Popen(_cli("stream", *common, "--sensor", "fan", "--simulate",

@@ -1,4 +1,5 @@
-"""The demo's cloud half: MQTT bridge + Flink job writing a SQLite store, and the dashboard.
+"""The demo's cloud half: MQTT bridge + Flink job writing a SQLite store, the evidence
+collector (windows behind alerts, for the dashboard's sensor page), and the dashboard.
 
 Everything lives in the demo's work directory. What cannot start says why and how to fix
 it, and the demo goes on without it (:attr:`CloudSide.problems`).
@@ -44,10 +45,12 @@ class CloudSide:
         self.broker_url, self.workdir = broker_url, Path(workdir)
         self.want_cloud, self.want_dashboard = cloud, dashboard
         self.store_url = f"sqlite:///{self.workdir / 'cloud' / 'store.db'}"
+        self.evidence_dir = self.workdir / "cloud" / "dataset"
         self.token = secrets.token_urlsafe(24)
         self.dashboard_url: str | None = None
         self.problems: list[str] = []
         self.bridge: Any = None
+        self.collector: Any = None
         self.job: Any = None
         self.dash: subprocess.Popen[bytes] | None = None
         self._job_reported = False
@@ -56,6 +59,7 @@ class CloudSide:
         from edgevib.cloud.store import Store  # noqa: PLC0415 - stdlib sqlite only
 
         Store(self.store_url).close()  # the schema exists before the job's first write
+        self.evidence_dir.mkdir(parents=True, exist_ok=True)
         if not self.want_dashboard:
             return
         if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
@@ -65,31 +69,42 @@ class CloudSide:
         self.dash = subprocess.Popen(
             [sys.executable, "-m", "edgevib.cli", "-q", "dashboard", "--host", "127.0.0.1", "--port", str(port),
              "--token", self.token, "--store", self.store_url, "--broker", self.broker_url,
-             "--evidence-dir", str(self.workdir / "cloud" / "dataset"), "--registry", str(self.workdir / "registry")],
+             "--evidence-dir", str(self.evidence_dir), "--registry", str(self.workdir / "registry")],
             stdout=subprocess.DEVNULL)
         self.dashboard_url = f"http://127.0.0.1:{port}/login?token={self.token}"
 
     def start_cloud(self) -> None:
+        """Evidence collector (no JVM needed), then bridge + Flink job when a JDK and pyflink are here."""
         if not self.want_cloud:
             return
-        why = flink_missing()
-        if why is not None:
-            self.problems.append(f"cloud job: not started: {why}")
-            return
-        from edgevib.cloud.bridge import Bridge  # noqa: PLC0415
         from edgevib.cloud.config import load_config  # noqa: PLC0415
-        from edgevib.cloud.runner import JobProcess  # noqa: PLC0415
 
         d = self.workdir / "cloud"
         cfg = load_config(None, env={}, overrides={
             "broker_url": self.broker_url, "store_url": self.store_url, "spool_dir": str(d / "spool"),
             "checkpoint_dir": str(d / "checkpoints"),
-            # One fixed session: a later demo on the same broker resumes it instead of leaving another behind.
-            "bridge": {"client_id": "edgevib-demo-bridge", "flush_ms": 100}})
+            # Fixed sessions: a later demo on the same broker resumes them instead of leaving more behind.
+            "bridge": {"client_id": "edgevib-demo-bridge", "flush_ms": 100},
+            "evidence": {"dataset_dir": str(self.evidence_dir), "client_id": "edgevib-demo-collector"}})
+        try:
+            from edgevib.cloud.collector import Collector  # noqa: PLC0415
+
+            self.collector = Collector(cfg)
+            self.collector.start()
+        except Exception as exc:  # noqa: BLE001 - the demo goes on without evidence windows
+            self.problems.append(f"evidence collector: not started: {exc}")
+            self.collector = None
+        why = flink_missing()
+        if why is not None:
+            self.problems.append(f"cloud job: not started: {why}")
+            return
+        from edgevib.cloud.bridge import Bridge  # noqa: PLC0415
+        from edgevib.cloud.runner import JobProcess  # noqa: PLC0415
+
         try:
             self.bridge = Bridge(cfg)
             self.bridge.start()
-        except Exception as exc:  # noqa: BLE001 - the demo goes on without the cloud
+        except Exception as exc:  # noqa: BLE001 - the demo goes on without the cloud job
             self.problems.append(f"cloud bridge: not started: {exc}")
             self.bridge = None
             return
@@ -137,3 +152,5 @@ class CloudSide:
             self.job.stop()
         if self.bridge is not None:
             self.bridge.stop()
+        if self.collector is not None:
+            self.collector.stop()

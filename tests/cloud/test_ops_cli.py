@@ -8,11 +8,14 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from edgevib.cloud.store import Store
+from edgevib.edge.mqtt import MqttLink
 
+from edgevib.broker import MosquittoProcess
 from edgevib.cli import main
 
 
@@ -139,3 +142,22 @@ def test_follow_prints_a_row_added_after_it_started_and_stops_on_ctrl_c(store_ur
     assert p.stderr is not None
     err = p.stderr.read()
     assert rc == 130 and "Traceback" not in err, err
+
+
+@pytest.mark.integration
+def test_label_with_a_broker_publishes_the_label_event(capsys: pytest.CaptureFixture[str], store_url: str,
+                                                       broker: MosquittoProcess) -> None:
+    sub = MqttLink(broker.url, "label-watch")
+    sub.subscribe("edgevib/v1/p1/g1/labels")
+    try:
+        assert sub.wait_connected(5)
+        time.sleep(0.3)  # the SUBSCRIBE goes out on connect
+        rc, out, err = run(capsys, "alerts", "label", "alert0003", "B021", "--store", store_url, "--by", "ana",
+                           "--broker", broker.url)
+        assert rc == 0, err
+        msg = sub.poll(10)
+    finally:
+        sub.close()
+    assert msg is not None, "no label event on MQTT"
+    doc = json.loads(msg.payload)
+    assert (doc["schema"], doc["alert_id"], doc["class"], doc["labelled_by"]) == ("edgevib.label/1", "alert0003xyz", "B021", "ana")

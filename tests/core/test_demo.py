@@ -14,7 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from edgevib.cloud.sensor_data import sensor_payload
 from edgevib.cloud.store import Store
+from edgevib.models.bearing import CWRU_DE_6205
 
 from edgevib.broker import MosquittoProcess
 from edgevib.demo_cloud import flink_missing
@@ -61,7 +63,7 @@ def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(broker: Mosqui
         assert _status(base + "/api/alerts") == 401
         assert _status(base + "/api/alerts", "edgevib_dashboard=not-the-token-at-all") == 401
         parts = urllib.parse.urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=5)
         conn.request("GET", f"{parts.path}?{parts.query}")
         login = conn.getresponse()
         assert login.status == 303 and f"edgevib_dashboard={token}" in (login.getheader("set-cookie") or "")
@@ -97,3 +99,15 @@ def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(broker: Mosqui
     assert not any(sensor == "fan" for sensor, _, _ in stored)
     assert ("demo", "online") in gateways or ("demo", "offline") in gateways  # heartbeats reached the store too
     assert "cloud store:" in out
+    # The agent uploaded the windows behind the alert; the sensor page computes its spectra from them.
+    s = Store(f"sqlite:///{tmp_path / 'cloud' / 'store.db'}")
+    try:
+        behind = s.query("SELECT pred_cls, rpm FROM evidence WHERE sensor = 'pump' AND reason = 'alert'")
+        gw = s.query("SELECT gateway FROM evidence WHERE sensor = 'pump' LIMIT 1")[0][0]
+        page = sensor_payload(s, "demo", gw, "pump", evidence_dir=tmp_path / "cloud" / "dataset")
+    finally:
+        s.close()
+    # The last K windows before the alert: the debounce raised it on a majority of OR predictions.
+    assert behind and sum(cls.startswith("OR") for cls, _ in behind) > len(behind) / 2, behind
+    assert page["view"] is not None and page["n_windows"] >= len(behind)
+    assert page["view"]["markers"]["BPFO"] == pytest.approx(CWRU_DE_6205.frequencies(behind[0][1]).bpfo)
