@@ -103,7 +103,7 @@ def cloud(flink_prereqs: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "bridge": {"client_id": "bridge-test", "flush_ms": 50},
         "job": {"window_s": WINDOW_MS // 1000, "out_of_orderness_s": 1.0, "offline_after_s": OFFLINE_AFTER_S,
                 "incident_k": 3, "incident_window_s": 5, "incident_bucket_s": 1, "incident_resolve_s": 4,
-                "checkpoint_interval_ms": 1000, "file_monitor_ms": 100},
+                "checkpoint_interval_ms": 1000, "file_monitor_ms": 100, "drift_anomalies": 3, "drift_window_s": 4},
     })
     events: list[tuple[float, dict[str, Any]]] = []
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-listener")
@@ -285,4 +285,23 @@ def test_kill_and_restart_from_checkpoint_loses_and_doubles_nothing(cloud: Cloud
     stored_open = {f"{i['id']}:opened" for i in st.incidents()}
     assert set(opened) <= stored_open
     print(f"restart: job back and caught up {time.monotonic() - killed_at:.1f} s after the kill")
+    st.close()
+
+
+def test_anomaly_drift_emits_a_retrain_trigger_once(cloud: Cloud) -> None:
+    """Runs last: its anomaly alerts would change the aggregates the tests above count."""
+    g2 = cloud.sims["g2"]
+    sent = [g2.alert(kind="anomaly", sensor=f"drift{i}") for i in range(6)]  # within ~0.5 s of event time
+    for doc in sent[:3]:
+        g2.republish(doc)  # duplicates must not count twice
+    st = cloud.store()
+    wait_for(lambda: st.query("SELECT id FROM retrain_triggers WHERE reason = 'drift'"), 60,
+             "a drift trigger", cloud.job)
+    time.sleep(3.0)  # the other 4 s window (if the burst straddled two) closes too
+    rows = st.query("SELECT id, gateway, detail FROM retrain_triggers WHERE reason = 'drift'")
+    # six anomalies in at most two 4 s windows: one trigger per window holding >= 3 of them
+    assert 1 <= len(rows) <= 2 and len({r[0] for r in rows}) == len(rows), rows
+    assert all(r[1] == "g2" and r[0].startswith("drift:s1/g2:") for r in rows)
+    assert sum(json.loads(r[2])["anomalies"] for r in rows) <= 6
+    assert all(json.loads(r[2])["anomalies"] >= 3 for r in rows)
     st.close()
