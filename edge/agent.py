@@ -88,6 +88,7 @@ class Agent:
         self._anomaly_baseline = anomaly_baseline
         self._pending: list[_Pending] = []
         self._inflight: dict[int, int] = {}  # sink token -> outbox row id
+        self._inflight_kind: dict[int, str] = {}  # sink token -> "alerts" | "evidence"
         self._next_hb = clock()
         self._log_counts: dict[str, int] = {}
         self._rpm_topics = {s.rpm_topic: name for name, s in cfg.sensors.items() if s.rpm_topic}
@@ -257,8 +258,9 @@ class Agent:
     def _deliver(self) -> None:
         for acked in self.link.acked():
             rid = self._inflight.pop(acked, None)
+            kind = self._inflight_kind.pop(acked, "alerts")
             if rid is not None and self.outbox.ack(rid):
-                self.metrics.inc("alerts_acked")
+                self.metrics.inc(f"{kind}_acked")
         if not self.link.connected or len(self.outbox) <= len(self._inflight):
             return
         for rec in self.outbox.pending(100):
@@ -266,8 +268,11 @@ class Agent:
             if token is None:
                 break  # offline or the sink is full: keep the rest in order for later
             self._inflight[token] = rec.id  # before the write that may fail: no re-publish every step
+            # alerts and evidence share the outbox; their counters do not
+            kind = self._inflight_kind[token] = "evidence" if rec.topic == self.topics.evidence else "alerts"
             self.outbox.mark_inflight(rec.id)
-            self.metrics.inc("alerts_sent")
+            # (the sampler's evidence_sent counts windows queued; evidence_published, those sent)
+            self.metrics.inc("alerts_sent" if kind == "alerts" else "evidence_published")
 
     def heartbeat(self) -> dict[str, Any]:
         """Publish (QoS 0) and return the heartbeat document."""

@@ -186,6 +186,9 @@ def test_agent_uploads_evidence_behind_its_alert(tmp_path: Path) -> None:
     assert max(r.t_ns for r in ev) == raised[0]["t_ns"], "the window that raised the alert is included"
     assert all(r.window.shape == (2048,) for r in ev)
     assert agent.metrics.counters["evidence_sent"] == 3
+    # the outbox holds both; the agent's alert counters count alerts only
+    assert agent.metrics.counters["alerts_sent"] == len(alerts)
+    assert agent.metrics.counters["evidence_published"] == 3
 
 
 def test_healthy_sampling_is_seeded(tmp_path: Path) -> None:
