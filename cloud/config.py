@@ -126,7 +126,7 @@ class RetrainConfig:
     """``[retrain]`` of the cloud config (``EDGEVIB_RETRAIN__...``)."""
 
     base: str = ""  # .npz written by save_base(): fixed training and held-out windows
-    registry: str = "edgevib-cloud/registry"
+    registry: str = "model-registry"  # the same default as `edgevib models` (list, push, rollback)
     private_key: str = ""  # Ed25519 PEM that signs promoted models (edgevib models keygen)
     tolerance_pt: float = 1.0  # the held-out accuracy may fall by at most this much
     min_gain_pt: float = 5.0  # ... and the new data's must rise by at least this much
