@@ -176,6 +176,9 @@ def _dashboard(args: argparse.Namespace) -> int:
     if len(token) < 16:
         raise ConfigError("edgevib dashboard", "--token shorter than 16 characters", "use a long random token")
     store_url = args.store or cfg.store_url
+    if store_url.startswith("sqlite:///") and not Path(store_url[len("sqlite:///"):]).is_file():
+        print(f"edgevib dashboard: no store at {store_url} yet: it stays empty until the cloud job "
+              "(edgevib cloud run) writes there; check --store if that is not what you meant", file=sys.stderr)
     app = create_app(store_url, token, broker_url=args.broker, evidence_dir=args.evidence_dir or cfg.evidence.dataset_dir,
                      registry_dir=args.registry)
     if port == 0:

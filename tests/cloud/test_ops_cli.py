@@ -161,3 +161,13 @@ def test_label_with_a_broker_publishes_the_label_event(capsys: pytest.CaptureFix
     assert msg is not None, "no label event on MQTT"
     doc = json.loads(msg.payload)
     assert (doc["schema"], doc["alert_id"], doc["class"], doc["labelled_by"]) == ("edgevib.label/1", "alert0003xyz", "B021", "ana")
+
+
+def test_dashboard_command_refuses_a_short_token_and_defaults_to_localhost(capsys: pytest.CaptureFixture[str],
+                                                                          store_url: str) -> None:
+    rc, _, err = run(capsys, "dashboard", "--store", store_url, "--token", "short")
+    assert rc == 2 and "16 characters" in err
+    from edgevib.cli import build_parser
+
+    args = build_parser().parse_args(["dashboard"])
+    assert args.host is None and args.port is None  # so [dashboard] host/port apply: 127.0.0.1:8765 by default
