@@ -1,7 +1,7 @@
 """The dashboard in Debian's headless chromium (Selenium 4, the system chromedriver, nothing downloaded).
 
-(a) the page loads after /login with the token and a live alert written to the store appears
-without a reload; (b) a push clicked in the page reaches a real agent on a real broker: its
+(a) the page loads after /login with the token, a live alert written to the store appears
+without a reload, and the sensor page draws an evidence window's spectra with its BPFO marker; (b) a push clicked in the page reaches a real agent on a real broker: its
 heartbeat reports the new model's sha256 and the page shows the gateway's ``installed`` verdict.
 Screenshots go to ``$EDGEVIB_ARTIFACTS`` (default ``test-artifacts/``).
 """
@@ -20,15 +20,19 @@ from typing import Any
 import numpy as np
 import pytest
 from edgevib.cloud.dashboard import create_app, free_port, serve
+from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.store import Store
 from edgevib.edge import protocol as proto
 from edgevib.edge.cli import run_agent
 from edgevib.edge.config import load_agent_config
+from edgevib.edge.evidence_wire import EvidenceRecord
+from edgevib.edge.evidence_wire import encode as encode_evidence
 from edgevib.edge.frames import Frame, encode
 from edgevib.edge.mqtt import MqttLink
 from edgevib.models.registry import Registry, keygen
 
 from edgevib.broker import MosquittoProcess
+from tests.cloud.test_dashboard import outer_race_window
 from tests.conftest import IN_CI, REPO
 from tests.edge.tinymodels import tiny_onnx
 
@@ -105,7 +109,8 @@ def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(drive
     url = f"sqlite:///{tmp_path / 'store.db'}"
     s = Store(url)
     s.apply("alert", alert(1, "IR007"))
-    srv = Served(url)
+    srv = Served(url, evidence_dir=tmp_path / "dataset")
+    (tmp_path / "dataset").mkdir()
     try:
         driver.get(srv.base + "/")
         assert "401" in driver.find_element(By.TAG_NAME, "body").text  # no token, no page
@@ -123,6 +128,24 @@ def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(drive
         wait(lambda: "✓" in driver.find_element(By.CSS_SELECTOR, "#alert-browser0002 td.ack").text, 10, "the ack")
         assert s.query("SELECT acked_by FROM alert_acks WHERE alert_id = 'browser0002'") == [("dashboard",)]
         driver.save_screenshot(str(artifacts() / "dashboard-alerts.png"))
+        # The sensor page: spectra of an evidence window the collector stored (an outer-race fault).
+        es = EvidenceStore(s, tmp_path / "dataset")
+        rec = EvidenceRecord.build(site="plant", gateway="gw", sensor="de", t_ns=time.time_ns(), rpm=1750.0,
+                                   sample_rate=12000.0, reason="alert", alert_id="browser0002",
+                                   probs={"OR021": 0.9, "normal": 0.1}, model={"name": "cnn_small", "version": "1",
+                                   "sha256": "ab" * 32}, window=outer_race_window(np.random.default_rng(3), 12000.0, 1750.0))
+        assert es.put(encode_evidence(rec), proto.Topics("plant", "gw").evidence) is not None
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="sensor"]').click()
+        wait(lambda: "plant/gw/de" in driver.find_element(By.ID, "sensor-pick").text, 10, "the sensor list")
+        driver.find_element(By.ID, "sensor-load").click()
+        wait(lambda: "envelope check says OR" in driver.find_element(By.ID, "sensor-note").text, 15, "the sensor view")
+        note = driver.find_element(By.ID, "sensor-note").text
+        assert "BPFO 104.6 Hz" in note and "1750 rpm" in note, note  # 3.5848 orders x 1750/60 Hz
+        drawn = driver.execute_script(  # the envelope canvas is not blank
+            "const c = document.getElementById('c-env'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;")
+        assert drawn > 1000
+        driver.save_screenshot(str(artifacts() / "dashboard-sensor.png"))
     finally:
         srv.close()
         s.close()
