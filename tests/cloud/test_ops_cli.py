@@ -171,3 +171,10 @@ def test_dashboard_command_refuses_a_short_token_and_defaults_to_localhost(capsy
 
     args = build_parser().parse_args(["dashboard"])
     assert args.host is None and args.port is None  # so [dashboard] host/port apply: 127.0.0.1:8765 by default
+
+
+def test_the_cli_part_imports_no_heavy_dependency() -> None:
+    code = ("import sys, edgevib.cloud.ops_cli; print(sorted(m for m in ('numpy', 'scipy', 'starlette', 'uvicorn', "
+            "'paho', 'onnxruntime', 'torch', 'pyflink', 'psycopg') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
