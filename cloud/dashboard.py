@@ -202,7 +202,7 @@ def routes(d: Dashboard) -> list[Route | Mount]:
         return JSONResponse(out)
 
     async def models(_req: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(d.models.overview))
+        return JSONResponse(await run_in_threadpool(d.db, d.models.overview))
 
     async def push(req: Request) -> Response:
         body = await _json(req)

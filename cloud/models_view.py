@@ -52,14 +52,10 @@ class ModelsView:
                  "created_ms": e.manifest.created_ms, "size": e.manifest.size,
                  "metrics": dict(e.manifest.metrics)} for e in reversed(entries)], f"registry {reg.root}"
 
-    def overview(self) -> dict[str, Any]:
+    def overview(self, store: Store) -> dict[str, Any]:
         versions, note = self.versions()
-        store = Store(self.store_url)
-        try:
-            rollouts = _rows(store, "rollouts", "started_ms")
-            status = _rows(store, "model_status", "ts_ms")
-        finally:
-            store.close()
+        rollouts = _rows(store, "rollouts", "started_ms")
+        status = _rows(store, "model_status", "ts_ms")
         with self._lock:
             jobs = sorted(self.jobs.values(), key=lambda j: -j["started_ms"])
         return {"registry": versions, "registry_note": note, "rollouts": rollouts, "model_status": status,
