@@ -12,11 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from edgevib.cloud import ops
 from edgevib.cloud.store import Store
 from edgevib.edge.mqtt import MqttLink
 
 from edgevib.broker import MosquittoProcess
 from edgevib.cli import main
+from tests.cloud import test_units
+
+pg_url = test_units.pg_url  # the PostgreSQL fixture (a fresh schema; skips outside CI without a server)
 
 
 def alert(i: int, *, site: str = "p1", sensor: str = "de", cls: str = "IR007", ev_ms: int | None = None) -> dict[str, object]:
@@ -178,3 +182,25 @@ def test_the_cli_part_imports_no_heavy_dependency() -> None:
             "'paho', 'onnxruntime', 'torch', 'pyflink', 'psycopg') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_the_same_queries_on_postgresql(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    s = Store(pg_url)
+    for i, (site, cls) in enumerate([("p1", "IR007"), ("p2", "OR021"), ("p1", "B014")], 1):
+        s.apply("alert", alert(i, site=site, cls=cls))
+    try:
+        assert [a["id"] for a in ops.alerts(s, ops.AlertFilter(site="p1"))] == ["alert0001xyz", "alert0003xyz"]
+        assert [a["cls"] for a in ops.alerts(s, ops.AlertFilter(cls="OR"))] == ["OR021"]
+        assert ops.alerts(s, ops.AlertFilter(cls="_R")) == []  # an escaped _, not a wildcard
+        assert [a["id"] for a in ops.alerts(s, ops.AlertFilter(cls="IR0%"))] == ["alert0001xyz"]  # % dropped
+        cursor = ops.cursor_now(s)
+        s.apply("alert", alert(4, ev_ms=1))
+        assert [a["id"] for a in ops.alerts_since(s, cursor)] == ["alert0004xyz"]
+        ops.ack(s, "alert0002", by="ana", now_ms=5)
+        assert {a["id"]: a["acked_by"] for a in ops.alerts(s)}["alert0002xyz"] == "ana"
+    finally:
+        s.close()
+    rc, out, err = run(capsys, "alerts", "--store", pg_url, "--json", "--class", "B")
+    assert rc == 0, err
+    assert [a["id"] for a in json.loads(out)] == ["alert0003xyz"]
