@@ -1,6 +1,7 @@
 """``edgevib alerts [ack ID | label ID CLASS]`` and ``edgevib fleet``: the alert store from a terminal.
 
-Exit codes: 0 ok, 1 not found or failed, 2 bad usage, 3 store unreachable, 130 Ctrl-C.
+Exit codes (as every edgevib command): 0 ok, 1 not found or failed, 2 bad usage, 4 store unreachable
+(retryable), 130 Ctrl-C.
 ``--json`` prints one JSON document (JSON lines with ``--follow``) for scripts.
 """
 
@@ -69,14 +70,14 @@ def _guard(func: Any) -> Any:
             return int(func(args))
         except StoreUnreachable as exc:
             print(f"edgevib: {exc}", file=sys.stderr)
-            return 3
+            return 4
         except (NotFound, CloudError) as exc:
             print(f"edgevib: {exc}", file=sys.stderr)
             return 1
         except EdgevibError as exc:
             if exc.retryable:
                 print(f"edgevib: {exc}", file=sys.stderr)
-                return 3
+                return 4
             raise
         except KeyboardInterrupt:
             return 130

@@ -98,10 +98,10 @@ def test_fleet_table_and_json(capsys: pytest.CaptureFixture[str], store_url: str
 
 def test_exit_codes_unreachable_store_and_usage(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     rc, _, err = run(capsys, "alerts", "--store", f"sqlite:///{tmp_path / 'missing.db'}")
-    assert rc == 3 and "no store at" in err and "edgevib cloud run" in err
+    assert rc == 4 and "no store at" in err and "edgevib cloud run" in err
     assert not (tmp_path / "missing.db").exists()  # reading never creates a store
     rc, _, _ = run(capsys, "fleet", "--store", "postgresql://nobody@127.0.0.1:1/none")
-    assert rc == 3
+    assert rc == 4
     with pytest.raises(SystemExit) as exc:
         main(["alerts", "--limit", "many"])
     assert exc.value.code == 2
