@@ -92,7 +92,8 @@ class ModelStore:
                             "set update.model_dir to a writable directory") from exc
         fname = f"{_SAFE.sub('_', name)}-{_SAFE.sub('_', version)}-{sha256[:8]}.onnx"
         _write_atomic(self.dir / fname, data)
-        slot: Slot = {"path": str(self.dir / fname), "name": name, "version": version, "sha256": sha256}
+        # absolute: the agent may be restarted from another working directory
+        slot: Slot = {"path": str((self.dir / fname).resolve()), "name": name, "version": version, "sha256": sha256}
         prev = self.active() or current
         self._write(slot, prev if prev and prev.get("sha256") != sha256 else self.previous())
         log.info("model store %s: active %s v%s (%s)", self.dir, name, version, sha256[:12])

@@ -75,7 +75,10 @@ class Updater:
 
     # -- messages ---------------------------------------------------------------------------------
     def on_message(self, payload: bytes) -> None:
+        junk = sum(self.assembler.garbage.values())
         got = self.assembler.feed(payload)
+        if sum(self.assembler.garbage.values()) > junk:
+            self.agent.metrics.inc("updates_garbage")  # malformed or superseded chunks: counted, not raised
         if isinstance(got, Update):
             self._install(got)
         elif isinstance(got, Rollback):

@@ -220,6 +220,9 @@ def test_updater_refuses_everything_without_a_public_key(tmp_path: Path, rig: di
     (st,) = _statuses(cloud)
     assert (st["result"], st["reason"]) == ("rejected", "no_key")
     assert not (tmp_path / "md2").exists()
+    cloud.publish(T.models, b"\x00junk", qos=1)
+    agent.step()
+    assert agent.metrics.counters["updates_garbage"] == 1 and _statuses(cloud) == []
 
 
 def test_incompatible_window_is_rejected(rig: dict[str, Any]) -> None:
