@@ -56,9 +56,13 @@ class ModelsView:
         versions, note = self.versions()
         rollouts = _rows(store, "rollouts", "started_ms")
         status = _rows(store, "model_status", "ts_ms")
+        # Retrain triggers with the worker's run (gate decision and numbers), newest first.
+        runs = {r["trigger_id"]: r for r in _rows(store, "retrain_runs", "started_ms")}
+        retrains = [{**t, "run": runs.get(t["id"])} for t in _rows(store, "retrain_triggers", "ts_ms")]
         with self._lock:
             jobs = sorted(self.jobs.values(), key=lambda j: -j["started_ms"])
         return {"registry": versions, "registry_note": note, "rollouts": rollouts, "model_status": status,
+                "retrains": retrains,
                 "jobs": jobs, "can_push": self.broker_url is not None and versions is not None}
 
     def _start(self, kind: str, detail: dict[str, Any], work: Any) -> dict[str, Any]:

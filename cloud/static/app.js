@@ -189,6 +189,9 @@ async function loadModels() {
   $("#jobs tbody").innerHTML = m.jobs.map((j) => `<tr class="job-${esc(j.status)}"><td>${fmtTime(j.started_ms)}</td><td>${esc(j.kind)}</td>
     <td>${esc((j.name || "") + " " + (j.version || "") + " -> " + (j.targets || []).join(", "))}</td><td>${esc(j.status)}</td>
     <td><code>${esc(j.error || JSON.stringify(j.result))}</code></td></tr>`).join("");
+  $("#retrains tbody").innerHTML = (m.retrains || []).map((t) => `<tr><td>${esc(t.id)}<br>${fmtTime(t.ts_ms)}</td>
+    <td>${esc(t.reason)}</td><td>${esc(t.n_windows)}</td><td>${esc(t.run ? t.run.status : "pending")}</td>
+    <td>${esc(t.run && t.run.model_version ? t.run.model_version : "")}</td><td>${esc(t.run ? t.run.decision : "")}</td></tr>`).join("");
   $("#rollouts tbody").innerHTML = m.rollouts.map((r) => `<tr><td>${fmtTime(r.started_ms)}</td><td>${esc(r.name)} ${esc(r.version)}</td>
     <td>${esc(r.target)}</td><td>${esc(r.canary_pct)}</td><td>${esc(r.status)}</td><td>${esc(r.detail)}</td></tr>`).join("");
   $("#verdicts tbody").innerHTML = m.model_status.map((r) => `<tr><td>${fmtTime(r.ts_ms)}</td><td>${esc(r.site)}/${esc(r.gateway)}</td>

@@ -188,12 +188,29 @@ def test_models_page_lists_the_registry_and_push_needs_a_broker(store_url: str, 
         page = c.get("/api/models", headers=AUTH).json()
         assert [(v["name"], v["version"], v["metrics"]["accuracy"]) for v in page["registry"]] == [("cnn_small", "7", 0.97)]
         assert page["registry"][0]["sha256"] == m.sha256 and page["can_push"] is False and page["rollouts"] == []
+        assert page["retrains"] == []
         r = c.post("/api/models/push", headers=AUTH, json={"name": "cnn_small", "version": "7", "targets": ["p1/g1"]})
         assert r.status_code == 400 and "broker" in r.json()["error"]
         r = c.post("/api/models/push", headers=AUTH, json={"name": "cnn_small", "version": "8", "targets": ["p1/g1"]})
         assert r.status_code == 400 and "no cnn_small v8" in r.json()["error"]
         r = c.post("/api/models/rollback", headers=AUTH, json={"targets": ["p1-without-gateway"]})
         assert r.status_code == 400 and "site/gateway" in r.json()["error"]
+    app.state.dashboard.close()
+    # the gate's decisions: a trigger from the job and the worker's run of it
+    st = Store(store_url)
+    st.upsert("retrain_triggers", [{"id": "retrain:nsae-lcn:1", "reason": "labels", "model_name": "nsae-lcn",
+                                    "site": "p1", "gateway": "g1", "n_windows": 40, "ts_ms": 5, "detail": "{}"},
+                                   {"id": "drift:p1/g2:9", "reason": "drift", "model_name": "nsae-lcn",
+                                    "site": "p1", "gateway": "g2", "n_windows": 0, "ts_ms": 9, "detail": "{}"}])
+    st.upsert("retrain_runs", [{"trigger_id": "retrain:nsae-lcn:1", "status": "promoted", "started_ms": 6,
+                                "model_version": "2", "decision": "promoted: held-out 99.3 -> 99.1 %"}])
+    st.close()
+    app = create_app(store_url, TOKEN, registry_dir=tmp_path / "reg")
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        rt = c.get("/api/models", headers=AUTH).json()["retrains"]
+        assert [(t["id"], (t["run"] or {}).get("status")) for t in rt] == [("drift:p1/g2:9", None),
+                                                                           ("retrain:nsae-lcn:1", "promoted")]
+        assert rt[1]["run"]["decision"].startswith("promoted: held-out")
     app.state.dashboard.close()
     app = create_app(store_url, TOKEN, registry_dir=tmp_path / "nothing-here")
     with TestClient(app, base_url="http://127.0.0.1") as c:
