@@ -128,8 +128,9 @@ class Updater:
         return {**describe(model), "path": str(path.resolve())} if path else None
 
     @staticmethod
-    def _per_window(samples: Any) -> float:
-        return float(np.median([ms / n for ms, n in samples])) if len(samples) >= 5 else 0.0
+    def _per_window(samples: Any, least: int = 5) -> float:
+        """Median ms per window of ``(ms, windows)`` batch samples; 0 when fewer than ``least``."""
+        return float(np.median([ms / n for ms, n in samples])) if len(samples) >= max(1, least) else 0.0
 
     def _shadow(self, new: Model) -> dict[str, Any]:
         """Run ``new`` next to the running model on recent windows; raise ``shadow_failed`` if it misbehaves."""
@@ -189,18 +190,19 @@ class Updater:
         if self.probation:
             self._prob_ms.append(sample)
             self.probation -= 1
-            if not self.probation:
-                self._end_probation()
+            if not self.probation and self._end_probation():
+                return self.agent.model.predict(x)  # rolled back: this batch's rows must match the classes now
         return probs
 
-    def _end_probation(self) -> None:
-        new = self._per_window(self._prob_ms)
+    def _end_probation(self) -> bool:
+        """Judge the probation's latency; True if it rolled back."""
+        new = self._per_window(self._prob_ms, least=1)
         batch = float(np.median([ms for ms, _ in self._prob_ms])) if self._prob_ms else 0.0
         if self._baseline and new > self.cfg.max_latency_factor * self._baseline and batch > LATENCY_FLOOR_MS:
-            self.rollback(self.update_id, "probation_failed",
-                          f"latency {new:.3f} ms/window > {self.cfg.max_latency_factor:g} x {self._baseline:.3f}")
-        else:
-            log.info("model %s passed probation (%d batches)", self.agent.model_info["version"], len(self._prob_ms))
+            return self.rollback(self.update_id, "probation_failed", f"latency {new:.3f} ms/window > "
+                                 f"{self.cfg.max_latency_factor:g} x {self._baseline:.3f}")
+        log.info("model %s passed probation (%d batches)", self.agent.model_info["version"], len(self._prob_ms))
+        return False
 
     def rollback(self, update_id: str, reason: str, detail: str) -> bool:
         """Go back to the previous model (memory, else the store's previous slot); report either way."""
@@ -215,6 +217,7 @@ class Updater:
             except EdgeError as exc:
                 log.warning("previous model %s does not load: %s", slot["path"], exc)
         if prev is None:
+            self.probation = 0  # one verdict, not one per failing batch
             self._status(update_id, bad, "rejected", "no_previous", f"cannot roll back ({detail})")
             return False
         self._swap(prev)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,42 @@ def test_signature_is_over_the_manifest_not_the_message(key: Ed25519PrivateKey) 
     assert isinstance(up, Update)
     assert _reason(lambda: verify(up.data, up.manifest, up.signature, key.public_key())) == "bad_signature"
     assert base64.b64decode(doc["data"]) == data
+
+
+def test_probation_rolls_back_a_model_that_turns_slow(rig: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, cloud, entry = rig["agent"], rig["cloud"], rig["reg"].get("new")
+    _frames(cloud, agent, 4, 0.0)
+    for p in encode_install("u1", entry.manifest, entry.signature, entry.data()):
+        cloud.publish(T.models, p, qos=1)
+    agent.step()
+    assert [s["result"] for s in _statuses(cloud)] == ["installed"]
+    fast = agent.model.predict
+
+    def slow(x: np.ndarray) -> np.ndarray:  # 30 ms per batch: far beyond 3x the ~0.1 ms of the old model
+        time.sleep(0.03)
+        return fast(x)
+
+    monkeypatch.setattr(agent.model, "predict", slow)
+    _frames(cloud, agent, 3, 0.0, start=4)  # >= 2 batches: probation (2 batches) ends and judges latency
+    (st,) = _statuses(cloud)
+    assert (st["result"], st["reason"]) == ("rolled_back", "probation_failed") and "latency" in st["detail"]
+    assert agent.model.meta.classes == ("normal", "IR007", "OR007")
+
+
+def test_shadow_run_refuses_a_slow_model(rig: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, cloud, entry = rig["agent"], rig["cloud"], rig["reg"].get("new")
+    _frames(cloud, agent, 4, 0.0)
+    real = OnnxModel.predict
+
+    def predict(self: OnnxModel, x: np.ndarray) -> np.ndarray:
+        if self.sha256 == entry.manifest.sha256:
+            time.sleep(0.03)
+        return real(self, x)
+
+    monkeypatch.setattr(OnnxModel, "predict", predict)
+    for p in encode_install("u1", entry.manifest, entry.signature, entry.data()):
+        cloud.publish(T.models, p, qos=1)
+    agent.step()
+    (st,) = _statuses(cloud)
+    assert (st["result"], st["reason"]) == ("rejected", "shadow_failed") and "running model" in st["detail"]
+    assert agent.model_info["sha256"] != entry.manifest.sha256
