@@ -68,3 +68,13 @@ def test_agent_start_loads_the_active_model_unless_it_changed_on_disk(tmp_path: 
     assert m is not None and (m.name, m.version, m.sha256) == ("tiny", "2024.1", slot["sha256"])
     Path(slot["path"]).write_bytes(tiny_onnx("good", version="8"))  # changed behind the agent's back
     assert load_active(cfg) is None
+
+
+def test_update_modules_never_import_torch_onnx_or_pyflink() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport edgevib.edge.agent, edgevib.edge.updates, edgevib.edge.updater, edgevib.edge.modelstore\n"
+            "print([m for m in ('torch', 'onnx', 'pyflink') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
