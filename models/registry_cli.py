@@ -138,7 +138,8 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--registry", help=f"registry directory (env {ENV_PREFIX}ROOT, default model-registry)")
         p.add_argument("--json", action="store_true", help="print JSON")
         if net:
-            p.add_argument("--to", action="append", required=True, metavar="SITE/GATEWAY|fleet")
+            p.add_argument("--to", action="append", required=True, metavar="SITE/GATEWAY|fleet",
+                           help="repeatable; fleet = every gateway in the store")
             p.add_argument("--broker", help=f"mqtt://HOST:PORT (env {ENV_PREFIX}BROKER_URL)")
             p.add_argument("--store", help=f"sqlite:///PATH for results and --to fleet (env {ENV_PREFIX}STORE_URL)")
             p.add_argument("--timeout", type=float, help="seconds to wait for each stage's verdicts (default 60)")

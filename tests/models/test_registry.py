@@ -96,3 +96,17 @@ def test_models_cli_does_not_import_torch() -> None:
     code = "import sys, edgevib.models.cli, edgevib.models.registry_cli, edgevib.cloud.rollout\n" \
            "print([m for m in ('torch', 'pyflink') if m in sys.modules])"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_fleet_means_every_gateway_in_the_store(tmp_path: Path) -> None:
+    from edgevib.cloud.store import Store
+    from edgevib.models.registry import RegistryConfig
+    from edgevib.models.registry_cli import _targets
+
+    url = f"sqlite:///{tmp_path / 'cloud.sqlite'}"
+    store = Store(url)
+    for site, gw in (("p1", "gw-a"), ("p2", "gw-b")):
+        store.apply("gateway", {"site": site, "gateway": gw, "status": "online"})
+    store.close()
+    got = _targets(["fleet", "p1/gw-a", "p3/gw-c"], RegistryConfig(store_url=url))
+    assert got == [("p1", "gw-a"), ("p2", "gw-b"), ("p3", "gw-c")]  # de-duplicated, in order
