@@ -76,26 +76,39 @@ class _Wire:
             if self.link.publish(topic, p, qos=1) is None:
                 raise RetryableError("cloud.rollout", f"publish to {topic} refused (offline or queue full)", "retry")
 
+    def _next(self, timeout: float) -> dict[str, Any] | None:
+        """The next model_status document (kept in ``statuses``), or None."""
+        msg = self.link.poll(timeout)
+        if msg is None:
+            return None
+        try:
+            doc = json.loads(msg.payload)
+            if not isinstance(doc, dict) or doc.get("schema") != STATUS_SCHEMA:
+                return None
+            doc["_key"] = f"{doc['site']}/{doc['gateway']}"
+        except (ValueError, KeyError, TypeError):
+            log.warning("rollout: unreadable model_status on %s", msg.topic)
+            return None
+        self.statuses.append(doc)
+        return doc
+
     def wait(self, want: dict[str, str], timeout_s: float) -> dict[str, dict[str, Any]]:
         """``{"site/gw": update_id}`` -> the first status of each with that update id (missing on timeout)."""
         got: dict[str, dict[str, Any]] = {}
         end = time.monotonic() + timeout_s
         while len(got) < len(want) and (left := end - time.monotonic()) > 0:
-            msg = self.link.poll(min(left, 0.5))
-            if msg is None:
-                continue
-            try:
-                doc = json.loads(msg.payload)
-                k = f"{doc['site']}/{doc['gateway']}"
-                if doc.get("schema") != STATUS_SCHEMA:
-                    continue
-            except (ValueError, KeyError, TypeError):
-                log.warning("rollout: unreadable model_status on %s", msg.topic)
-                continue
-            self.statuses.append(doc)
-            if want.get(k) == doc.get("update_id") and k not in got:
-                got[k] = doc
+            d = self._next(min(left, 0.5))
+            if d is not None and want.get(d["_key"]) == d.get("update_id") and d["_key"] not in got:
+                got[d["_key"]] = d
         return got
+
+    def rolled_back(self, keys: Iterable[str], update_id: str, seconds: float) -> dict[str, dict[str, Any]]:
+        """Listen ``seconds`` for probation rollbacks of ``update_id`` by ``keys`` (the canary soak)."""
+        want, end = set(keys), time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self._next(min(left, 0.5))
+        return {d["_key"]: d for d in self.statuses if d["_key"] in want and d.get("update_id") == update_id
+                and d.get("result") == "rolled_back"}
 
     def close(self) -> None:
         self.link.close()
@@ -132,9 +145,11 @@ def _stage(wire: _Wire, targets: Sequence[Target], msgs: Callable[[Target], list
 
 
 def push(registry: Registry, name: str, version: str | None, targets: Sequence[Target], *, broker_url: str,
-         canary_pct: float = 0.0, timeout_s: float = 60.0, store: Any = None) -> RolloutResult:
+         canary_pct: float = 0.0, timeout_s: float = 60.0, store: Any = None,
+         canary_soak_s: float = 0.0) -> RolloutResult:
     """Roll ``name`` (``version``, or the newest) out to ``targets``; canaries (``canary_pct`` % of them,
-    at least one when > 0) first. See the module docstring for when it halts."""
+    at least one when > 0) first. See the module docstring for when it halts. ``canary_soak_s``: after
+    the canaries installed, keep listening that long; a probation rollback by one of them halts too."""
     if not targets:
         raise ConfigError("cloud.rollout", "no targets", "give --to SITE/GATEWAY or --to fleet with gateways known")
     if not 0.0 <= canary_pct <= 100.0:
@@ -151,6 +166,10 @@ def push(registry: Registry, name: str, version: str | None, targets: Sequence[T
     try:
         if canaries:
             ok = _stage(wire, canaries, lambda _t: msgs, update_id, timeout_s, "canary", res)
+            if len(ok) == len(canaries) and canary_soak_s > 0:
+                for k, d in wire.rolled_back(res.canaries, update_id, canary_soak_s).items():
+                    res.gateways[k].update(result="rolled_back", reason=d.get("reason"), detail=d.get("detail"))
+                    ok = [t for t in ok if _key(t) != k]
             if len(ok) < len(canaries):
                 res.status = "halted"
                 for t in rest:

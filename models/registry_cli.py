@@ -118,7 +118,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     except RegistryError as exc:  # naming a model that is not there is a usage error (exit 2)
         raise ConfigError(exc.component, exc.problem, exc.fix) from exc
     res = push(Registry(cfg.root), name, version or None, _targets(args.to, cfg), broker_url=cfg.broker_url,
-               canary_pct=_canary(args.canary), timeout_s=cfg.timeout_s, store=_store(cfg))
+               canary_pct=_canary(args.canary), timeout_s=cfg.timeout_s, store=_store(cfg),
+               canary_soak_s=args.soak)
     return _print_rollout(res, args.json)
 
 
@@ -163,6 +164,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("model", metavar="NAME[:VERSION]", help="registry model (newest version if none given)")
     common(p, net=True)
     p.add_argument("--canary", metavar="N%", help="first send to N%% of the targets (at least one) and wait")
+    p.add_argument("--soak", type=float, default=0.0, metavar="S",
+                   help="after the canaries installed, wait S seconds: a probation rollback there halts too")
     p.set_defaults(func=cmd_push)
     r = sub.add_parser("rollback", help="tell gateways to go back to their previous model")
     common(r, net=True)

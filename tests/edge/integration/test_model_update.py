@@ -232,3 +232,25 @@ def test_canary_with_another_key_rejects_and_the_rollout_halts(env: dict[str, An
     time.sleep(0.5)  # give a stray message time to show up before asserting its absence
     assert w.of("gw-rest", "models") == [] and w.of("gw-rest", "model_status") == []
     assert w.model_sha("gw-rest") == env["base_sha"] and w.model_sha("gw-canary") == env["base_sha"]
+
+
+def test_a_canary_rolling_back_during_the_soak_halts_the_rollout(env: dict[str, Any]) -> None:
+    w, reg, tx = env["watcher"], env["reg"], env["tx"]
+    env["agent"]("gw-canary", probation_batches=1000)
+    env["agent"]("gw-rest")
+    loud_sha = reg.get("nan_loud").manifest.sha256
+
+    def loud_once_installed() -> None:  # the canary's live traffic turns loud after the swap
+        _wait(lambda: w.model_sha("gw-canary") == loud_sha, 20, "the canary on the new model")
+        send(tx, "gw-canary", 6, 8.0)
+
+    t = threading.Thread(target=loud_once_installed)
+    t.start()
+    res = push(reg, "nan_loud", None, [(SITE, "gw-canary"), (SITE, "gw-rest")], broker_url=env["url"],
+               canary_pct=50, timeout_s=30, canary_soak_s=5.0)
+    t.join(30)
+    c = res.gateways[f"{SITE}/gw-canary"]
+    assert res.status == "halted" and (c["result"], c["reason"]) == ("rolled_back", "probation_failed"), res.gateways
+    assert res.gateways[f"{SITE}/gw-rest"]["result"] == "not_sent" and w.of("gw-rest", "models") == []
+    _wait(lambda: w.model_sha("gw-canary") == env["base_sha"], 10, "the canary back on the old model")
+
