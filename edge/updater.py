@@ -80,7 +80,11 @@ class Updater:
         if sum(self.assembler.garbage.values()) > junk:
             self.agent.metrics.inc("updates_garbage")  # malformed or superseded chunks: counted, not raised
         if isinstance(got, Update):
-            self._install(got)
+            try:
+                self._install(got)
+            except Exception as exc:  # a bug here must cost the update, not the agent
+                log.exception("model update %s failed", got.update_id)
+                self._status(got.update_id, got.manifest, "rejected", "internal_error", repr(exc)[:300])
         elif isinstance(got, Rollback):
             self.rollback(got.update_id, "requested", got.reason)
         elif isinstance(got, Rejected):
@@ -114,7 +118,10 @@ class Updater:
             shadow = self._shadow(new)
         except UpdateError as exc:
             return self._status(up.update_id, up.manifest, "rejected", exc.reason, exc.problem)
-        self.store.install(up.data, name=m.name, version=m.version, sha256=m.sha256, current=self._slot(a.model))
+        try:
+            self.store.install(up.data, name=m.name, version=m.version, sha256=m.sha256, current=self._slot(a.model))
+        except (EdgeError, OSError) as exc:  # e.g. a full disk: keep running the old model
+            return self._status(up.update_id, up.manifest, "rejected", "store_failed", str(exc)[:300])
         self._baseline = self._per_window(self.batch_ms) or shadow["old_ms_per_window"]
         self.previous, self.update_id, self.manifest = a.model, up.update_id, m.to_dict()
         self._swap(new)

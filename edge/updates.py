@@ -33,6 +33,7 @@ MAX_CHUNKS = 4096  # bounds the parts dict even for empty chunks
 REASONS: tuple[str, ...] = (
     "unsigned", "no_key", "bad_signature", "hash_mismatch", "too_large", "incompatible", "bad_manifest",
     "load_failed", "shadow_failed", "probation_failed", "timeout", "superseded", "no_previous", "requested",
+    "store_failed", "internal_error",
 )
 RESULTS: tuple[str, ...] = ("installed", "rejected", "rolled_back")
 

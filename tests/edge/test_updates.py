@@ -285,3 +285,15 @@ def test_shadow_run_refuses_a_slow_model(rig: dict[str, Any], monkeypatch: pytes
     (st,) = _statuses(cloud)
     assert (st["result"], st["reason"]) == ("rejected", "shadow_failed") and "running model" in st["detail"]
     assert agent.model_info["sha256"] != entry.manifest.sha256
+
+
+def test_an_unwritable_model_dir_rejects_the_update_and_keeps_the_old_model(rig: dict[str, Any]) -> None:
+    agent, cloud, entry = rig["agent"], rig["cloud"], rig["reg"].get("new")
+    (rig["tmp"] / "md").write_text("a file where the directory should be")
+    old_sha = agent.model_info["sha256"]
+    for p in encode_install("u1", entry.manifest, entry.signature, entry.data()):
+        cloud.publish(T.models, p, qos=1)
+    agent.step()
+    (st,) = _statuses(cloud)
+    assert (st["result"], st["reason"]) == ("rejected", "store_failed")
+    assert agent.model_info["sha256"] == old_sha
