@@ -229,10 +229,13 @@ class Updater:
             return False
         self._swap(prev)
         self.previous, self.probation = None, 0
-        if slot:
-            self.store.rollback()
-        else:  # the previous model was the configured one: the next start must not load the bad one
-            self.store.forget()
+        try:
+            if slot:
+                self.store.rollback()
+            else:  # the previous model was the configured one: the next start must not load the bad one
+                self.store.forget()
+        except (EdgeError, OSError) as exc:  # the swap in memory stands; a restart may load the bad model
+            log.error("model store %s not switched back: %s", self.store.dir, exc)
         self._status(update_id, bad, "rolled_back", reason, detail, active=describe(prev))
         return True
 
