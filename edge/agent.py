@@ -97,8 +97,10 @@ class Agent:
         self._anomaly_policy = AlertPolicy(p_on=1.0, p_off=0.8, k=cfg.alert.k, n=cfg.alert.n,
                                            m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
         self.updater = Updater(self)  # signed model updates: verify, shadow-run, swap, probation
-        for f in (self.topics.raw_all, self.topics.cmd, self.topics.models, *self._rpm_topics):
-            link.subscribe(f)
+        for f in (self.topics.raw_all, *self._rpm_topics):
+            link.subscribe(f)  # frames: QoS 0, a late frame is worth less than a fresh one
+        for f in (self.topics.cmd, self.topics.models):
+            link.subscribe(f, qos=1)  # an update chunk or a command must not be dropped
 
     # -- per message --------------------------------------------------------------------
     def _sensor(self, name: str) -> _Sensor:

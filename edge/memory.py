@@ -108,7 +108,7 @@ class MemoryLink:
             if topic_matches_sub(f, topic):
                 self.inbox.put(Message(topic, payload, self.clock()))
 
-    def subscribe(self, topic_filter: str) -> None:
+    def subscribe(self, topic_filter: str, qos: int = 0) -> None:  # the bus loses nothing: qos unused
         with self.bus.lock:
             self.filters.append(topic_filter)
             if self.connected:

@@ -54,6 +54,7 @@ class MqttLink:
         self.client_id = client_id or f"edgevib-{uuid.uuid4().hex[:8]}"
         self.inbox = Inbox(inbox_size)
         self.filters: list[str] = []
+        self._qos: dict[str, int] = {}
         self.connects = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()  # never held while calling paho (it calls us back under its own)
@@ -121,7 +122,7 @@ class MqttLink:
         with self._lock:
             filters = list(self.filters)
         if filters:  # "connected" once the broker confirmed the subscriptions
-            _rc, mid = client.subscribe([(f, 0) for f in filters])
+            _rc, mid = client.subscribe([(f, self._qos.get(f, 0)) for f in filters])
             self._sub_mid = -1 if mid is None else mid
         else:
             self._connected.set()
@@ -143,11 +144,12 @@ class MqttLink:
         self._acks.put(mid)
 
     # -- Source ----------------------------------------------------------------------
-    def subscribe(self, topic_filter: str) -> None:
+    def subscribe(self, topic_filter: str, qos: int = 0) -> None:
         with self._lock:
             self.filters.append(topic_filter)
+            self._qos[topic_filter] = qos
         if self.connected:
-            self._client.subscribe(topic_filter, qos=0)
+            self._client.subscribe(topic_filter, qos=qos)
 
     def poll(self, timeout: float) -> Message | None:
         return self.inbox.poll(timeout)

@@ -68,7 +68,7 @@ class Source(Protocol):
     Subscriptions survive reconnects: the source restores them itself.
     """
 
-    def subscribe(self, topic_filter: str) -> None: ...
+    def subscribe(self, topic_filter: str, qos: int = 0) -> None: ...
 
     def poll(self, timeout: float) -> Message | None:
         """The next message, or ``None`` after ``timeout`` seconds (0 = do not wait)."""
