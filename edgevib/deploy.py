@@ -56,7 +56,6 @@ _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 _SSH_TARGET = re.compile(r"(?:([A-Za-z_][A-Za-z0-9._-]{0,31})@)?([A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])")
 # Top-level config keys holding a file the bundle carries, and where it goes on the gateway.
 _TLS_KEYS = ("ca", "cert", "key")
-_PUBKEY_KEYS = ("model_public_key",)
 
 
 class DeployError(FatalError):
@@ -314,17 +313,24 @@ def plan_bundle(config_path: Path, repo: Path, *, model: Path | None = None,
                     "use a relative path (it lands in %s) or add ReadWritePaths= to the unit",
                     out_path, STATE_DIR, STATE_DIR)
 
+    # The model-signature key: --public-key, or the config's update.public_key (relative to
+    # the config file); the agent on the gateway reads it from CONFDIR/keys/.
+    upd = raw.get("update") if isinstance(raw.get("update"), Mapping) else {}
     key_src: Path | None = None
-    key_field = next((k for k in _PUBKEY_KEYS if raw.get(k)), None)
     if public_key is not None:
         key_src = _local_file(str(public_key), "--public-key", Path.cwd())
-    elif key_field is not None:
-        key_src = _local_file(raw[key_field], key_field, cfg_dir)
+    elif upd.get("public_key"):
+        key_src = _local_file(upd["public_key"], "update.public_key", cfg_dir)
     if key_src is not None:
+        from edgevib.edge.updates import UpdateError, load_public_key
+
+        try:
+            load_public_key(key_src)  # a gateway that cannot read its key would refuse every update
+        except UpdateError as exc:
+            raise DeployError(_COMP, exc.problem, exc.fix) from exc
         plan.pubkey_name = _bundle_name(key_src, "public key")
         plan.files[f"keys/{plan.pubkey_name}"] = key_src
-        if key_field is not None:
-            plan.config[key_field] = f"@CONFDIR@/keys/{plan.pubkey_name}"
+        plan.config["update"] = {**upd, "public_key": f"@CONFDIR@/keys/{plan.pubkey_name}"}
     return plan
 
 
@@ -338,9 +344,11 @@ def _validate_agent_config(path: Path) -> None:
 
             raise MissingExtraError(exc.name, "edge", "edgevib deploy bundle") from exc
         raise
-    # tls files are checked as the bundle copies them, relative to the config file
+    # tls files and the update key are checked as the bundle copies them, relative to the config file
     raw = read_toml(path)
     raw.pop("tls", None)
+    if isinstance(raw.get("update"), dict):
+        raw["update"] = {k: v for k, v in raw["update"].items() if k != "public_key"}
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fh:
         fh.write(dumps_toml(raw))
     try:

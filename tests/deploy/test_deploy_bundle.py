@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from edgevib.models.registry import keygen
 
 from edgevib import deploy
 from edgevib.config import read_toml
@@ -25,8 +27,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("bundle")
     write_tiny_model(d / "tiny.onnx")
     (d / "pki").mkdir()
-    for name in ("ca.crt", "gw.crt", "gw.key", "signing.pub"):
+    for name in ("ca.crt", "gw.crt", "gw.key"):
         (d / "pki" / name).write_text(f"-----BEGIN TEST-----\n{name}\n-----END TEST-----\n")
+    _, pub = keygen(d / "keys")
+    shutil.copy(pub, d / "pki" / "signing.pub")
     write_config(d / "gw.toml", "mqtts://broker.example:8883",
                  extra='username = "gw-a"\npassword = "s3cret"\n'
                        '[tls]\nca = "pki/ca.crt"\ncert = "pki/gw.crt"\nkey = "pki/gw.key"\n')
@@ -51,6 +55,9 @@ def test_bundle_holds_everything_install_needs(bundle: tuple[Path, Path]) -> Non
     env = dict(line.split("=", 1) for line in (root / "bundle.env").read_text().splitlines())
     assert env["CONFIG_NAME"] == "gw.toml" and env["MODEL_NAME"] == "tiny.onnx" and env["OFFLINE"] == "0"
     assert env["PUBKEY_NAME"] == "signing.pub"
+    # the agent on the gateway verifies model updates with the bundled key
+    cfg = tomllib.loads((root / "config" / "gw.toml").read_text())
+    assert cfg["update"]["public_key"] == "@CONFDIR@/keys/signing.pub"
     assert (root / "wheels" / env["EDGEVIB_WHEEL"]).is_file()
 
 
@@ -190,3 +197,11 @@ def test_absolute_outbox_outside_the_state_directory_warns(gw_dir: Path, caplog:
     with caplog.at_level("WARNING", logger="edgevib.deploy"):
         deploy.plan_bundle(cfg, REPO)
     assert caplog.text == ""
+
+
+def test_a_key_that_is_not_ed25519_is_refused_at_bundle_time(tmp_path: Path) -> None:
+    write_tiny_model(tmp_path / "tiny.onnx")
+    write_config(tmp_path / "gw.toml", "mqtt://broker.example:1883")
+    (tmp_path / "bad.pub").write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(DeployError, match="unreadable"):
+        build_bundle(tmp_path / "gw.toml", tmp_path / "gw.tar.gz", wheels=False, public_key=tmp_path / "bad.pub")
