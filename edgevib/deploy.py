@@ -315,7 +315,7 @@ def plan_bundle(config_path: Path, repo: Path, *, model: Path | None = None,
 
     # The model-signature key: --public-key, or the config's update.public_key (relative to
     # the config file); the agent on the gateway reads it from CONFDIR/keys/.
-    upd = raw.get("update") if isinstance(raw.get("update"), Mapping) else {}
+    upd: dict[str, Any] = dict(raw["update"]) if isinstance(raw.get("update"), Mapping) else {}
     key_src: Path | None = None
     if public_key is not None:
         key_src = _local_file(str(public_key), "--public-key", Path.cwd())
