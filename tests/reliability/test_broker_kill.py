@@ -15,6 +15,7 @@ after de-duplication by id; the outbox ends empty.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -50,6 +51,20 @@ def _persistent(b: MosquittoProcess) -> None:
         "autosave_interval 1\nautosave_on_changes true\nmax_queued_messages 100000\nmax_inflight_messages 1000\n")
 
 
+def _missing(log: Path, sub: Subscriber) -> list[str]:
+    """Alerts the agent logged but the subscriber never got, as 'time sensor state' (diagnostics)."""
+    logged = re.findall(r"^(\S+ \S+) INFO +edgevib.edge.agent: fault alert (\w+): sensor (\S+)",
+                        log.read_text(errors="replace"), re.M)
+    got = [(str(a["sensor"]), str(a["state"])) for a in {str(a["id"]): a for a in sub.alerts}.values()]
+    out = []
+    for t, state, sensor in logged:
+        if (sensor, state) in got:
+            got.remove((sensor, state))
+        else:
+            out.append(f"{t} {sensor} {state}")
+    return out
+
+
 def _sigkill(b: MosquittoProcess) -> None:
     assert b.proc is not None and b.proc.poll() is None, "the broker should be running"
     b.proc.send_signal(signal.SIGKILL)
@@ -78,6 +93,7 @@ def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoPr
     agent: subprocess.Popen[bytes] = start_agent(agent_cmd(pbroker.url, ob), tmp_path / "agent.log")
     stream = Streamer(pub, n=4, period_s=2.0)
     held: list[int] = []
+    events: list[str] = []  # when each broker kill and restart happened, for the diagnostics
     try:
         wait(lambda: bool(sub.last_hb()), 30, "the agent's first heartbeat")
         stream.start()
@@ -89,11 +105,13 @@ def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoPr
             pub.burst(fresh, "IR", n=4)
             time.sleep(0.7)  # the frames reach the frozen agent's socket
             _sigkill(pbroker)
+            events.append(f"{time.strftime('%H:%M:%S')} kill {cycle}")
             os.kill(agent.pid, signal.SIGCONT)
             wait(lambda f=fresh: set(f) <= set(outbox_alert_sensors(ob)), 15,
                  f"cycle {cycle}: alerts of {fresh} raised while the broker is dead, held in the outbox")
             held.append(len(outbox_alert_sensors(ob)))
             pbroker.start()
+            events.append(f"{time.strftime('%H:%M:%S')} restart {cycle}")
             wait(lambda: pub.connected and sub.subscribed, 15, "sensors and subscriber to reconnect")
             stream.paused.clear()
         stream.stop()
@@ -109,6 +127,9 @@ def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoPr
             "held_in_outbox_per_outage": held, "outbox_pending_end": hb["outbox_pending"],
             "agent_alive": agent.poll() is None,
         }
+        if len(delivered_ids) != published:
+            counts["missing"] = _missing(tmp_path / "agent.log", sub)
+            counts["broker_events"] = events
         write_counts("broker_kill", counts)
         assert agent.poll() is None, "the agent survived four broker crashes"
         assert published >= 2 * CYCLES + 4, counts  # the fresh sensors' alerts and the streamers'
