@@ -315,9 +315,9 @@ def fig_faults(r: dict[str, Any]) -> list[str]:
     a.set_title("faults survived: alerts counted three ways", fontsize=9)
     a.legend(fontsize=8)
     first = faults[names[0]]
-    _foot(fig, f"tests/reliability on private Mosquitto + agent process; counts from "
-          f"{r['source']}; {first.get('cores')} cores, load avg {first.get('loadavg')} at {first.get('time_utc')} UTC "
-          "(shared machine)")
+    m = r.get("machine") or {**machine(), "loadavg": first.get("loadavg"), "time_utc": first.get("time_utc")}
+    _foot(fig, f"tests/reliability: private Mosquitto, agent process, subscriber; counts from {r['source']}; "
+          + where(m))
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(OUT / "faults.png", dpi=110)
     plt.close(fig)
