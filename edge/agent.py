@@ -34,6 +34,7 @@ from edgevib.edge.frames import decode
 from edgevib.edge.metrics import Metrics
 from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
+from edgevib.edge.replay import AckReplay
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
 from edgevib.edge.updater import Updater
@@ -88,7 +89,10 @@ class Agent:
         self._anomaly_baseline = anomaly_baseline
         self._pending: list[_Pending] = []
         self._inflight: dict[int, int] = {}  # sink token -> outbox row id
-        self._inflight_kind: dict[int, str] = {}  # sink token -> "alerts" | "evidence"
+        # sink token -> ("alerts" | "evidence" | "replay", topic, payload)
+        self._inflight_rec: dict[int, tuple[str, str, bytes]] = {}
+        self._replay = AckReplay(cfg.outbox.replay_s, clock)
+        self._replay_rids: set[int] = set()  # outbox rows that re-send an acknowledged alert
         self._next_hb = clock()
         self._log_counts: dict[str, int] = {}
         self._rpm_topics = {s.rpm_topic: name for name, s in cfg.sensors.items() if s.rpm_topic}
@@ -258,11 +262,17 @@ class Agent:
                 log.warning("outbox error #%d while delivering: %s", n, exc)
 
     def _deliver(self) -> None:
+        for topic, payload in self._replay.link_state(self.link.connected):
+            self._replay_rids.add(self.outbox.put(topic, payload, qos=1, priority=PRIORITY_ALERT))
+            self.metrics.inc("replayed")  # not alerts_*: these are re-sends of counted alerts
         for acked in self.link.acked():
             rid = self._inflight.pop(acked, None)
-            kind = self._inflight_kind.pop(acked, "alerts")
+            kind, topic, payload = self._inflight_rec.pop(acked, ("alerts", "", b""))
             if rid is not None and self.outbox.ack(rid):
-                self.metrics.inc(f"{kind}_acked")
+                self.metrics.inc("replay_acked" if kind == "replay" else f"{kind}_acked")
+                if kind == "alerts":
+                    self._replay.acked(topic, payload)
+                self._replay_rids.discard(rid)
         if not self.link.connected or len(self.outbox) <= len(self._inflight):
             return
         for rec in self.outbox.pending(100):
@@ -270,11 +280,14 @@ class Agent:
             if token is None:
                 break  # offline or the sink is full: keep the rest in order for later
             self._inflight[token] = rec.id  # before the write that may fail: no re-publish every step
-            # alerts and evidence share the outbox; their counters do not
-            kind = self._inflight_kind[token] = "evidence" if rec.topic == self.topics.evidence else "alerts"
+            # alerts, evidence and re-sends share the outbox; their counters do not
+            kind = ("replay" if rec.id in self._replay_rids else
+                    "evidence" if rec.topic == self.topics.evidence else "alerts")
+            self._inflight_rec[token] = (kind, rec.topic, rec.payload)
             self.outbox.mark_inflight(rec.id)
             # (the sampler's evidence_sent counts windows queued; evidence_published, those sent)
-            self.metrics.inc("alerts_sent" if kind == "alerts" else "evidence_published")
+            if kind != "replay":
+                self.metrics.inc("alerts_sent" if kind == "alerts" else "evidence_published")
 
     def heartbeat(self) -> dict[str, Any]:
         """Publish (QoS 0) and return the heartbeat document."""

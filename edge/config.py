@@ -88,8 +88,13 @@ class OutboxConfig:
     path: str = "edgevib-outbox.sqlite"
     max_rows: int = 10_000
     max_age_s: float = 7 * 24 * 3600.0
+    # After a broker outage, alerts it acknowledged in this many seconds before it went away
+    # are published again (edge/replay.py: a crashing Mosquitto can lose them); 0 = off.
+    replay_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if not self.replay_s >= 0:
+            raise ConfigError("edge.config.outbox", f"replay_s={self.replay_s}", "use seconds >= 0 (0 = off)")
         if self.max_rows < 1:
             raise ConfigError("edge.config.outbox", f"max_rows={self.max_rows}", "use outbox.max_rows >= 1")
         _positive("outbox.max_age_s", self.max_age_s, "use a positive number of seconds")

@@ -135,6 +135,32 @@ def test_alerts_wait_in_the_outbox_while_offline_then_arrive_in_order(rig: dict)
     assert [a["sensor"] for a in got] == ["s1", "s2", "s3"] and len(rig["outbox"]) == 0
 
 
+def test_alerts_acknowledged_just_before_a_broker_crash_are_sent_again(rig: dict) -> None:
+    """Mosquitto acks QoS 1 before it persists: the agent re-sends what was acked just before an outage."""
+    agent, bus, link, cloud, clock = rig["agent"], rig["bus"], rig["link"], rig["cloud"], rig["clock"]
+    _send(rig["sensor"], "de", simulate("IR", duration_s=2.0, seed=3, severity=3.0))
+    _run(agent, clock, 30)
+    first = [a for a in _alerts(cloud) if a["state"] == "raised"]
+    assert len(first) == 1 and agent.metrics.counters["alerts_acked"] == 1
+    bus.disconnect_all()  # the broker dies right after acknowledging (within outbox.replay_s = 5 s)
+    _run(agent, clock, 2)
+    cloud.reconnect()
+    link.reconnect()
+    _run(agent, clock, 3)
+    again = [a for a in _alerts(cloud) if a["state"] == "raised"]
+    assert [a["id"] for a in again] == [first[0]["id"]]  # the same alert, once more: receivers de-duplicate
+    c = agent.metrics.counters
+    assert c["replayed"] == 1 and c["replay_acked"] == 1 and c["alerts_acked"] == 1 and len(rig["outbox"]) == 0
+    # an outage long after the last acknowledgement re-sends nothing
+    clock.t += 60
+    bus.disconnect_all()
+    _run(agent, clock, 2)
+    cloud.reconnect()
+    link.reconnect()
+    _run(agent, clock, 3)
+    assert _alerts(cloud) == [] and c["replayed"] == 1
+
+
 def _msg(name: str, x: np.ndarray, i: int) -> object:
     from edgevib.edge.source import Message
 
