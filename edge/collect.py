@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.config import EvidenceUploadConfig
-from edgevib.edge.errors import EdgeError, FrameError, OutboxFullError
+from edgevib.edge.errors import EdgeError, FrameError, OutboxError, OutboxFullError
 from edgevib.edge.evidence_wire import EvidenceRecord, encode
 from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_DATA, Outbox
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the cloud imports TokenBucket without the edge's psutil
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
-DROP_REASONS: tuple[str, ...] = ("rate_limited", "outbox_cap", "outbox_full", "invalid")
+DROP_REASONS: tuple[str, ...] = ("rate_limited", "outbox_cap", "outbox_full", "outbox_error", "invalid")
 
 
 class TokenBucket:
@@ -148,6 +148,9 @@ class EvidenceSampler:
             self.outbox.put(self.topics.evidence, payload, qos=1, priority=PRIORITY_DATA)
         except OutboxFullError:
             self._drop("outbox_full")
+            return False
+        except OutboxError as exc:  # e.g. the disk is full: evidence is dropped, the agent runs on
+            self._drop("outbox_error", exc)
             return False
         seen.sent = reason
         self.sent += 1

@@ -178,11 +178,13 @@ class Outbox:
 
     def ack(self, record_id: int) -> bool:
         """The broker acknowledged the record: delete it. False if it was already gone."""
-        with self._lock, self._tx():
-            row = self._db.execute("SELECT LENGTH(payload) FROM outbox WHERE id=?", (record_id,)).fetchone()
-            if row is None:
-                return False
-            self._db.execute("DELETE FROM outbox WHERE id=?", (record_id,))
+        with self._lock:
+            with self._tx():
+                row = self._db.execute("SELECT LENGTH(payload) FROM outbox WHERE id=?", (record_id,)).fetchone()
+                if row is None:
+                    return False
+                self._db.execute("DELETE FROM outbox WHERE id=?", (record_id,))
+            # counted only once the delete is committed (a full disk can fail the commit)
             self._rows -= 1
             self._bytes -= row[0]
             self.stats.acked += 1
@@ -192,11 +194,12 @@ class Outbox:
         """Delete records older than ``max_age_s`` (alerts kept unless ``keep_alerts`` is False)."""
         cutoff = self.clock() - max_age_s
         top = PRIORITY_ALERT if keep_alerts else PRIORITY_ALERT + 1
-        with self._lock, self._tx():
-            gone = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE created < ? AND priority < ?",
-                (cutoff, top)).fetchone()
-            self._db.execute("DELETE FROM outbox WHERE created < ? AND priority < ?", (cutoff, top))
+        with self._lock:
+            with self._tx():
+                gone = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox WHERE created < ? AND priority < ?",
+                    (cutoff, top)).fetchone()
+                self._db.execute("DELETE FROM outbox WHERE created < ? AND priority < ?", (cutoff, top))
             self._rows -= gone[0]
             self._bytes -= gone[1]
             self.stats.expired += gone[0]
@@ -228,6 +231,14 @@ class _Tx:
                 self.db.execute("COMMIT")
                 return
             except sqlite3.Error as err:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise OutboxError("edge.outbox", f"commit failed ({err})", "check disk space") from err
-        self.db.execute("ROLLBACK")
+        self._rollback()
+        if isinstance(exc, sqlite3.Error):  # e.g. "database or disk is full" inside the transaction
+            raise OutboxError("edge.outbox", f"cannot write ({exc})", "check disk space and permissions") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:  # SQLite already rolled back (disk full, I/O error): nothing to undo
+            pass

@@ -203,3 +203,20 @@ def test_healthy_sampling_is_seeded(tmp_path: Path) -> None:
             s.observe("de", i, np.zeros(W, np.float32), _probs(0, 0.99), None)
         picks.append([r.t_ns for _, r in _records(ob)])  # type: ignore[attr-defined]
     assert picks[0] == picks[1] and 20 <= len(picks[0]) <= 70
+
+
+def test_a_failing_outbox_drops_evidence_and_the_sampler_goes_on(tmp_path: Path) -> None:
+    from edgevib.edge.errors import OutboxError
+
+    clock = Clock()
+    s, ob = _sampler(tmp_path, clock, alert_windows=2, low_confidence=0.0, healthy_every=10**9)
+    x = np.zeros(W, np.float32)
+    for i in range(2):
+        s.observe("de", i, x, _probs(4, 0.95), None)
+
+    def full(*_a: object, **_k: object) -> int:
+        raise OutboxError("edge.outbox", "cannot write (database or disk is full)", "check disk space")
+
+    ob.put = full  # type: ignore[method-assign]
+    assert s.on_alert("de", "a1") == 0
+    assert s.dropped["outbox_error"] == 2 and s.sent == 0

@@ -151,3 +151,22 @@ def test_expire_keeps_alerts(tmp_path: Path) -> None:
     assert [r.payload for r in ob.pending()] == [b"old-alert", b"new"] and len(ob) == 2
     assert ob.expire(500.0, keep_alerts=False) == 1
     assert [r.id for r in ob.pending()] == [keep] and ob.size_bytes == 3
+
+
+def test_a_full_disk_raises_outbox_error_and_keeps_the_counts_true(tmp_path: Path) -> None:
+    """SQLite's page cap stands in for a full disk: the same "database or disk is full" error."""
+    ob = Outbox(tmp_path / "ob.sqlite", max_rows=10**6, max_bytes=10**9)
+    ob._db.execute("PRAGMA max_page_count = 40")  # a few dozen 4 KiB pages
+    stored = 0
+    with pytest.raises(OutboxError) as info:  # an OutboxError, never a raw sqlite3 error
+        for _ in range(1000):
+            ob.put("t", b"x" * 3000)
+            stored += 1
+    assert not isinstance(info.value, OutboxFullError) and "disk" in str(info.value)
+    rows = ob._db.execute("SELECT COUNT(*), SUM(LENGTH(payload)) FROM outbox").fetchone()
+    assert len(ob) == rows[0] == stored and ob.size_bytes == rows[1]
+    # space comes back as rows are acknowledged; the counts follow the committed deletes only
+    first = ob.pending(1)[0]
+    assert ob.ack(first.id) and len(ob) == stored - 1
+    ob.put("t", b"y" * 100)
+    assert len(ob) == stored == ob._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
