@@ -398,7 +398,7 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
     if r:
         if r.get("pytest_rc") not in (0, None):
             lines += [f"**The reliability suite failed in this run** (pytest exit {r['pytest_rc']}): rows where "
-                      "delivered differs from published lost an alert; see reliability.md, 'One loss seen'.", ""]
+                      "delivered differs from published lost an alert; see reliability.md, 'One loss seen, and the fix'.", ""]
         lines += ["![faults](report/faults.png)", "",
                   f"`pytest tests/reliability` ({r.get('pytest_summary', 'not run by this report')}; "
                   f"{r.get('wall_s', '-')} s). What each test does: [reliability.md](reliability.md).", "",
