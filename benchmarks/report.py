@@ -342,7 +342,7 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
         if s is None:
             lines.append(f"| {p} | never | not measured yet |")
             continue
-        how = "this run" if p in measured_now else f"**reused** from the report run of {s['measured_utc']} UTC"
+        how = "this run" if p in measured_now else f"**reused** from the report run of {s['measured_utc']}"
         if p == "soak":
             how = "the last `benchmarks/soak.py` run (docs/report/soak.json; not re-run by `make report`)"
         if p == "reliability" and p not in measured_now:
