@@ -18,6 +18,12 @@ Parts:
 * ``reliability``: ``pytest tests/reliability`` (broker SIGKILL x4, outbox disk full,
   network cut, code-safety scan), then the counts they wrote under ``$EDGEVIB_ARTIFACTS``
   (default ``test-artifacts/``).
+* ``security``: the MQTT security suite, the model-update tests (signatures, tampered and
+  unsigned models, NaN rollback, canary halt), the dashboard's token tests and the
+  code-safety scan, each with its pytest result.
+* ``loop``: ``tests/cloud/test_closed_loop.py`` (real broker, agent and Flink job) and the
+  numbers it writes: the promotion gate's accuracies and the time from trigger to the new
+  model running on the agent.
 * ``soak``: ``docs/report/soak.json`` from ``benchmarks/soak.py`` (30 min; not re-run unless
   ``--soak-minutes`` is given).
 
@@ -48,7 +54,20 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 OUT = REPO / "docs" / "report"
 STATE = OUT / "report.json"
-PARTS = ("edge", "models", "flink", "reliability", "soak")
+PARTS = ("edge", "models", "flink", "reliability", "security", "loop", "soak")
+SECURITY_SUITES = (
+    ("tests/security", "MQTT: TLS with a test CA, passwords, a per-gateway ACL (a gateway cannot publish as "
+     "another or read another's models topic); plaintext and bad passwords refused"),
+    ("tests/edge/integration/test_model_update.py", "model updates on a real broker and agent: tampered and unsigned "
+     "models rejected while the old model keeps running; a NaN model rolled back; a canary with the wrong key "
+     "halts the rollout"),
+    ("tests/edge/test_updates.py", "the update format: Ed25519 signature, sha256, size and manifest checks, "
+     "chunk assembly bounds, fuzzed garbage"),
+    ("tests/cloud/test_dashboard.py", "dashboard/API: a token on every route (SSE included), bad tokens 401, "
+     "constant-time compare, binds 127.0.0.1 by default"),
+    ("tests/reliability/test_code_safety.py", "no module passes input to pickle, eval/exec, yaml.load or a shell "
+     "(AST scan), ruff's S-rules stay on"),
+)
 
 
 def machine() -> dict[str, Any]:
@@ -182,6 +201,31 @@ def read_reliability() -> dict[str, Any]:
         faults[f.stem] = json.loads(f.read_text())
     src = artifacts()
     return {"faults": faults, "source": str(src.relative_to(REPO) if src.is_relative_to(REPO) else src)}
+
+
+def _pytest(path: str) -> tuple[int, str]:
+    p = subprocess.run([sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider"],
+                       cwd=REPO, capture_output=True, text=True)
+    tail = [line for line in p.stdout.strip().splitlines() if line.strip()][-1:] or [""]
+    return p.returncode, tail[0].strip("= ")
+
+
+def part_security() -> dict[str, Any]:
+    before = machine()
+    rows = []
+    for path, what in SECURITY_SUITES:
+        rc, summary = _pytest(path)
+        rows.append({"suite": path, "what": what, "rc": rc, "summary": summary})
+    return {"suites": rows, "machine": before}
+
+
+def part_loop() -> dict[str, Any]:
+    """The closed-loop end-to-end test; its numbers come from the JSON it writes."""
+    before = machine()
+    rc, summary = _pytest("tests/cloud/test_closed_loop.py")
+    f = artifacts().parent / "closed_loop.json"
+    data = json.loads(f.read_text()) if f.exists() and rc == 0 else {}
+    return {**data, "pytest_rc": rc, "pytest_summary": summary, "machine": before}
 
 
 def part_soak(minutes: float, sensors: int) -> dict[str, Any]:
@@ -414,6 +458,33 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
                   "covered by `tests/cloud/test_pipeline.py::test_kill_and_restart_from_checkpoint_loses_and_doubles_"
                   "nothing` (stored alerts = distinct alerts published, per-asset and per-site window counts equal "
                   "the test's own count); not re-run by this report (it needs its own 1-2 min mini-cluster).", ""]
+    sec = state.get("security", {}).get("data")
+    lines += ["## Security", ""]
+    if sec:
+        lines += [f"Suites run by this report ({where(sec['machine'])}):", "",
+                  "| suite | what it shows | result |", "|---|---|---|"]
+        lines += [f"| `{r['suite']}` | {r['what']} | {'**FAILED**: ' if r['rc'] else ''}{r['summary']} |"
+                  for r in sec["suites"]]
+        lines += ["", "Details: [security.md](security.md), [updates.md](updates.md), [dashboard.md](dashboard.md).", ""]
+    lp = state.get("loop", {}).get("data")
+    lines += ["## Closed loop: missed fault -> retrained model on the agent", ""]
+    if lp and lp.get("pytest_rc") == 0 and "gate" in lp:
+        g = lp["gate"]
+        lines += [f"`tests/cloud/test_closed_loop.py` ({lp['pytest_summary']}; real Mosquitto, agent process and "
+                  f"Flink job; {where(lp['machine'])}): an NSAE-LCN trained without outer-race data missed a replayed "
+                  f"`OR021` recording (raised `{lp['missed_as']}`); {lp['evidence_windows']} evidence windows were "
+                  "uploaded and labelled; the job triggered a retrain; the gate compared:", "",
+                  "| set | running model | candidate |", "|---|---|---|",
+                  f"| fixed held-out ({g['n_holdout']} windows; tolerance {g['tolerance_pt']:g} pt) | "
+                  f"{g['old_holdout']:.2f} % | {g['new_holdout']:.2f} % |",
+                  f"| new data held out by time ({g['n_new_eval']} windows; min gain {g['min_gain_pt']:g} pt) | "
+                  f"{g['old_new']:.2f} % | {g['new_new']:.2f} % |", "",
+                  f"Promoted, signed, pushed; the agent then raised `{lp['after_update']}` on the same recording. "
+                  f"**Trigger to new model running: {lp['trigger_to_running_s']:.1f} s** (target < 120 s); "
+                  f"of which training {lp['worker_seconds'].get('train', 0):.1f} s. Details: "
+                  "[closed_loop.md](closed_loop.md).", ""]
+    elif lp:
+        lines += [f"**The closed-loop test failed in this run** ({lp.get('pytest_summary')}).", ""]
     s = state.get("soak", {}).get("data")
     lines += ["## Memory over time (soak)", ""]
     if s and "missing" not in s:
@@ -442,7 +513,7 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for p in ("edge", "models", "flink", "reliability"):
+    for p in ("edge", "models", "flink", "reliability", "security", "loop"):
         ap.add_argument(f"--skip-{p}", action="store_true", help=f"reuse the last {p} numbers")
     ap.add_argument("--ladder", default="25,100,200", help="sensors per agent trial (short mode)")
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds per agent trial")
@@ -460,6 +531,8 @@ def main() -> int:
         "models": lambda: part_models(args.model_calls),
         "flink": lambda: part_flink(args.flink_records),
         "reliability": part_reliability,
+        "security": part_security,
+        "loop": part_loop,
         "soak": lambda: part_soak(args.soak_minutes, args.soak_sensors),
     }
     measured: set[str] = set(state.get("_measured_in_last_run", [])) if args.render_only else set()
