@@ -252,3 +252,40 @@ def settled(sub: Subscriber) -> Callable[[], bool]:
                 and c.get("inflight", 1) == 0 and hb.get("outbox_pending", 1) == 0
                 and len(sub.ids()) == raised_by_agent(hb))
     return check
+
+
+class CloudBridge:
+    """The cloud's MQTT -> spool bridge (persistent session, acks after fsync) in this process;
+    the distinct alert ids in its spool files are what the cloud side stored."""
+
+    def __init__(self, url: str, tmp: Path, client_id: str) -> None:
+        from edgevib.cloud.bridge import Bridge
+        from edgevib.cloud.config import load_config
+
+        self.spool = tmp / "spool"
+        self.bridge = Bridge(load_config(None, env={}, overrides={
+            "broker_url": url, "spool_dir": str(self.spool), "store_url": f"sqlite:///{tmp}/cloud.db",
+            "checkpoint_dir": str(tmp / "ck"), "bridge": {"client_id": client_id, "flush_ms": 50}}))
+        self.bridge.start()
+
+    def alert_ids(self, at_least: int = 0, timeout: float = 30.0) -> set[str]:
+        """Distinct alert ids spooled so far, waiting (bounded) until there are ``at_least``."""
+        import csv
+
+        from edgevib.cloud.bridge import SPOOL_SUFFIX
+        from edgevib.cloud.ingest import SPOOL_COLUMN_NAMES
+
+        kind, ident = SPOOL_COLUMN_NAMES.index("kind"), SPOOL_COLUMN_NAMES.index("id")
+
+        def ids() -> set[str]:
+            out: set[str] = set()
+            for f in sorted(self.spool.glob(f"*{SPOOL_SUFFIX}")):
+                with f.open(newline="") as fh:
+                    out |= {row[ident] for row in csv.reader(fh) if row and row[kind] == "alert"}
+            return out
+
+        wait(lambda: len(ids()) >= at_least, timeout, "the bridge to spool the alerts", strict=False)
+        return ids()
+
+    def stop(self) -> None:
+        self.bridge.stop()

@@ -8,8 +8,12 @@ would). Four sensors stream in real time and flip between healthy and inner-race
 SIGKILLed, and the agent is thawed: it raises those alerts while the broker is dead, and
 the test sees them waiting in the outbox before the broker comes back.
 
-Asserted: the agent survives; every alert the agent counted reaches the subscriber, once
-after de-duplication by id; the outbox ends empty.
+The cloud's MQTT -> spool bridge (cloud/bridge.py: persistent MQTT 5 session, acknowledges
+only after a batch is fsynced) runs beside the subscriber: its spool files are what the Flink
+job reads, so the distinct alert ids in them are the alerts "stored" on the cloud side.
+
+Asserted: the agent survives; every alert the agent counted reaches the subscriber and the
+bridge's spool, once after de-duplication by id; the outbox ends empty.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pytest
 
 from edgevib.broker import MosquittoProcess
 from tests.reliability.common import (
+    CloudBridge,
     Publisher,
     Streamer,
     Subscriber,
@@ -89,6 +94,7 @@ def pbroker() -> Iterator[MosquittoProcess]:
 def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoProcess, tmp_path: Path) -> None:
     ob = tmp_path / "ob.sqlite"
     sub = Subscriber(pbroker.port, "rel-cloud-kill", persistent=True)
+    bridge = CloudBridge(pbroker.url, tmp_path, "rel-bridge-kill")
     pub = Publisher(pbroker.port)
     agent: subprocess.Popen[bytes] = start_agent(agent_cmd(pbroker.url, ob), tmp_path / "agent.log")
     stream = Streamer(pub, n=4, period_s=2.0)
@@ -118,10 +124,12 @@ def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoPr
         wait(settled(sub), 60, "the agent to go idle and every alert it counted to arrive", strict=False)
         hb = sub.last_hb()
         published, delivered_ids = raised_by_agent(hb), sub.ids()
+        spooled = bridge.alert_ids(at_least=published)
         counts = {
             "broker_kills": CYCLES, "frames_streamed": stream.sent,
             "alerts_published": published, "alerts_received_raw": len(sub.alerts),
             "alerts_delivered_distinct": len(delivered_ids),
+            "alerts_stored_bridge_spool": len(spooled),
             "alerts_acked_via_outbox": int(hb["counters"].get("alerts_acked", 0)),
             "outbox_write_failed": int(hb["counters"].get("outbox_write_failed", 0)),
             "held_in_outbox_per_outage": held, "outbox_pending_end": hb["outbox_pending"],
@@ -134,11 +142,13 @@ def test_broker_sigkill_restart_x4_every_alert_arrives_once(pbroker: MosquittoPr
         assert agent.poll() is None, "the agent survived four broker crashes"
         assert published >= 2 * CYCLES + 4, counts  # the fresh sensors' alerts and the streamers'
         assert len(delivered_ids) == published, counts
+        assert spooled == delivered_ids, counts  # the cloud side stored exactly the alerts delivered
         assert counts["alerts_acked_via_outbox"] == published, counts
         assert hb["outbox_pending"] == 0
         assert {f"k{c}{x}" for c in range(CYCLES) for x in "ab"} <= sub.sensors()
     finally:
         stream.stop()
         stop_agent(agent)
+        bridge.stop()
         pub.close()
         sub.close()

@@ -21,6 +21,7 @@ import pytest
 
 from edgevib.broker import MosquittoProcess
 from tests.reliability.common import (
+    CloudBridge,
     Publisher,
     Subscriber,
     agent_cmd,
@@ -70,6 +71,7 @@ def test_outbox_disk_full_agent_survives_publishes_directly_and_recovers(
         broker: MosquittoProcess, small_fs: Path, tmp_path: Path) -> None:
     ob = small_fs / "ob.sqlite"
     sub = Subscriber(broker.port, "rel-cloud-disk")
+    bridge = CloudBridge(broker.url, tmp_path, "rel-bridge-disk")
     pub = Publisher(broker.port)
     agent = start_agent(agent_cmd(broker.url, ob), tmp_path / "agent.log")
     try:
@@ -100,6 +102,7 @@ def test_outbox_disk_full_agent_survives_publishes_directly_and_recovers(
             "outbox_fs": "tmpfs size=1m", "free_kb_when_full": free.split()[-1] if free.split() else "?",
             "alerts_published": p3["published"], "alerts_received_raw": len(sub.alerts),
             "alerts_delivered_distinct": len(sub.ids()), "alerts_acked_via_outbox": p3["acked"],
+            "alerts_stored_bridge_spool": len(bridge.alert_ids(at_least=p3["published"])),
             "outbox_write_failed": p3["write_failed"], "outbox_errors": int(hb["counters"].get("outbox_errors", 0)),
             "phases": {"space": p1, "disk_full": p2, "space_back": p3},
             "outbox_pending_end": hb["outbox_pending"], "agent_alive": agent.poll() is None,
@@ -107,7 +110,9 @@ def test_outbox_disk_full_agent_survives_publishes_directly_and_recovers(
         write_counts("disk_full", counts)
         assert len(sub.ids()) == p3["published"] == p3["acked"] + p3["write_failed"], counts
         assert {"d1a", "d1b", "d2a", "d2b", "d2c", "d3a", "d3b"} <= sub.sensors()
+        assert bridge.alert_ids() == sub.ids(), counts
     finally:
         stop_agent(agent)
+        bridge.stop()
         pub.close()
         sub.close()

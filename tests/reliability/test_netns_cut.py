@@ -33,6 +33,7 @@ import pytest
 
 from edgevib.broker import MosquittoProcess
 from tests.reliability.common import (
+    CloudBridge,
     Publisher,
     Subscriber,
     agent_cmd,
@@ -105,6 +106,7 @@ def test_link_cut_while_alerts_are_raised_agent_notices_and_every_alert_arrives_
         netns: Netns, nbroker: MosquittoProcess, tmp_path: Path) -> None:
     ob, log = tmp_path / "ob.sqlite", tmp_path / "agent.log"
     sub = Subscriber(nbroker.port, "rel-cloud-net")
+    bridge = CloudBridge(nbroker.url, tmp_path, "rel-bridge-net")
     pub = Publisher(nbroker.port)
     cmd = ["ip", "netns", "exec", netns.name, *agent_cmd(f"mqtt://{netns.host_ip}:{nbroker.port}", ob)]
     agent = start_agent(cmd, log, EDGEVIB_KEEPALIVE_S="2")  # `ip netns exec` execs: same pid
@@ -138,6 +140,7 @@ def test_link_cut_while_alerts_are_raised_agent_notices_and_every_alert_arrives_
         counts = {
             "link_cuts": 1, "keepalive_s": 2, "alerts_published": published, "alerts_received_raw": len(sub.alerts),
             "alerts_delivered_distinct": len(sub.ids()), "alerts_acked_via_outbox": int(hb["counters"].get("alerts_acked", 0)),
+            "alerts_stored_bridge_spool": len(bridge.alert_ids(at_least=published)),
             "held_in_outbox_while_down": held, "disconnect_noticed_after_s": round(t_noticed, 1),
             "reconnected_after_link_up_s": round(t_reconnect, 1), "outbox_pending_end": hb["outbox_pending"],
             "agent_alive": agent.poll() is None,
@@ -146,8 +149,10 @@ def test_link_cut_while_alerts_are_raised_agent_notices_and_every_alert_arrives_
         assert agent.poll() is None
         assert published == 4 and held == fresh, counts
         assert len(sub.ids()) == published == counts["alerts_acked_via_outbox"], counts
+        assert bridge.alert_ids() == sub.ids(), counts
         assert hb["outbox_pending"] == 0
     finally:
         stop_agent(agent)
+        bridge.stop()
         pub.close()
         sub.close()
