@@ -137,12 +137,17 @@ class RetrainConfig:
     push_timeout_s: float = 60.0
     poll_s: float = 1.0
     seed: int = 0
+    arch: str = "nsae-lcn"  # what the worker retrains: "nsae-lcn" (about 30 s here) or "cnn" (minutes)
     nsae_iters: int = 150
     clf_iters: int = 300
+    cnn_epochs: int = 30
+    cnn_steps_per_epoch: int = 60
 
     def __post_init__(self) -> None:
         if not 0 < self.new_eval_frac < 1:
             raise ConfigError("cloud.config", f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
+        if self.arch not in ("nsae-lcn", "cnn"):
+            raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", "use 'nsae-lcn' or 'cnn'")
         if self.push_to not in ("model", "trigger"):
             raise ConfigError("cloud.config", f"retrain.push_to={self.push_to!r}", "use 'model' or 'trigger'")
         if min(self.tolerance_pt, self.min_gain_pt, self.canary_pct) < 0 or self.poll_s <= 0:

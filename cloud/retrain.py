@@ -1,7 +1,8 @@
 """The retrain worker: retrain trigger -> candidate model -> promotion gate -> registry -> push.
 
 The Flink job writes ``retrain_triggers`` (enough newly labelled windows, or anomaly drift);
-this worker owns ``retrain_runs``: it claims each trigger once, retrains NSAE-LCN on the fixed
+this worker owns ``retrain_runs``: it claims each trigger once, retrains NSAE-LCN (or the CNN,
+``retrain.arch``) on the fixed
 base training set plus the operators' labelled evidence windows, and evaluates the current and
 the candidate model on
 
@@ -253,26 +254,36 @@ class Worker:
 
     def _train(self, x_new: np.ndarray, y_new: np.ndarray, version: str) -> bytes:
         require("onnx", extra="train", feature="exporting retrained models")
-        from edgevib.models import nsae_lcn  # noqa: PLC0415
         from edgevib.models.contract import ModelMeta, attach  # noqa: PLC0415
         from edgevib.models.split import WindowSet  # noqa: PLC0415
 
-        b = self.base
+        b, cfg = self.base, self.cfg
         classes = tuple(dict.fromkeys([*sorted(set(b.y_train.tolist()), key=_class_key),
                                        *sorted(set(y_new.tolist()), key=_class_key)]))
-        # A new class may arrive with a few dozen windows against hundreds per known class:
-        # repeat the new windows up to the median class size so the softmax does not ignore them.
+        # NSAE-LCN's softmax sees windows as they come: a new class arriving with a few dozen
+        # windows against hundreds per known class is repeated up to the median class size.
+        # The CNN samples balanced over classes by itself.
         per_class = np.median([np.sum(b.y_train == c) for c in set(b.y_train.tolist())])
-        reps = max(1, int(per_class // max(1, len(x_new))))
+        reps = 1 if cfg.arch == "cnn" else max(1, int(per_class // max(1, len(x_new))))
         xs = np.concatenate([b.x_train, *[x_new] * reps]).astype(np.float32)
         ys = np.concatenate([b.y_train, *[y_new] * reps])
         idx = {c: i for i, c in enumerate(classes)}
         n = len(xs)
-        ws = WindowSet(xs, np.asarray([idx[c] for c in ys], np.int64), classes, np.zeros(n, np.int64),
-                       np.zeros(n, np.int64), ("base+evidence",), b.fs, np.zeros(n))
-        model = nsae_lcn.train(ws, seed=self.cfg.seed, nsae_iters=self.cfg.nsae_iters, clf_iters=self.cfg.clf_iters)
-        meta = ModelMeta(classes, b.fs, model.window, model.window // 2, nsae_lcn.ARCH, version,
-                         trained_on=f"base + {len(x_new)} labelled evidence windows")
+        # each window its own recording: the CNN's crops then never span two windows
+        ws = WindowSet(xs, np.asarray([idx[c] for c in ys], np.int64), classes, np.arange(n),
+                       np.zeros(n, np.int64), tuple(f"w{i}" for i in range(n)), b.fs, np.zeros(n))
+        trained_on = f"base + {len(x_new)} labelled evidence windows"
+        if cfg.arch == "cnn":
+            require("torch", extra="train", feature="retraining the CNN")
+            from edgevib.models import cnn  # noqa: PLC0415
+
+            net = cnn.train(ws, seed=cfg.seed, epochs=cfg.cnn_epochs, steps_per_epoch=cfg.cnn_steps_per_epoch)
+            meta = ModelMeta(classes, b.fs, ws.window, ws.window // 2, "cnn", version, trained_on=trained_on)
+            return bytes(attach(net.to_onnx(), meta).SerializeToString())
+        from edgevib.models import nsae_lcn  # noqa: PLC0415
+
+        model = nsae_lcn.train(ws, seed=cfg.seed, nsae_iters=cfg.nsae_iters, clf_iters=cfg.clf_iters)
+        meta = ModelMeta(classes, b.fs, model.window, model.window // 2, nsae_lcn.ARCH, version, trained_on=trained_on)
         return bytes(attach(model.to_onnx(), meta).SerializeToString())
 
     def _push(self, registry: Any, man: Any, trig: dict[str, Any]) -> dict[str, Any]:

@@ -184,3 +184,38 @@ def test_cli_base_and_retrain_once(cwru_dir: Path, tmp_path: Path, capsys: pytes
     monkeypatch.setenv("EDGEVIB_RETRAIN__BASE", str(tmp_path / "nope.npz"))
     assert main(["cloud", "retrain", "--once", "--store", f"sqlite:///{tmp_path}/s.db"]) != 0
     assert "save_base" in capsys.readouterr().err
+
+
+def test_worker_retrains_the_cnn_when_asked(tmp_path: Path) -> None:
+    """``retrain.arch = "cnn"``: the same loop with the WDCNN trainer (a few steps here: the path, not the accuracy)."""
+    from edgevib.cloud.retrain import Worker, save_base
+    from edgevib.cloud.store import Store
+    from edgevib.models import cnn
+    from edgevib.models.contract import ModelMeta, attach, read_meta
+    from edgevib.models.registry import Registry, keygen
+    from edgevib.models.split import WindowSet
+
+    x = np.concatenate([_sim_windows("normal", 16, 1), _sim_windows("IR", 16, 2)])
+    n = len(x)
+    train = WindowSet(x, np.repeat([0, 1], 16), ("normal", "IR007"), np.arange(n), np.zeros(n, np.int64),
+                      tuple(f"w{i}" for i in range(n)), 12000.0, np.zeros(n))
+    base = save_base(tmp_path / "base.npz", train, train)
+    first = cnn.train(train, seed=0, epochs=1, steps_per_epoch=3, batch_size=8)
+    (tmp_path / "cnn.onnx").write_bytes(attach(first.to_onnx(), ModelMeta(train.classes, 12000.0, 2048, 1024, "cnn", "1"))
+                                        .SerializeToString())
+    priv, _ = keygen(tmp_path / "keys")
+    reg = Registry(tmp_path / "reg", private_key=priv)
+    reg.add(tmp_path / "cnn.onnx", name="cnn", version="1")
+    x_or = _sim_windows("OR", 10, 5)
+    rows = [{"id": f"e{i}", "site": "p", "gateway": "g", "sensor": "de", "label": "OR007", "t_ms": 1000 + 85 * i}
+            for i in range(len(x_or))]
+    store = Store("sqlite:///:memory:")
+    store.upsert("retrain_triggers", [{"id": "retrain:cnn:1", "reason": "labels", "model_name": "cnn", "site": "p",
+                                       "gateway": "g", "n_windows": 10, "ts_ms": 1, "detail": "{}"}])
+    # a gate that passes anything: this test is about the CNN path, the gate has its own tests
+    cfg = RetrainConfig(base=str(base), registry=str(tmp_path / "reg"), private_key=str(priv), push=False,
+                        arch="cnn", cnn_epochs=1, cnn_steps_per_epoch=3, tolerance_pt=100.0, min_gain_pt=0.0)
+    (res,) = Worker(cfg, store, FakeEvidence(x_or, ["OR007"] * len(x_or), rows), broker_url="mqtt://x:1").run_pending()
+    assert res.status == "promoted", res.decision
+    meta = read_meta(reg.get("cnn", "2").model_path)
+    assert meta.arch == "cnn" and meta.classes == ("normal", "IR007", "OR007") and meta.version == "2"
