@@ -500,9 +500,9 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
                   f"`benchmarks/soak.py --minutes {s['minutes']:g} --sensors {ld['sensors']}`: {ld['sensors']} "
                   f"simulated sensors at 12 kHz ({ld['frames_per_s']} frames/s, {ld['windows_per_s']} windows/s; "
                   f"each sensor faulty one {ld['fault_period_s']:g} s period in four, so alerts are raised and "
-                  f"cleared throughout), model `{ld['model']}`, anomaly on. The rated load was chosen well under "
-                  "the 400 sensors docs/agent.md measured on a quiet machine, to leave CPU for the other engineers "
-                  f"(agent mean CPU {s['cpu_percent_mean']} % of one core).", "",
+                  f"cleared throughout), model `{ld['model']}`, anomaly on. Rated load: {ld['sensors']} sensors "
+                  f"= {ld['sensors'] / 400:.0%} of the 400 sensors docs/agent.md measured sustained on a quiet "
+                  f"machine (agent mean CPU {s['cpu_percent_mean']} % of one core).", "",
                   f"* RSS {s['rss_warm_mb']} MB at the end of warm-up ({s['warmup_min']:g} min) -> {s['rss_end_mb']} MB "
                   f"at the end (medians over {s['rss_median_window_s']:g} s): **{s['rss_growth_percent']:+.2f} %, "
                   f"{s['verdict']}** (criterion < 5 %).",
@@ -511,8 +511,8 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
                   f"outbox depth max {s['outbox_pending_max']}, at the end {s['outbox_pending_end']}; inbox depth max "
                   f"{s['queue_depth_max']}.",
                   f"* {where(s['machine_start'])}; load avg at the end {s['machine_end']['loadavg']}; 1-minute "
-                  f"load average during the run {s.get('loadavg_1m_range')} (min, max over the samples): other "
-                  "engineers' tests and benchmarks ran at the same time.", ""]
+                  f"load average during the run {s.get('loadavg_1m_range')} (min, max over the samples; other "
+                  "work on the machine shows up there).", ""]
     elif s:
         lines += [s["missing"], ""]
     return "\n".join(lines) + "\n"
