@@ -378,9 +378,10 @@ def write_md(state: dict[str, Any], measured_now: set[str]) -> str:
     now = machine()
     lines = ["# edgevib: measured report", "",
              f"Written by `make report` (`benchmarks/report.py`) at {now['time_utc']} UTC on {where(now)}.",
-             "The machine is **shared with four other engineers' tests and training** (2 cores): every number "
-             "below carries the load average at the time it was taken; throughput and latency understate a "
-             "quiet gateway. Speed numbers belong here, not in tests.", "",
+             "The machine is a **shared 2-core development VM** (other sessions' tests and training ran on it "
+             "during some of these measurements): every number below carries the load average at the time it "
+             "was taken; under load, throughput and latency understate a quiet gateway. Speed numbers belong "
+             "here, not in tests.", "",
              "| part | measured | source |", "|---|---|---|"]
     for p in PARTS:
         s = state.get(p)
