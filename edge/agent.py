@@ -282,12 +282,13 @@ class Agent:
             self._inflight[token] = rec.id  # before the write that may fail: no re-publish every step
             # alerts, evidence and re-sends share the outbox; their counters do not
             kind = ("replay" if rec.id in self._replay_rids else
-                    "evidence" if rec.topic == self.topics.evidence else "alerts")
+                    "evidence" if rec.topic == self.topics.evidence else
+                    "model_status" if rec.topic == self.topics.model_status else "alerts")
             self._inflight_rec[token] = (kind, rec.topic, rec.payload)
             self.outbox.mark_inflight(rec.id)
             # (the sampler's evidence_sent counts windows queued; evidence_published, those sent)
-            if kind != "replay":
-                self.metrics.inc("alerts_sent" if kind == "alerts" else "evidence_published")
+            if kind in ("alerts", "evidence", "model_status"):
+                self.metrics.inc("alerts_sent" if kind == "alerts" else f"{kind}_published")
 
     def heartbeat(self) -> dict[str, Any]:
         """Publish (QoS 0) and return the heartbeat document."""

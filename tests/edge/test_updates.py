@@ -297,3 +297,24 @@ def test_an_unwritable_model_dir_rejects_the_update_and_keeps_the_old_model(rig:
     (st,) = _statuses(cloud)
     assert (st["result"], st["reason"]) == ("rejected", "store_failed")
     assert agent.model_info["sha256"] == old_sha
+
+
+def test_a_verdict_reached_while_the_link_is_down_arrives_after_it_comes_back(rig: dict[str, Any]) -> None:
+    """Verdicts go through the outbox like alerts: one reached during an outage is not lost."""
+    from edgevib.edge.source import Message
+
+    agent, cloud, entry = rig["agent"], rig["cloud"], rig["reg"].get("new")
+    for p in encode_install("u9", entry.manifest, entry.signature, entry.data()):
+        cloud.publish(T.models, p, qos=1)
+    agent.step()
+    assert [s["result"] for s in _statuses(cloud)] == ["installed"]
+    agent.link.connected = False  # the broker is away (a message that was already in the inbox follows)
+    agent.link.inbox.put(Message(T.models, encode_rollback("rb9", "operator"), 0.0))
+    agent.step()
+    assert _statuses(cloud) == [] and len(agent.outbox) == 1  # the verdict waits in the outbox
+    agent.link.reconnect()
+    agent.step()
+    assert [(s["update_id"], s["result"]) for s in _statuses(cloud)] == [("rb9", "rolled_back")]
+    agent.step()  # its PUBACK settles the row
+    assert len(agent.outbox) == 0 and agent.metrics.counters["model_status_acked"] == 2
+    assert agent.metrics.counters.get("alerts_sent", 0) == 0  # verdicts are not counted as alerts
