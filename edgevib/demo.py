@@ -28,7 +28,7 @@ SITE = "demo"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run broker, agent and simulated sensors together, print alerts",
+    p = sub.add_parser("demo", help="run broker, agent, simulated sensors, cloud job and dashboard together",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=0, help="seconds to run; 0 = until Ctrl-C")
     p.add_argument("--broker", default=None, help="MQTT URL; default: find one on 127.0.0.1:1883 or start one")
