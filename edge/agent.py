@@ -88,9 +88,8 @@ class Agent:
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
         self._anomaly_baseline = anomaly_baseline
         self._pending: list[_Pending] = []
-        self._inflight: dict[int, int] = {}  # sink token -> outbox row id
-        # sink token -> ("alerts" | "evidence" | "replay", topic, payload)
-        self._inflight_rec: dict[int, tuple[str, str, bytes]] = {}
+        # sink token -> (outbox row id, "alerts" | "evidence" | "model_status" | "replay", topic, payload)
+        self._inflight: dict[int, tuple[int, str, str, bytes]] = {}
         self._replay = AckReplay(cfg.outbox.replay_s, clock)
         self._replay_rids: set[int] = set()  # outbox rows that re-send an acknowledged alert
         self._next_hb = clock()
@@ -266,10 +265,12 @@ class Agent:
             self._replay_rids.add(self.outbox.put(topic, payload, qos=1, priority=PRIORITY_ALERT))
             self.metrics.inc("replayed")  # not alerts_*: these are re-sends of counted alerts
         for acked in self.link.acked():
-            rid = self._inflight.pop(acked, None)
-            kind, topic, payload = self._inflight_rec.pop(acked, ("alerts", "", b""))
-            if rid is not None and self.outbox.ack(rid):
-                self.metrics.inc("replay_acked" if kind == "replay" else f"{kind}_acked")
+            sent = self._inflight.pop(acked, None)
+            if sent is None:
+                continue
+            rid, kind, topic, payload = sent
+            if self.outbox.ack(rid):
+                self.metrics.inc(f"{kind}_acked")
                 if kind == "alerts":
                     self._replay.acked(topic, payload)
                 self._replay_rids.discard(rid)
@@ -279,12 +280,12 @@ class Agent:
             token = self.link.publish(rec.topic, rec.payload, qos=rec.qos)
             if token is None:
                 break  # offline or the sink is full: keep the rest in order for later
-            self._inflight[token] = rec.id  # before the write that may fail: no re-publish every step
-            # alerts, evidence and re-sends share the outbox; their counters do not
+            # alerts, evidence, verdicts and re-sends share the outbox; their counters do not
             kind = ("replay" if rec.id in self._replay_rids else
                     "evidence" if rec.topic == self.topics.evidence else
                     "model_status" if rec.topic == self.topics.model_status else "alerts")
-            self._inflight_rec[token] = (kind, rec.topic, rec.payload)
+            # before the write that may fail: no re-publish every step
+            self._inflight[token] = (rec.id, kind, rec.topic, rec.payload)
             self.outbox.mark_inflight(rec.id)
             # (the sampler's evidence_sent counts windows queued; evidence_published, those sent)
             if kind in ("alerts", "evidence", "model_status"):
