@@ -121,17 +121,22 @@ def split_new(rows: Sequence[dict[str, Any]], frac: float, window_s: float) -> t
     return np.asarray(sorted(tr), dtype=np.int64), np.asarray(sorted(ev), dtype=np.int64)
 
 
-def accuracy(model: bytes | str | Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Percent of windows ``x`` [N, W] whose top class name equals ``y``; 0 for no windows."""
-    if len(x) == 0:
-        return 0.0
+def accuracy(model: bytes | str | Path, *sets: tuple[np.ndarray, np.ndarray]) -> list[float]:
+    """Percent of windows ``x`` [N, W] whose top class name equals ``y``, per ``(x, y)`` set
+    (0 for an empty set); one onnxruntime session for all of them."""
     from edgevib.models.contract import meta_of_session, open_session  # noqa: PLC0415
 
     sess, name = open_session(model)
     classes = np.asarray(meta_of_session(sess, name).classes)
-    pred = np.concatenate([sess.run(None, {"x": x[i:i + 256, None, :].astype(np.float32)})[0].argmax(1)
-                           for i in range(0, len(x), 256)])
-    return float(np.mean(classes[pred] == np.asarray(y)) * 100)
+    out = []
+    for x, y in sets:
+        if len(x) == 0:
+            out.append(0.0)
+            continue
+        pred = np.concatenate([sess.run(None, {"x": x[i:i + 256, None, :].astype(np.float32)})[0].argmax(1)
+                               for i in range(0, len(x), 256)])
+        out.append(float(np.mean(classes[pred] == np.asarray(y)) * 100))
+    return out
 
 
 # -- the worker ----------------------------------------------------------------------------------------
@@ -226,9 +231,9 @@ class Worker:
         onnx_bytes = self._train(x[tr], y[tr], version)
         secs["train"] = time.perf_counter() - t0 - sum(secs.values())
         b = self.base
-        g = gate(accuracy(cur_path, b.x_holdout, b.y_holdout), accuracy(onnx_bytes, b.x_holdout, b.y_holdout),
-                 accuracy(cur_path, x[ev], y[ev]), accuracy(onnx_bytes, x[ev], y[ev]),
-                 self.cfg.tolerance_pt, self.cfg.min_gain_pt)
+        sets = ((b.x_holdout, b.y_holdout), (x[ev], y[ev]))
+        (old_hold, old_new), (new_hold, new_new) = accuracy(cur_path, *sets), accuracy(onnx_bytes, *sets)
+        g = gate(old_hold, new_hold, old_new, new_new, self.cfg.tolerance_pt, self.cfg.min_gain_pt)
         secs["evaluate"] = time.perf_counter() - t0 - sum(secs.values())
         metrics = {**g.numbers, "n_new_train": int(len(tr)), "n_new_eval": int(len(ev)),
                    "n_holdout": int(len(b.y_holdout)), "new_classes": sorted(set(y.tolist())),
