@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 from edgevib.broker import MosquittoProcess
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +33,6 @@ SITE, GW = "plant", "gw1"
 # -0.1 pt on the time split (docs/closed_loop.md); the loop, not the last point, is under test.
 FAST = {"nsae_iters": 60, "clf_iters": 150, "n_segments": 4000}
 MIN_WINDOWS = 12  # labelled windows that trigger a retrain
-
-
-def _wait(cond: Callable[[], Any], timeout: float, what: str, check: Callable[[], None] | None = None) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        if check is not None:
-            check()
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Listener:
@@ -157,20 +145,20 @@ def test_missed_fault_is_learned_and_pushed_back(flink_prereqs: None, cwru_dir: 
             job.check()
             assert agent is not None and agent.poll() is None, "the agent died"
 
-        _wait(lambda: listener.pump() or listener.heartbeats, 60, "the agent's first heartbeat", alive)
-        _wait(lambda: store.gateways().get(f"{SITE}/{GW}"), 180, "the job to store the gateway", alive)
+        wait_until(lambda: listener.pump() or listener.heartbeats, 60, "the agent's first heartbeat", alive)
+        wait_until(lambda: store.gateways().get(f"{SITE}/{GW}"), 180, "the job to store the gateway", alive)
         marks["cloud and agent up"] = time.monotonic()
 
         # -- 1. the old model misses the outer-race fault ----------------------------------------
         rec = load_recording(cwru_dir / OR_FILE)
         _replay(broker.url, "de", rec)
-        wrong = _wait(lambda: listener.faults("de"), 30, "a fault alert on the replayed recording", alive)
+        wrong = wait_until(lambda: listener.faults("de"), 30, "a fault alert on the replayed recording", alive)
         assert all(fault_type(a["class"]) != "OR" for a in wrong), wrong  # it cannot name what it never saw
         alert = wrong[0]
 
         # -- 2. the windows behind the alert are uploaded and stored with provenance -------------
         ev = EvidenceStore(store, cfg.evidence.dataset_dir)
-        rows = _wait(lambda: len(ev.for_alert(alert["id"])) >= MIN_WINDOWS and ev.for_alert(alert["id"]), 60,
+        rows = wait_until(lambda: len(ev.for_alert(alert["id"])) >= MIN_WINDOWS and ev.for_alert(alert["id"]), 60,
                      f">= {MIN_WINDOWS} evidence windows for alert {alert['id']}", alive)
         assert {(r["site"], r["gateway"], r["sensor"], r["model_name"]) for r in rows} == {(SITE, GW, "de", "nsae-lcn")}
         assert all(r["reason"] == "alert" for r in rows)
@@ -178,7 +166,7 @@ def test_missed_fault_is_learned_and_pushed_back(flink_prereqs: None, cwru_dir: 
         marks["missed, evidence stored"] = time.monotonic()
 
         # -- 3. an operator labels the alert; the Flink job emits one retrain trigger ------------
-        _wait(lambda: store.query("SELECT id FROM alerts WHERE id = ?", (alert["id"],)), 60, "the alert in the store",
+        wait_until(lambda: store.query("SELECT id FROM alerts WHERE id = ?", (alert["id"],)), 60, "the alert in the store",
               alive)
         operator = MqttLink(broker.url, "operator", reconnect=(1, 1))
         links.append(operator)
@@ -189,7 +177,7 @@ def test_missed_fault_is_learned_and_pushed_back(flink_prereqs: None, cwru_dir: 
 
         doc = label_alert(store, ev, alert["id"], "OR021", by="test", publish=publish)
         assert doc["n_windows"] == len(ev.for_alert(alert["id"])) >= MIN_WINDOWS
-        trig = _wait(lambda: store.query("SELECT id, reason, n_windows FROM retrain_triggers"), 60,
+        trig = wait_until(lambda: store.query("SELECT id, reason, n_windows FROM retrain_triggers"), 60,
                      "the retrain trigger", alive)
         t_trigger = marks["labelled, trigger"] = time.monotonic()
         assert [(t[1], int(t[2])) for t in trig] == [("labels", doc["n_windows"])], trig
@@ -210,17 +198,17 @@ def test_missed_fault_is_learned_and_pushed_back(flink_prereqs: None, cwru_dir: 
         marks["retrained, gated, pushed"] = time.monotonic()
 
         # -- 5. the agent runs the new model ----------------------------------------------------
-        installed = _wait(lambda: listener.pump() or [s for s in listener.status if s[1].get("result") == "installed"],
+        installed = wait_until(lambda: listener.pump() or [s for s in listener.status if s[1].get("result") == "installed"],
                           60, "model_status installed", alive)
         t_running = installed[0][0]
         new_sha = registry.get("nsae-lcn", "2").manifest.sha256
         assert installed[0][1]["sha256"] == new_sha
-        _wait(lambda: listener.pump() or (listener.heartbeats and listener.heartbeats[-1]["model"]["sha256"] == new_sha),
+        wait_until(lambda: listener.pump() or (listener.heartbeats and listener.heartbeats[-1]["model"]["sha256"] == new_sha),
               10, "a heartbeat naming the new model", alive)
 
         # -- 6. the same recording now raises the right alert -------------------------------------
         _replay(broker.url, "de-replay", rec)
-        right = _wait(lambda: listener.faults("de-replay"), 30, "a fault alert after the update", alive)
+        right = wait_until(lambda: listener.faults("de-replay"), 30, "a fault alert after the update", alive)
         assert right[0]["class"] == "OR021", right
         assert right[0]["model"]["version"] == "2"
         marks["right alert"] = time.monotonic()

@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from edgevib.models.registry import Registry, keygen
 
 from edgevib.broker import MosquittoProcess
 from tests.cloud.test_dashboard import outer_race_window
-from tests.conftest import IN_CI, REPO
+from tests.conftest import IN_CI, REPO, wait_until
 from tests.edge.tinymodels import tiny_onnx
 
 pytestmark = pytest.mark.integration
@@ -78,22 +78,13 @@ class Served:
         self.server = serve(self.app, "127.0.0.1", self.port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        wait(lambda: bool(self.server.started), 20, "the dashboard to start")
+        wait_until(lambda: bool(self.server.started), 20, "the dashboard to start")
         self.base = f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
         self.app.state.dashboard.close()
-
-
-def wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def alert(i: int, cls: str) -> dict[str, Any]:
@@ -116,16 +107,16 @@ def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(drive
         assert "401" in driver.find_element(By.TAG_NAME, "body").text  # no token, no page
         driver.get(f"{srv.base}/login?token={TOKEN}")
         assert driver.title == "edgevib dashboard"
-        wait(lambda: bool(driver.find_elements(By.ID, "alert-browser0001")), 15, "the stored alert in the table")
-        wait(lambda: driver.find_element(By.ID, "live").text == "live", 15, "the event stream to connect")
+        wait_until(lambda: bool(driver.find_elements(By.ID, "alert-browser0001")), 15, "the stored alert in the table")
+        wait_until(lambda: driver.find_element(By.ID, "live").text == "live", 15, "the event stream to connect")
         s.apply("alert", alert(2, "OR021"))  # written while the page is open
-        wait(lambda: bool(driver.find_elements(By.ID, "alert-browser0002")), 15, "the live alert to appear")
+        wait_until(lambda: bool(driver.find_elements(By.ID, "alert-browser0002")), 15, "the live alert to appear")
         row = driver.find_element(By.ID, "alert-browser0002")
         assert "OR021" in row.text and "plant/gw/de" in row.text
         loads = driver.execute_script("return performance.getEntriesByType('navigation').length")
         assert loads == 1  # the same page: nothing reloaded
         row.find_element(By.CSS_SELECTOR, "button.do-ack").click()
-        wait(lambda: "✓" in driver.find_element(By.CSS_SELECTOR, "#alert-browser0002 td.ack").text, 10, "the ack")
+        wait_until(lambda: "✓" in driver.find_element(By.CSS_SELECTOR, "#alert-browser0002 td.ack").text, 10, "the ack")
         assert s.query("SELECT acked_by FROM alert_acks WHERE alert_id = 'browser0002'") == [("dashboard",)]
         driver.save_screenshot(str(artifacts() / "dashboard-alerts.png"))
         # The sensor page: spectra of an evidence window the collector stored (an outer-race fault).
@@ -136,9 +127,9 @@ def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(drive
                                    "sha256": "ab" * 32}, window=outer_race_window(np.random.default_rng(3), 12000.0, 1750.0))
         assert es.put(encode_evidence(rec), proto.Topics("plant", "gw").evidence) is not None
         driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="sensor"]').click()
-        wait(lambda: "plant/gw/de" in driver.find_element(By.ID, "sensor-pick").text, 10, "the sensor list")
+        wait_until(lambda: "plant/gw/de" in driver.find_element(By.ID, "sensor-pick").text, 10, "the sensor list")
         driver.find_element(By.ID, "sensor-load").click()
-        wait(lambda: "envelope check says OR" in driver.find_element(By.ID, "sensor-note").text, 15, "the sensor view")
+        wait_until(lambda: "envelope check says OR" in driver.find_element(By.ID, "sensor-note").text, 15, "the sensor view")
         note = driver.find_element(By.ID, "sensor-note").text
         assert "BPFO 104.6 Hz" in note and "1750 rpm" in note, note  # 3.5848 orders x 1750/60 Hz
         drawn = driver.execute_script(  # the envelope canvas is not blank
@@ -185,22 +176,22 @@ def test_push_clicked_in_the_page_reaches_a_real_agent(driver: Any, broker: Mosq
     tx = MqttLink(broker.url, "browser-sensors")
     try:
         assert tx.wait_connected(5)
-        wait(lambda: bool(beats), 30, "the agent's first heartbeat")
+        wait_until(lambda: bool(beats), 30, "the agent's first heartbeat")
         rng, n = np.random.default_rng(7), np.arange(4096)
         for i in range(12):  # quiet windows: what the new model is shadow-run on before the swap
             x = rng.normal(0, 0.1, 4096) + 0.0 * n
             tx.publish(proto.Topics("plant", "gw").raw("de"),
                        encode(Frame(i, i * 4096 * 10**9 // 12000, 12000.0, x.astype(np.float32))), qos=1)
-        wait(lambda: int(beats[-1]["counters"].get("windows", 0)) >= 15, 30, "windows inferred")
+        wait_until(lambda: int(beats[-1]["counters"].get("windows", 0)) >= 15, 30, "windows inferred")
         driver.get(f"{srv.base}/login?token={TOKEN}")
         driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="models"]').click()
-        wait(lambda: bool(driver.find_elements(By.CSS_SELECTOR, "#registry tr[data-name='good'] button.do-push")), 15,
+        wait_until(lambda: bool(driver.find_elements(By.CSS_SELECTOR, "#registry tr[data-name='good'] button.do-push")), 15,
              "the registry row")
         driver.find_element(By.ID, "targets").send_keys("plant/gw")
         driver.find_element(By.CSS_SELECTOR, "#registry tr[data-name='good'] button.do-push").click()
-        wait(lambda: beats[-1]["model"]["sha256"] == new.sha256, 60, "the agent's heartbeat to show the new model")
-        wait(lambda: "installed" in driver.find_element(By.ID, "verdicts").text, 30, "the verdict on the page")
-        wait(lambda: "done" in driver.find_element(By.ID, "jobs").text, 10, "the push job to finish")
+        wait_until(lambda: beats[-1]["model"]["sha256"] == new.sha256, 60, "the agent's heartbeat to show the new model")
+        wait_until(lambda: "installed" in driver.find_element(By.ID, "verdicts").text, 30, "the verdict on the page")
+        wait_until(lambda: "done" in driver.find_element(By.ID, "jobs").text, 10, "the push job to finish")
         assert "good 2" in driver.find_element(By.ID, "verdicts").text
         driver.save_screenshot(str(artifacts() / "dashboard-models.png"))
     finally:

@@ -27,6 +27,8 @@ from edgevib.edge import protocol as proto
 from edgevib.edge.frames import Frame, encode
 from edgevib.models.simulate import simulate
 
+from tests.conftest import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 T = proto.Topics("rel", "gw")
 FS, FRAME = 12000.0, 4096
@@ -50,14 +52,13 @@ def write_counts(fault: str, counts: dict[str, Any]) -> Path:
 
 def wait(cond: Callable[[], bool], timeout: float, what: str, *, strict: bool = True) -> bool:
     """Poll ``cond``; on timeout raise (``strict``) or return False so the caller asserts with its counts."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    if strict:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-    return False
+    try:
+        wait_until(cond, timeout, what)
+    except AssertionError:
+        if strict:
+            raise
+        return False
+    return True
 
 
 def signal_of(kind: str) -> np.ndarray:

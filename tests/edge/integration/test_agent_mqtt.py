@@ -29,6 +29,7 @@ from edgevib.edge.stream import stream_recording
 from edgevib.models.data import load_recording
 
 from edgevib.broker import MosquittoProcess
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 T = proto.Topics("plant", "gw")
@@ -40,15 +41,6 @@ def model() -> Path:
     """The packaged zoo model (``EDGEVIB_TEST_MODEL`` may point elsewhere while the zoo is being built)."""
     override = os.environ.get("EDGEVIB_TEST_MODEL")
     return Path(override) if override else model_path("")
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Cloud:
@@ -79,7 +71,7 @@ class Cloud:
                 self.status.append(m.payload)
 
     def until(self, cond: Callable[[], bool], timeout: float, what: str) -> None:
-        _wait(lambda: self.pump() or cond(), timeout, what)
+        wait_until(lambda: self.pump() or cond(), timeout, what)
 
     def faults(self, state: str = "raised") -> list[dict[str, object]]:
         return [a for a in self.alerts if a["kind"] == "fault" and a["state"] == state]
@@ -176,9 +168,9 @@ def test_alerts_raised_while_the_broker_is_down_arrive_once_after_restart(
     # frames of four more sensors reach the agent's inbox, then the broker goes away
     for s in ("a", "b", "c", "d"):
         stream_recording(tx, T, s, rec, frame=4096)
-    _wait(lambda: link.stats()["received"] >= 5 + 4 * 5, 10, "frames in the agent's inbox")
+    wait_until(lambda: link.stats()["received"] >= 5 + 4 * 5, 10, "frames in the agent's inbox")
     broker.stop()
-    _wait(lambda: not link.connected, 5, "the agent to notice the outage")
+    wait_until(lambda: not link.connected, 5, "the agent to notice the outage")
     for _ in range(200):
         agent.step()
     assert len(agent.outbox) == 4, "four alerts raised during the outage wait in the outbox"
@@ -212,7 +204,7 @@ def test_sigkill_with_alerts_in_the_outbox_then_restart_delivers_them(
     time.sleep(1.0)
     broker.stop()
     os.kill(p1.pid, signal.SIGCONT)
-    _wait(lambda: ob.exists() and _outbox_rows(ob) >= 3, 30, "three alerts in the outbox")
+    wait_until(lambda: ob.exists() and _outbox_rows(ob) >= 3, 30, "three alerts in the outbox")
     p1.send_signal(signal.SIGKILL)
     p1.wait(10)
     assert _outbox_rows(ob) == 3
@@ -222,7 +214,7 @@ def test_sigkill_with_alerts_in_the_outbox_then_restart_delivers_them(
     procs.append(_agent_proc(broker, model, ob))
     cloud.until(lambda: len(cloud.faults()) >= 3, 30, "the replayed alerts")
     assert sorted(str(a["sensor"]) for a in cloud.faults()) == ["k1", "k2", "k3"]
-    _wait(lambda: _outbox_rows(ob) == 0, 10, "the outbox to drain on PUBACK")
+    wait_until(lambda: _outbox_rows(ob) == 0, 10, "the outbox to drain on PUBACK")
 
 
 def test_heartbeats_garbage_counted_and_last_will_on_death(

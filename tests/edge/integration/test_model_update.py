@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +29,11 @@ from edgevib.edge.updates import encode_install
 from edgevib.models.registry import Registry, keygen
 
 from edgevib.broker import MosquittoProcess
+from tests.conftest import wait_until
 from tests.edge.tinymodels import tiny_onnx
 
 pytestmark = pytest.mark.integration
 SITE = "plant"
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Watcher:
@@ -124,7 +116,7 @@ def env(broker: MosquittoProcess, tmp_path: Path) -> Iterator[dict[str, Any]]:
     def agent(gw: str, key: Path = pub, **update: Any) -> AgentThread:
         a = AgentThread(broker, tmp_path, gw, base, key, **update)
         agents.append(a)
-        _wait(lambda: watcher.model_sha(gw) is not None, 20, f"{gw}'s first heartbeat")
+        wait_until(lambda: watcher.model_sha(gw) is not None, 20, f"{gw}'s first heartbeat")
         return a
 
     yield {"reg": reg, "watcher": watcher, "tx": tx, "agent": agent, "other_pub": other_pub, "tmp": tmp_path,
@@ -158,13 +150,13 @@ def test_signed_update_installs_reports_new_sha_and_survives_restart(env: dict[s
     w, reg = env["watcher"], env["reg"]
     a = env["agent"]("gw")
     send(env["tx"], "gw", 10, 0.0)
-    _wait(lambda: windows(w, "gw") >= 15, 20, "quiet windows inferred")
+    wait_until(lambda: windows(w, "gw") >= 15, 20, "quiet windows inferred")
     store = Store(f"sqlite:///{env['tmp'] / 'cloud.sqlite'}")
     res = push(reg, "good", None, [(SITE, "gw")], broker_url=env["url"], timeout_s=30, store=store)
     assert res.ok and res.gateways[f"{SITE}/gw"]["result"] == "installed", res.gateways
     new_sha = reg.get("good").manifest.sha256
     assert new_sha != env["base_sha"]
-    _wait(lambda: w.model_sha("gw") == new_sha, 10, "the heartbeat to report the new model")
+    wait_until(lambda: w.model_sha("gw") == new_sha, 10, "the heartbeat to report the new model")
     st = w.status("gw", res.id)
     assert st is not None and st["shadow"]["real_windows"] >= 15 and st["sha256"] == new_sha
     assert store.query("SELECT status FROM rollouts WHERE id = ?", (res.id,)) == [("done",)]
@@ -172,7 +164,7 @@ def test_signed_update_installs_reports_new_sha_and_survives_restart(env: dict[s
     a.stop()
     n = len(w.of("gw", "heartbeat"))
     a.start()  # the pushed model is what the agent starts on
-    _wait(lambda: len(w.of("gw", "heartbeat")) > n + 1, 20, "heartbeats after the restart")
+    wait_until(lambda: len(w.of("gw", "heartbeat")) > n + 1, 20, "heartbeats after the restart")
     assert all(hb["model"]["sha256"] == new_sha for hb in w.of("gw", "heartbeat")[n:])
 
 
@@ -185,12 +177,12 @@ def test_tampered_and_unsigned_updates_are_rejected_and_the_old_model_keeps_aler
     for uid, sig, blob in (("tampered", entry.signature, bytes(data)), ("unsigned", None, entry.data())):
         for p in encode_install(uid, entry.manifest, sig, blob):
             tx.publish(topic, p, qos=1)
-    _wait(lambda: w.status("gw", "tampered") and w.status("gw", "unsigned"), 10, "both verdicts")
+    wait_until(lambda: w.status("gw", "tampered") and w.status("gw", "unsigned"), 10, "both verdicts")
     assert w.status("gw", "tampered")["result"] == "rejected"  # type: ignore[index]
     assert w.status("gw", "tampered")["reason"] == "hash_mismatch"  # type: ignore[index]
     assert w.status("gw", "unsigned")["reason"] == "unsigned"  # type: ignore[index]
     send(tx, "gw", 6, 2.0)  # loud: the running (old) model says IR007
-    _wait(lambda: any(a["state"] == "raised" for a in w.of("gw", "alerts")), 15, "an alert from the old model")
+    wait_until(lambda: any(a["state"] == "raised" for a in w.of("gw", "alerts")), 15, "an alert from the old model")
     alert = next(a for a in w.of("gw", "alerts") if a["state"] == "raised")
     assert alert["class"] == "IR007" and alert["model"]["sha256"] == env["base_sha"]
     assert w.model_sha("gw") == env["base_sha"]
@@ -200,7 +192,7 @@ def test_nan_models_are_refused_in_shadow_run_or_rolled_back_in_probation(env: d
     w, tx, reg = env["watcher"], env["tx"], env["reg"]
     env["agent"]("gw", probation_batches=1000)
     send(tx, "gw", 10, 0.0)
-    _wait(lambda: windows(w, "gw") >= 15, 20, "quiet windows inferred")
+    wait_until(lambda: windows(w, "gw") >= 15, 20, "quiet windows inferred")
     res = push(reg, "nan", None, [(SITE, "gw")], broker_url=env["url"], timeout_s=30)
     g = res.gateways[f"{SITE}/gw"]
     assert (res.status, g["result"], g["reason"]) == ("failed", "rejected", "shadow_failed"), g
@@ -208,15 +200,15 @@ def test_nan_models_are_refused_in_shadow_run_or_rolled_back_in_probation(env: d
     res = push(reg, "nan_loud", None, [(SITE, "gw")], broker_url=env["url"], timeout_s=30)
     assert res.ok, res.gateways  # quiet windows only: shadow-run cannot see the flaw
     loud_sha = reg.get("nan_loud").manifest.sha256
-    _wait(lambda: w.model_sha("gw") == loud_sha, 10, "the NaN-on-loud model running")
+    wait_until(lambda: w.model_sha("gw") == loud_sha, 10, "the NaN-on-loud model running")
     send(tx, "gw", 6, 8.0)  # max |x| > 5: the new model returns NaN
-    _wait(lambda: any(s["result"] == "rolled_back" for s in w.of("gw", "model_status")), 15, "a rollback")
+    wait_until(lambda: any(s["result"] == "rolled_back" for s in w.of("gw", "model_status")), 15, "a rollback")
     rb = next(s for s in w.of("gw", "model_status") if s["result"] == "rolled_back")
     assert (rb["update_id"], rb["reason"], rb["sha256"]) == (res.id, "probation_failed", loud_sha)
     assert "NaN" in rb["detail"] and rb["active"]["sha256"] == env["base_sha"]
-    _wait(lambda: w.model_sha("gw") == env["base_sha"], 10, "the old model back in the heartbeat")
+    wait_until(lambda: w.model_sha("gw") == env["base_sha"], 10, "the old model back in the heartbeat")
     # the batch that failed was re-run on the old model: the loud tone still raises its alert
-    _wait(lambda: any(a["state"] == "raised" for a in w.of("gw", "alerts")), 15, "an alert after the rollback")
+    wait_until(lambda: any(a["state"] == "raised" for a in w.of("gw", "alerts")), 15, "an alert after the rollback")
 
 
 def test_canary_with_another_key_rejects_and_the_rollout_halts(env: dict[str, Any]) -> None:
@@ -241,7 +233,7 @@ def test_a_canary_rolling_back_during_the_soak_halts_the_rollout(env: dict[str, 
     loud_sha = reg.get("nan_loud").manifest.sha256
 
     def loud_once_installed() -> None:  # the canary's live traffic turns loud after the swap
-        _wait(lambda: w.model_sha("gw-canary") == loud_sha, 20, "the canary on the new model")
+        wait_until(lambda: w.model_sha("gw-canary") == loud_sha, 20, "the canary on the new model")
         send(tx, "gw-canary", 6, 8.0)
 
     t = threading.Thread(target=loud_once_installed)
@@ -252,5 +244,5 @@ def test_a_canary_rolling_back_during_the_soak_halts_the_rollout(env: dict[str, 
     c = res.gateways[f"{SITE}/gw-canary"]
     assert res.status == "halted" and (c["result"], c["reason"]) == ("rolled_back", "probation_failed"), res.gateways
     assert res.gateways[f"{SITE}/gw-rest"]["result"] == "not_sent" and w.of("gw-rest", "models") == []
-    _wait(lambda: w.model_sha("gw-canary") == env["base_sha"], 10, "the canary back on the old model")
+    wait_until(lambda: w.model_sha("gw-canary") == env["base_sha"], 10, "the canary back on the old model")
 
