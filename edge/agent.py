@@ -238,18 +238,21 @@ class Agent:
         self.metrics.inc(f"alerts_{kind}_{ev.state}", sensor=p.sensor)
         log.info("%s alert %s: sensor %s class %s p=%.2f physics=%s", kind, ev.state, p.sensor,
                  doc["class"], ev.value, doc["physics"])
-        payload = proto.dumps(doc)
-        try:
-            self.outbox.put(self.topics.alerts, payload, qos=1, priority=PRIORITY_ALERT)
-        except (OutboxError, sqlite3.Error) as exc:  # full of alerts, or the disk is full
-            # Not stored: still publish it (QoS 1, not replayed after a restart) rather than lose it.
-            self.metrics.inc("outbox_write_failed", sensor=p.sensor)
-            if self.link.publish(self.topics.alerts, payload, qos=1) is None:
-                self._drop("outbox_full" if isinstance(exc, OutboxFullError) else "outbox_error", exc, p.sensor)
+        self.send_reliably(self.topics.alerts, proto.dumps(doc), sensor=p.sensor)
         if raised and self.sampler is not None:  # after the alert, so it is published first
             self.sampler.on_alert(p.sensor, doc["id"])
 
     # -- delivery ---------------------------------------------------------------------------
+    def send_reliably(self, topic: str, payload: bytes, sensor: str | None = None) -> None:
+        """Store a message in the outbox (never evicted) to publish at QoS 1 and re-send until acked."""
+        try:
+            self.outbox.put(topic, payload, qos=1, priority=PRIORITY_ALERT)
+        except (OutboxError, sqlite3.Error) as exc:  # full of alerts, or the disk is full
+            # Not stored: still publish it (QoS 1, not replayed after a restart) rather than lose it.
+            self.metrics.inc("outbox_write_failed", sensor=sensor)
+            if self.link.publish(topic, payload, qos=1) is None:
+                self._drop("outbox_full" if isinstance(exc, OutboxFullError) else "outbox_error", exc, sensor)
+
     def deliver(self) -> None:
         """Settle PUBACKs, then hand unsent outbox rows to the sink, oldest first."""
         try:

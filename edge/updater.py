@@ -20,7 +20,6 @@ from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError
 from edgevib.edge.model import F32, Model, describe
 from edgevib.edge.modelstore import ModelStore
-from edgevib.edge.outbox import PRIORITY_ALERT
 from edgevib.edge.updates import (
     Assembler,
     Rejected,
@@ -249,9 +248,5 @@ class Updater:
         a.metrics.inc(f"updates_{result}")
         (log.info if result == "installed" else log.warning)("model update %s %s: %s (%s)", update_id, result,
                                                              reason, detail)
-        payload = json.dumps(doc, default=float).encode()
-        try:  # through the outbox, like an alert: a verdict reached while the link is down still arrives
-            a.outbox.put(a.topics.model_status, payload, qos=1, priority=PRIORITY_ALERT)
-        except EdgeError as exc:  # the outbox cannot take it (e.g. a full disk): send it directly
-            log.warning("model status not stored (%s); publishing it directly", exc)
-            a.link.publish(a.topics.model_status, payload, qos=1)
+        # through the outbox, like an alert: a verdict reached while the link is down still arrives
+        a.send_reliably(a.topics.model_status, json.dumps(doc, default=float).encode())
