@@ -115,6 +115,19 @@ def _sim_windows(fault: str, n: int, seed: int, window: int = 2048, hop: int = 1
     return np.stack([sig[i * hop:i * hop + window] for i in range(n)]).astype(np.float32)
 
 
+def _or_evidence(n: int) -> FakeEvidence:
+    """``n`` simulated outer-race windows of one sensor, labelled OR007, 85 ms apart."""
+    x = _sim_windows("OR", n, 5)
+    rows = [{"id": f"e{i}", "site": "p", "gateway": "g", "sensor": "de", "label": "OR007", "t_ms": 1000 + 85 * i}
+            for i in range(n)]
+    return FakeEvidence(x, ["OR007"] * n, rows)
+
+
+def _trigger(model: str, seq: int, n: int) -> dict[str, Any]:
+    return {"id": f"retrain:{model}:{seq}", "reason": "labels", "model_name": model, "site": "p", "gateway": "g",
+            "n_windows": n, "ts_ms": seq, "detail": "{}"}
+
+
 def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: Path) -> None:
     """Simulated bearings: the current model knows normal and IR; operators labelled OR windows."""
     from edgevib.cloud.retrain import Worker, save_base
@@ -141,14 +154,10 @@ def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: 
     reg = Registry(tmp_path / "reg", private_key=priv)
     reg.add(tmp_path / "m.onnx", name="nsae-lcn", version="1")
 
-    x_or = _sim_windows("OR", 24, 5)
-    rows = [{"id": f"e{i}", "site": "p", "gateway": "g", "sensor": "de", "label": "OR007", "t_ms": 1000 + 85 * i}
-            for i in range(len(x_or))]
     store = Store("sqlite:///:memory:")
-    store.upsert("retrain_triggers", [{"id": "retrain:nsae-lcn:1", "reason": "labels", "model_name": "nsae-lcn",
-                                       "site": "p", "gateway": "g", "n_windows": 24, "ts_ms": 1, "detail": "{}"}])
+    store.upsert("retrain_triggers", [_trigger("nsae-lcn", 1, 24)])
     cfg = RetrainConfig(base=str(base), registry=str(tmp_path / "reg"), private_key=str(priv), push=False, **fast)
-    w = Worker(cfg, store, FakeEvidence(x_or, ["OR007"] * len(x_or), rows), broker_url="mqtt://127.0.0.1:1")
+    w = Worker(cfg, store, _or_evidence(24), broker_url="mqtt://127.0.0.1:1")
     (res,) = w.run_pending()
     assert res.status == "promoted", res.decision
     assert res.metrics["old_new"] == 0.0 and res.metrics["new_new"] == 100.0  # the old model has no OR class
@@ -162,8 +171,7 @@ def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: 
     assert w.run_pending() == []
 
     # a second trigger whose candidate cannot beat the current model on the new data is rejected
-    store.upsert("retrain_triggers", [{"id": "retrain:nsae-lcn:2", "reason": "labels", "model_name": "nsae-lcn",
-                                       "site": "p", "gateway": "g", "n_windows": 24, "ts_ms": 2, "detail": "{}"}])
+    store.upsert("retrain_triggers", [_trigger("nsae-lcn", 2, 24)])
     (res2,) = w.run_pending()
     assert res2.status == "rejected" and "not 5.00 pt above" in res2.decision
     assert [v.manifest.version for v in reg.list()] == ["1", "2"]
@@ -206,16 +214,12 @@ def test_worker_retrains_the_cnn_when_asked(tmp_path: Path) -> None:
     priv, _ = keygen(tmp_path / "keys")
     reg = Registry(tmp_path / "reg", private_key=priv)
     reg.add(tmp_path / "cnn.onnx", name="cnn", version="1")
-    x_or = _sim_windows("OR", 10, 5)
-    rows = [{"id": f"e{i}", "site": "p", "gateway": "g", "sensor": "de", "label": "OR007", "t_ms": 1000 + 85 * i}
-            for i in range(len(x_or))]
     store = Store("sqlite:///:memory:")
-    store.upsert("retrain_triggers", [{"id": "retrain:cnn:1", "reason": "labels", "model_name": "cnn", "site": "p",
-                                       "gateway": "g", "n_windows": 10, "ts_ms": 1, "detail": "{}"}])
+    store.upsert("retrain_triggers", [_trigger("cnn", 1, 10)])
     # a gate that passes anything: this test is about the CNN path, the gate has its own tests
     cfg = RetrainConfig(base=str(base), registry=str(tmp_path / "reg"), private_key=str(priv), push=False,
                         arch="cnn", cnn_epochs=1, cnn_steps_per_epoch=3, tolerance_pt=100.0, min_gain_pt=0.0)
-    (res,) = Worker(cfg, store, FakeEvidence(x_or, ["OR007"] * len(x_or), rows), broker_url="mqtt://x:1").run_pending()
+    (res,) = Worker(cfg, store, _or_evidence(10), broker_url="mqtt://x:1").run_pending()
     assert res.status == "promoted", res.decision
     meta = read_meta(reg.get("cnn", "2").model_path)
     assert meta.arch == "cnn" and meta.classes == ("normal", "IR007", "OR007") and meta.version == "2"
