@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LATENCY_FLOOR_MS = 2.0  # a batch faster than this is never "too slow", whatever the ratio (timer jitter)
+SHADOW_RUNS = 3  # timed shadow runs per model; the fastest of each counts
 
 
 def load_active(cfg: AgentConfig) -> Model | None:
@@ -145,16 +146,22 @@ class Updater:
         real = len(self.ring)
         xs = (np.stack(self.ring) if real else
               np.random.default_rng(0).normal(0, 0.1, (8, old.meta.window)).astype(np.float32))[:, None, :]
+        old_s: list[float] = []
+        new_s: list[float] = []
         try:
             p_new = new.predict(xs)  # checked below; also the warm-up (a session's first run allocates)
-            t0 = time.perf_counter()
-            p_old = old.predict(xs)
-            t1 = time.perf_counter()
-            new.predict(xs)
-            t2 = time.perf_counter()
+            # Best of a few interleaved runs: one run of a millisecond-scale model on a busy
+            # gateway measures the scheduler as much as the model (seen: 2.1 vs 0.3 ms, same graph).
+            for _ in range(SHADOW_RUNS):
+                t0 = time.perf_counter()
+                p_old = old.predict(xs)
+                t1 = time.perf_counter()
+                new.predict(xs)
+                old_s.append(t1 - t0)
+                new_s.append(time.perf_counter() - t1)
         except EdgeError as exc:
             raise UpdateError("shadow_failed", f"shadow-run on {len(xs)} windows: {exc.problem}", exc.fix) from exc
-        old_ms, new_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
+        old_ms, new_ms = min(old_s) * 1000, min(new_s) * 1000
         sums = p_new.sum(axis=1)
         if np.any(p_new < -1e-4) or not np.allclose(sums, 1.0, atol=1e-3):
             raise UpdateError("shadow_failed", f"rows are not probabilities (sums {sums.min():.3f}..{sums.max():.3f})",
