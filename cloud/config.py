@@ -12,8 +12,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from edgevib.edge.protocol import SEVERITIES
+
 from edgevib.config import load
 from edgevib.errors import ConfigError
+
+# The severity names before the protocol had one vocabulary, and what replaced each.
+_OLD_SEVERITY = {"low": "info", "medium": "warning", "high": "critical"}
 
 
 def _positive(where: str, value: float) -> None:
@@ -53,7 +58,7 @@ class JobConfig:
     incident_bucket_s: float = 1.0
     incident_resolve_s: float = 120.0
     offline_after_s: float = 30.0
-    min_incident_severity: str = "medium"
+    min_incident_severity: str = "warning"  # one of edgevib.edge.protocol.SEVERITIES
     checkpoint_interval_ms: int = 1000
     # Alerts and dead letters reach the store in batches of this much processing time.
     batch_ms: int = 100
@@ -73,9 +78,13 @@ class JobConfig:
                      "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "batch_ms", "heartbeat_batch_s", "file_monitor_ms",
                      "bundle_time_ms", "parallelism", "retrain_min_windows", "drift_anomalies", "drift_window_s"):
             _positive(f"job.{name}", getattr(self, name))
-        if self.min_incident_severity not in ("low", "medium", "high"):
+        if self.min_incident_severity in _OLD_SEVERITY:
+            raise ConfigError("cloud.config", f"job.min_incident_severity={self.min_incident_severity!r} is an old "
+                              "severity name", f"use {_OLD_SEVERITY[self.min_incident_severity]!r} (severities are now "
+                              f"{', '.join(SEVERITIES)}; low -> info, medium -> warning, high -> critical)")
+        if self.min_incident_severity not in SEVERITIES:
             raise ConfigError("cloud.config", f"job.min_incident_severity={self.min_incident_severity!r}",
-                              "use low, medium or high")
+                              f"use one of {', '.join(SEVERITIES)}")
         if self.heartbeat_batch_s >= self.offline_after_s:
             raise ConfigError("cloud.config", f"job.heartbeat_batch_s={self.heartbeat_batch_s}",
                               "use an interval well below job.offline_after_s")

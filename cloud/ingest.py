@@ -9,16 +9,17 @@ The cloud derives two fields the alert schema does not carry:
 
 * ``asset``: the alert's optional ``asset`` field, else ``site/gateway/sensor`` (one
   sensor watches one bearing).
-* ``severity``: the optional ``severity`` field (``low|medium|high``), else from the fault
-  size (``*007`` low, ``*014`` medium, ``*021`` high), ``medium`` for anomalies and
-  ``low`` for ``normal``.
+* ``severity``: the edge's ``severity`` field (``info|warning|critical``, the protocol's
+  :data:`~edgevib.edge.protocol.SEVERITIES`); for alerts from agents that predate the
+  field, :func:`edgevib.edge.protocol.severity_of` derives it from the alert's confidence
+  and physics agreement.
 
 >>> from edgevib.edge.protocol import make_alert, dumps
 >>> a = make_alert(site="p1", gateway="g1", sensor="de", kind="fault", state="raised",
-...                t_ns=1_700_000_000_000_000_000, cls="IR021", probability=0.9)
+...                t_ns=1_700_000_000_000_000_000, cls="IR021", probability=0.97, physics="IR", agree=True)
 >>> r = normalize("edgevib/v1/p1/g1/alerts", dumps(a), recv_ms=1_700_000_000_100, mid="m1")
 >>> r["kind"], r["asset"], r["severity"], r["ev_ms"]
-('alert', 'p1/g1/de', 'high', 1700000000000)
+('alert', 'p1/g1/de', 'critical', 1700000000000)
 >>> normalize("edgevib/v1/p1/g1/alerts", b"{not json", recv_ms=0, mid="m2")["reason"]
 'bad_json'
 """
@@ -28,10 +29,10 @@ from __future__ import annotations
 from typing import Any
 
 from edgevib.edge.errors import ProtocolError
-from edgevib.edge.protocol import parse_alert, parse_heartbeat, parse_topic
+from edgevib.edge.protocol import SEVERITIES, parse_alert, parse_heartbeat, parse_topic, severity_of
 
-SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
-SEVERITY_WEIGHT = {"low": 0.25, "medium": 1.0, "high": 3.0}
+# Weight of one alert of each severity (info, warning, critical) in the health score (cloud/sql.py).
+SEVERITY_WEIGHT = dict(zip(SEVERITIES, (0.25, 1.0, 3.0), strict=True))
 # Event times further ahead of the bridge's clock than this are refused: one such record
 # would push the watermark past every honest record and make them all late.
 MAX_FUTURE_MS = 60_000
@@ -50,20 +51,6 @@ SPOOL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n", "BIGINT"),
 )
 SPOOL_COLUMN_NAMES: tuple[str, ...] = tuple(n for n, _ in SPOOL_COLUMNS)
-
-
-def severity_of(doc: dict[str, Any]) -> str:
-    """Severity of a validated alert (see the module docstring)."""
-    given = doc.get("severity")
-    if isinstance(given, str) and given in SEVERITIES:
-        return given
-    if doc.get("kind") == "anomaly":
-        return "medium"
-    cls = str(doc.get("class") or "")
-    if cls.startswith("normal"):
-        return "low"
-    size = cls[-3:] if "@" not in cls else cls.split("@")[0][-3:]
-    return {"007": "low", "014": "medium", "021": "high"}.get(size, "medium")
 
 
 def asset_of(doc: dict[str, Any]) -> str:

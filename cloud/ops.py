@@ -4,7 +4,7 @@ Only the standard library (and the store) at import time, so the CLI stays light
 
 >>> s = Store("sqlite:///:memory:")
 >>> s.apply("alert", {"id": "a1", "site": "p", "gateway": "g", "sensor": "de", "asset": "p/g/de",
-...                   "akind": "fault", "state": "raised", "cls": "IR007", "severity": "low",
+...                   "akind": "fault", "state": "raised", "cls": "IR007", "severity": "info",
 ...                   "probability": 0.9, "ev_ms": 1000, "recv_ms": 1001})
 >>> [a["id"] for a in alerts(s, AlertFilter(cls="IR"))], alerts(s, AlertFilter(cls="OR"))
 (['a1'], [])

@@ -26,6 +26,12 @@ class Published:
     duplicates: int = 0
 
 
+# The simulator stands in for an agent's decision (which weighs confidence and physics,
+# edgevib.edge.protocol.derive_severity): bigger CWRU faults get a higher severity, so
+# tests and the benchmark see every severity.
+SIM_SEVERITY = {"007": "info", "014": "warning", "021": "critical"}
+
+
 class GatewaySim:
     """One gateway: ``alert()``, ``heartbeat()``, ``raw()`` publish with QoS 1 and wait for PUBACK."""
 
@@ -53,16 +59,17 @@ class GatewaySim:
             info.wait_for_publish(10)
 
     def alert(self, cls: str = "IR021", *, sensor: str = "de", state: str = "raised", t_ns: int | None = None,
-              kind: str = "fault", wait: bool = True, **extra: Any) -> dict[str, Any]:
+              kind: str = "fault", wait: bool = True, severity: str | None = None, **extra: Any) -> dict[str, Any]:
         with self._lock:
             self._n += 1
             t = t_ns if t_ns is not None else int(self.clock() * 1e9) + self._n  # unique ids even in one ns
         if kind == "fault":
             doc = make_alert(site=self.site, gateway=self.gateway, sensor=sensor, kind=kind, state=state, t_ns=t,
-                             cls=cls, probability=0.9, model=self.model, physics=cls[:2].rstrip("0123456789"))
+                             cls=cls, probability=0.9, model=self.model, physics=cls[:2].rstrip("0123456789"),
+                             severity=severity or SIM_SEVERITY.get(cls.split("@")[0][-3:], "warning"))
         else:
             doc = make_alert(site=self.site, gateway=self.gateway, sensor=sensor, kind=kind, state=state, t_ns=t,
-                             anomaly_score=3.0, model=self.model)
+                             anomaly_score=3.0, model=self.model, severity=severity)
         doc.update(extra)
         self._publish(self.topics.alerts, dumps(doc), wait)
         self.published.alerts.append(doc)

@@ -8,7 +8,8 @@ store. All queries are generated from :class:`~edgevib.cloud.config.CloudConfig`
 from __future__ import annotations
 
 from edgevib.cloud.config import CloudConfig
-from edgevib.cloud.ingest import SEVERITIES, SEVERITY_WEIGHT
+from edgevib.cloud.ingest import SEVERITY_WEIGHT
+from edgevib.edge.protocol import SEVERITIES, severity_at_least
 
 # Health of an asset over one window: 100 with no alerts, falling with the weighted count.
 HEALTH_SCALE = 10.0
@@ -57,8 +58,7 @@ def watermark_expr(cfg: CloudConfig) -> str:
 def views(cfg: CloudConfig) -> list[str]:
     """Alerts split into on-time and late against the watermark, before any window drops them."""
     j = cfg.job
-    min_rank = SEVERITIES.index(j.min_incident_severity)
-    serious = ", ".join(f"'{s}'" for s in SEVERITIES[min_rank:])
+    serious = ", ".join(f"'{s}'" for s in SEVERITIES if severity_at_least(s, j.min_incident_severity))
     return [
         """CREATE TEMPORARY VIEW alerts_in AS
 SELECT *, COALESCE(rowtime <= CURRENT_WATERMARK(rowtime), FALSE) AS late

@@ -38,7 +38,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "site_counts": (("site TEXT", "window_start BIGINT", "window_end BIGINT", "cls TEXT", "severity TEXT",
                      "n BIGINT"), ("site", "window_start", "cls", "severity")),
     "asset_health": (("asset TEXT", "site TEXT", "window_start BIGINT", "window_end BIGINT", "n_alerts BIGINT",
-                      "n_low BIGINT", "n_medium BIGINT", "n_high BIGINT", "health DOUBLE PRECISION"),
+                      "n_info BIGINT", "n_warning BIGINT", "n_critical BIGINT", "health DOUBLE PRECISION"),
                      ("asset", "window_start")),
     "incidents": (("id TEXT", "asset TEXT", "site TEXT", "status TEXT", "opened_ms BIGINT",
                    "last_alert_ms BIGINT", "n_alerts BIGINT", "resolved_ms BIGINT"), ("id",)),
@@ -74,6 +74,9 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dead_letters": (("mid TEXT", "recv_ms BIGINT", "topic TEXT", "site TEXT", "gateway TEXT", "reason TEXT",
                       "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
 }
+
+# Severity names before the protocol had one vocabulary (edgevib.edge.protocol.SEVERITIES).
+_OLD_SEVERITY = {"low": "info", "medium": "warning", "high": "critical"}
 
 # Columns a replay must not overwrite: the first store time is what latency is measured on.
 _KEEP_FIRST = {"stored_ms"}
@@ -123,6 +126,40 @@ class Store:
         for table, (cols, pk) in TABLES.items():
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, PRIMARY KEY ({', '.join(pk)}))")
         self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_asset ON alerts (asset, ev_ms)")
+        self._migrate_severities()
+
+    def _migrate_severities(self) -> None:
+        """A store written before the one severity vocabulary: rename low/medium/high in place, once.
+
+        Detected by ``asset_health.n_low`` (the renamed columns mark it done, so rows written
+        in the new names never meet renamed ones); one transaction, so a crash redoes it whole.
+        """
+        if self.kind == "sqlite":
+            cols = {r[1] for r in self.query("PRAGMA table_info(asset_health)")}
+        else:
+            cols = {r[0] for r in self.query("SELECT column_name FROM information_schema.columns WHERE "
+                                             "table_name = 'asset_health' AND table_schema = current_schema()")}
+        if "n_low" not in cols:
+            return
+        log.warning("store %s: renaming severities low/medium/high to info/warning/critical (an older store)", self.url)
+
+        def migrate() -> None:
+            for old, new in _OLD_SEVERITY.items():
+                self.conn.execute(f"ALTER TABLE asset_health RENAME COLUMN n_{old} TO n_{new}")
+                for table in ("alerts", "asset_counts", "site_counts"):
+                    self.conn.execute(f"UPDATE {table} SET severity = {self.ph} WHERE severity = {self.ph}", (new, old))
+
+        if self.kind == "sqlite":
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                migrate()
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        else:
+            with self.conn.transaction():
+                migrate()
 
     def _upsert_sql(self, table: str) -> str:
         sql = self._sql.get(table)

@@ -232,7 +232,7 @@ class Agent:
             physics=evidence.fault_type if evidence else None,
             agree=evidence.agrees_with(ev.label) if evidence and fault else None,
             model=self.model_info, evidence=evidence.to_dict() if evidence else None, windows=ev.windows)
-        doc.update(asset=s.asset, severity=_severity(doc), created_ns=self.wall_ns(),
+        doc.update(asset=s.asset, created_ns=self.wall_ns(),  # severity: make_alert decided it
                    probs={c: round(float(v), 4) for c, v in zip(self.model.meta.classes, probs, strict=True)},
                    stats={k: round(v, 4) for k, v in window_stats(p.x).items()}, rpm=s.rpm)
         self.metrics.inc(f"alerts_{kind}_{ev.state}", sensor=p.sensor)
@@ -360,11 +360,3 @@ class Agent:
         while self._inflight and self.clock() < end:
             time.sleep(0.02)
             self.deliver()
-
-
-def _severity(doc: dict[str, Any]) -> str:
-    """``critical``: confident and confirmed by physics; ``warning``: one of the two; else ``info``."""
-    if doc["state"] != "raised":
-        return "info"
-    confident = (doc.get("probability") or 0) >= 0.95 or doc["kind"] == "anomaly"
-    return "critical" if confident and doc.get("agree") else "warning" if confident or doc.get("agree") else "info"

@@ -42,6 +42,10 @@ ALERT_SCHEMA = "edgevib.alert/1"
 HEARTBEAT_SCHEMA = "edgevib.heartbeat/1"
 ALERT_KINDS: tuple[str, ...] = ("fault", "anomaly")
 ALERT_STATES: tuple[str, ...] = ("raised", "cleared")
+# The one severity vocabulary of edge, cloud, store and dashboard, least to most severe.
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+# make_alert's rule: a fault probability at least this high counts as confident.
+CONFIDENT_PROBABILITY = 0.95
 MAX_MESSAGE_BYTES = 256 * 1024
 
 
@@ -187,13 +191,44 @@ def _alert_id(site: str, gateway: str, sensor: str, kind: str, state: str, t_ns:
     return hashlib.sha256(f"{site}/{gateway}/{sensor}/{kind}/{state}/{t_ns}".encode()).hexdigest()[:20]
 
 
+def severity_at_least(severity: str, minimum: str) -> bool:
+    """Whether ``severity`` ranks at or above ``minimum`` in :data:`SEVERITIES`."""
+    return SEVERITIES.index(severity) >= SEVERITIES.index(minimum)
+
+
+def derive_severity(doc: Mapping[str, Any]) -> str:
+    """The severity an alert's own fields support (the rule :func:`make_alert` applies at the edge).
+
+    ``critical``: a raised alert that is confident (fault probability >= 0.95, or an anomaly)
+    and confirmed by the envelope-spectrum physics check (``agree``); ``warning``: one of
+    the two; ``info``: neither, a ``normal`` class, or a cleared alert. Only the evidence
+    counts, never the class name's fault size, which fault-type models (IR/OR/B) lack.
+    """
+    if doc.get("state") != "raised" or doc.get("fault_type") == "normal":
+        return "info"
+    p = doc.get("probability")
+    confident = doc.get("kind") == "anomaly" or (isinstance(p, (int, float)) and p >= CONFIDENT_PROBABILITY)
+    agrees = doc.get("agree") is True
+    return "critical" if confident and agrees else "warning" if confident or agrees else "info"
+
+
+def severity_of(doc: Mapping[str, Any]) -> str:
+    """A validated alert's severity: the edge's ``severity`` field, else (agents that predate
+    the field) :func:`derive_severity` of its fields. The only place a missing one is filled in."""
+    given = doc.get("severity")
+    return given if isinstance(given, str) and given in SEVERITIES else derive_severity(doc)
+
+
 def make_alert(*, site: str, gateway: str, sensor: str, kind: str, state: str, t_ns: int,
                cls: str | None = None, probability: float | None = None,
                anomaly_score: float | None = None, anomaly_threshold: float | None = None,
                physics: str | None = None, agree: bool | None = None,
                model: Mapping[str, str] | None = None, evidence: Mapping[str, Any] | None = None,
-               windows: int | None = None) -> dict[str, Any]:
-    """Build (and validate) an alert dict; serialise it with :func:`dumps`."""
+               windows: int | None = None, severity: str | None = None) -> dict[str, Any]:
+    """Build (and validate) an alert dict; serialise it with :func:`dumps`.
+
+    ``severity`` (one of :data:`SEVERITIES`) defaults to :func:`derive_severity` of the
+    other fields: the edge decides it, where the evidence is."""
     doc: dict[str, Any] = {
         "schema": ALERT_SCHEMA,
         "id": _alert_id(site, gateway, sensor, kind, state, t_ns),
@@ -207,6 +242,7 @@ def make_alert(*, site: str, gateway: str, sensor: str, kind: str, state: str, t
         "evidence": dict(evidence) if evidence is not None else None,
         "windows": windows,
     }
+    doc["severity"] = severity if severity is not None else derive_severity(doc)
     validate_alert(doc)
     return doc
 
@@ -250,6 +286,7 @@ def validate_alert(doc: Any) -> dict[str, Any]:
     if doc.get("evidence") is not None and not isinstance(doc["evidence"], dict):
         raise ProtocolError("bad_field", "evidence is not an object", "use a JSON object")
     _num(doc, "windows", 0, integer=True, optional=True)
+    _str(doc, "severity", SEVERITIES, optional=True)  # optional: agents before it; see severity_of
     return doc
 
 

@@ -31,7 +31,7 @@ TOKEN = "t0ken-for-tests-0123456789"
 
 def alert(i: int, *, site: str = "p1", sensor: str = "de", cls: str = "IR007") -> dict[str, Any]:
     return {"id": f"alert{i:04d}xyz", "site": site, "gateway": "g1", "sensor": sensor, "asset": f"{site}/g1/{sensor}",
-            "akind": "fault", "state": "raised", "cls": cls, "severity": "low", "probability": 0.8 + i / 100,
+            "akind": "fault", "state": "raised", "cls": cls, "severity": "info", "probability": 0.8 + i / 100,
             "ev_ms": 1_700_000_000_000 + i * 1000, "recv_ms": 1_700_000_000_000 + i * 1000, "late": 0,
             "model_name": "cnn_small", "model_version": "1", "mid": f"m{i}"}
 

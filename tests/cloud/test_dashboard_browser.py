@@ -90,7 +90,7 @@ class Served:
 def alert(i: int, cls: str) -> dict[str, Any]:
     now = int(time.time() * 1000)
     return {"id": f"browser{i:04d}", "site": "plant", "gateway": "gw", "sensor": "de", "asset": "plant/gw/de",
-            "akind": "fault", "state": "raised", "cls": cls, "severity": "high", "probability": 0.93, "ev_ms": now,
+            "akind": "fault", "state": "raised", "cls": cls, "severity": "critical", "probability": 0.93, "ev_ms": now,
             "recv_ms": now, "late": 0, "model_name": "cnn_small", "model_version": "1", "mid": f"m{i}"}
 
 

@@ -25,7 +25,7 @@ pg_url = test_units.pg_url  # the PostgreSQL fixture (a fresh schema; skips outs
 
 def alert(i: int, *, site: str = "p1", sensor: str = "de", cls: str = "IR007", ev_ms: int | None = None) -> dict[str, object]:
     return {"id": f"alert{i:04d}xyz", "site": site, "gateway": "g1", "sensor": sensor, "asset": f"{site}/g1/{sensor}",
-            "akind": "fault", "state": "raised", "cls": cls, "severity": "low", "probability": 0.91,
+            "akind": "fault", "state": "raised", "cls": cls, "severity": "info", "probability": 0.91,
             "ev_ms": ev_ms if ev_ms is not None else 1_700_000_000_000 + i * 1000, "recv_ms": 1_700_000_000_000 + i * 1000,
             "late": 0, "model_name": "cnn_small", "model_version": "1", "mid": f"m{i}"}
 

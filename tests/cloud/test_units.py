@@ -35,7 +35,7 @@ def _alert(**kw: object) -> dict[str, object]:
 
 def test_valid_alert_and_heartbeat_flatten_with_derived_asset_and_severity() -> None:
     r = normalize("edgevib/v1/p1/g1/alerts", dumps(_alert()), RECV, "m1")
-    assert (r["kind"], r["asset"], r["severity"], r["cls"], r["ev_ms"]) == ("alert", "p1/g1/de", "medium", "OR014",
+    assert (r["kind"], r["asset"], r["severity"], r["cls"], r["ev_ms"]) == ("alert", "p1/g1/de", "info", "OR014",
                                                                            T_NS // 1_000_000)
     hb = make_heartbeat(site="p1", gateway="g1", t_ns=T_NS, uptime_s=5.0, model={"name": "cnn", "version": "2",
                         "sha256": "ab"}, drops={"bad_crc": 2, "truncated": 1})
@@ -120,10 +120,10 @@ def test_incident_needs_k_alerts_in_the_window_and_resolves_once() -> None:
 
 def test_store_upserts_are_idempotent(tmp_path: Path) -> None:
     s = Store(f"sqlite:///{tmp_path}/s.db")
-    row = {"asset": "a", "site": "p", "window_start": 0, "window_end": 2000, "cls": "B007", "severity": "low", "n": 3}
+    row = {"asset": "a", "site": "p", "window_start": 0, "window_end": 2000, "cls": "B007", "severity": "info", "n": 3}
     s.apply("asset_counts", row)
     s.apply("asset_counts", row)  # a replay after a restart
-    assert s.asset_counts() == {("a", 0, "B007", "low"): 3}
+    assert s.asset_counts() == {("a", 0, "B007", "info"): 3}
     s.apply_many("alert", [{"id": "x", "ev_ms": 1}, {"id": "x", "ev_ms": 1}, {"id": "y", "ev_ms": 2}])
     assert s.query("SELECT COUNT(*) FROM alerts")[0][0] == 2
     with pytest.raises(Exception, match="record kind"):
@@ -137,7 +137,57 @@ def test_config_errors_name_the_field_and_the_fix() -> None:
     with pytest.raises(ConfigError, match="store_url"):
         load_config(None, env={"EDGEVIB_STORE_URL": "mysql://x"})
     with pytest.raises(ConfigError, match="min_incident_severity"):
-        load_config(None, env={"EDGEVIB_JOB__MIN_INCIDENT_SEVERITY": "warning"})
+        load_config(None, env={"EDGEVIB_JOB__MIN_INCIDENT_SEVERITY": "urgent"})
+
+
+def test_ingest_keeps_the_edge_severity_and_derives_it_only_for_older_agents() -> None:
+    # The edge decides (p >= 0.95 and physics agrees: critical); the cloud must not overrule
+    # it from the class name: a fault-type class (OR, no size) has no size to derive from.
+    for cls, given in (("OR", "critical"), ("OR014", "critical"), ("IR021", "info")):
+        a = _alert(cls=cls, probability=0.5, severity=given)
+        assert normalize("edgevib/v1/p1/g1/alerts", dumps(a), RECV, "m")["severity"] == given
+    old = {k: v for k, v in _alert(cls="OR", probability=0.97, agree=True).items() if k != "severity"}
+    assert normalize("edgevib/v1/p1/g1/alerts", dumps(old), RECV, "m")["severity"] == "critical"
+    bad = normalize("edgevib/v1/p1/g1/alerts", dumps({**_alert(), "severity": "high"}), RECV, "m")
+    assert (bad["kind"], bad["reason"]) == ("dead", "bad_field")
+
+
+def test_min_incident_severity_uses_the_protocol_vocabulary() -> None:
+    from edgevib.cloud.sql import views
+
+    cfg = load_config(None, env={})
+    assert cfg.job.min_incident_severity == "warning"
+    serious = [v for v in views(cfg) if "VIEW serious" in v][0]
+    assert "'warning', 'critical'" in serious and "'info'" not in serious
+    crit = load_config(None, env={"EDGEVIB_JOB__MIN_INCIDENT_SEVERITY": "critical"})
+    assert "IN ('critical')" in [v for v in views(crit) if "VIEW serious" in v][0]
+    # The old names fail with the new name to use.
+    for old, new in (("low", "info"), ("medium", "warning"), ("high", "critical")):
+        with pytest.raises(ConfigError, match=f"min_incident_severity='{old}'.*{new}"):
+            load_config(None, env={"EDGEVIB_JOB__MIN_INCIDENT_SEVERITY": old})
+
+
+def test_store_health_counts_per_severity_and_migrates_an_old_store(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)  # the columns and values an older version wrote
+    con.execute("CREATE TABLE asset_health (asset TEXT, site TEXT, window_start BIGINT, window_end BIGINT, "
+                "n_alerts BIGINT, n_low BIGINT, n_medium BIGINT, n_high BIGINT, health DOUBLE PRECISION, "
+                "PRIMARY KEY (asset, window_start))")
+    con.execute("INSERT INTO asset_health VALUES ('a', 'p', 0, 10, 3, 1, 1, 1, 50.0)")
+    con.execute("CREATE TABLE asset_counts (asset TEXT, site TEXT, window_start BIGINT, window_end BIGINT, "
+                "cls TEXT, severity TEXT, n BIGINT, PRIMARY KEY (asset, window_start, cls, severity))")
+    con.execute("INSERT INTO asset_counts VALUES ('a', 'p', 0, 10, 'IR021', 'high', 1)")
+    con.commit()
+    con.close()
+    s = Store(f"sqlite:///{db}")
+    assert s.query("SELECT n_info, n_warning, n_critical FROM asset_health") == [(1, 1, 1)]
+    assert s.asset_counts() == {("a", 0, "IR021", "critical"): 1}
+    s.apply("health", {"asset": "b", "site": "p", "window_start": 0, "window_end": 10, "n_alerts": 2,
+                       "n_info": 0, "n_warning": 0, "n_critical": 2, "health": 54.9})
+    assert s.query("SELECT n_critical FROM asset_health WHERE asset = 'b'") == [(2,)]
+    s.close()
 
 
 @pytest.fixture
@@ -162,11 +212,11 @@ def pg_url() -> Iterator[str]:
 @pytest.mark.integration
 def test_postgres_store_same_upserts(pg_url: str) -> None:
     s = Store(pg_url)
-    row = {"asset": "a", "site": "p", "window_start": 0, "window_end": 2000, "cls": "B007", "severity": "low", "n": 3}
+    row = {"asset": "a", "site": "p", "window_start": 0, "window_end": 2000, "cls": "B007", "severity": "info", "n": 3}
     s.apply("asset_counts", row)
     s.apply("asset_counts", {**row, "n": 4})
     s.apply_many("alert", [{"id": "x", "ev_ms": 1}, {"id": "x", "ev_ms": 1}, {"id": "y", "ev_ms": 2}])
-    assert s.asset_counts() == {("a", 0, "B007", "low"): 4}
+    assert s.asset_counts() == {("a", 0, "B007", "info"): 4}
     assert s.query("SELECT COUNT(*) FROM alerts")[0][0] == 2
     assert s.summary()["alerts"] == 2
     s.close()

@@ -115,3 +115,34 @@ def test_heartbeat_round_trip_and_validation() -> None:
     bad = {**hb, "uptime_s": -1}
     assert _reason(parse_heartbeat, json.dumps(bad).encode()) == "bad_field"
     assert _reason(parse_heartbeat, dumps(_alert())) == "bad_schema"
+
+
+def test_one_severity_vocabulary_decided_by_the_edge_and_validated() -> None:
+    from edgevib.edge.protocol import SEVERITIES, severity_at_least, severity_of
+
+    assert SEVERITIES == ("info", "warning", "critical")
+    assert severity_at_least("critical", "warning") and not severity_at_least("info", "warning")
+    # make_alert decides from the evidence it is given: confidence and physics agreement.
+    assert _alert(probability=0.97, agree=True)["severity"] == "critical"
+    assert _alert(probability=0.9, agree=True)["severity"] == "warning"
+    assert _alert(probability=0.97, agree=False)["severity"] == "warning"
+    assert _alert(probability=0.9, agree=False)["severity"] == "info"
+    assert _alert(state="cleared", probability=None)["severity"] == "info"
+    anomaly = make_alert(site="s", gateway="g", sensor="de", kind="anomaly", state="raised", t_ns=1, anomaly_score=9.0)
+    assert anomaly["severity"] == "warning"
+    # A fault-type model (no size in the class name) gets a severity like any other.
+    assert _alert(cls="OR", probability=0.99, agree=True)["severity"] == "critical"
+    assert _alert(severity="info", probability=0.99)["severity"] == "info"  # an explicit decision is kept
+    assert parse_alert(dumps(_alert(probability=0.97)))["severity"] == "critical"
+    # The old cloud vocabulary and garbage are refused, naming the allowed values.
+    for bad in ("high", "low", "CRITICAL", 3):
+        with pytest.raises(ProtocolError, match="info, warning, critical") as ei:
+            parse_alert(json.dumps({**_alert(), "severity": bad}).encode())
+        assert ei.value.reason == "bad_field"
+    with pytest.raises(ProtocolError):
+        _alert(severity="high")
+    # An alert from an older agent (no severity field) is valid; severity_of derives it once.
+    old = {k: v for k, v in _alert(probability=0.97, agree=True).items() if k != "severity"}
+    assert "severity" not in parse_alert(json.dumps(old).encode())
+    assert severity_of(old) == "critical" and severity_of({**old, "agree": None}) == "warning"
+    assert severity_of({**old, "severity": "info"}) == "info"
