@@ -25,6 +25,7 @@ from pathlib import Path
 from edgevib.cloud.config import CloudConfig
 from edgevib.cloud.errors import CloudError, CloudRetryableError
 from edgevib.cloud.ingest import dumps_line, normalize
+from edgevib.edge.protocol import subscription
 
 from edgevib.broker import parse_url
 from edgevib.extras import require
@@ -92,8 +93,8 @@ class Bridge:
             log.warning("bridge: connect refused: %s", reason)
             return
         self.stats.connects += 1
-        p = self.bcfg.topic_prefix
-        client.subscribe([(f"{p}/+/+/{k}", 1) for k in ("alerts", "heartbeat", "status", "labels")])  # type: ignore[attr-defined]
+        client.subscribe([(subscription(k, prefix=self.bcfg.topic_prefix), 1)  # type: ignore[attr-defined]
+                          for k in ("alerts", "heartbeat", "status", "labels")])
         log.info("bridge: connected to %s:%d (session present: %s)", self.host, self.port,
                  getattr(flags, "session_present", "?"))
 
@@ -187,7 +188,7 @@ class Bridge:
         dead = 0
         for topic, payload, recv_ms, _, _ in batch:
             self._seq += 1
-            rec = normalize(topic, payload, recv_ms, f"{self._run}-{self._seq}")
+            rec = normalize(topic, payload, recv_ms, f"{self._run}-{self._seq}", self.bcfg.topic_prefix)
             dead += rec["kind"] == "dead"
             lines.append(dumps_line(rec))
         self._file_seq += 1

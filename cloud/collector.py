@@ -39,7 +39,8 @@ class Collector:
         self._own_store = store is None
         self.store = store if store is not None else Store(cfg.store_url, clock=clock)
         self.dataset = EvidenceStore(self.store, ecfg.dataset_dir, max_bytes=ecfg.max_bytes,
-                                     max_per_gateway_per_min=ecfg.per_gateway_per_min, clock=clock)
+                                     max_per_gateway_per_min=ecfg.per_gateway_per_min, clock=clock,
+                                     topic_prefix=cfg.bridge.topic_prefix)
         self.received = 0
         self._q: queue.SimpleQueue[tuple[str, bytes, int, int] | None] = queue.SimpleQueue()
         self._cond = threading.Condition()

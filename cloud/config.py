@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevib.edge.protocol import SEVERITIES
+from edgevib.edge.errors import ProtocolError
+from edgevib.edge.protocol import PREFIX, SEVERITIES, check_prefix
 
 from edgevib.config import load
 from edgevib.errors import ConfigError
@@ -31,7 +32,7 @@ class BridgeConfig:
     """MQTT -> spool bridge: persistent session, QoS 1, ack only after the batch is on disk."""
 
     client_id: str = "edgevib-cloud-bridge"
-    topic_prefix: str = "edgevib/v1"
+    topic_prefix: str = PREFIX  # gateways' topics live under it (edgevib.edge.protocol.Topics prefix=)
     flush_ms: int = 100
     max_batch: int = 5000
     # Files older than this are deleted; keep it far above the checkpoint interval so a
@@ -42,9 +43,10 @@ class BridgeConfig:
         _positive("bridge.flush_ms", self.flush_ms)
         _positive("bridge.max_batch", self.max_batch)
         _positive("bridge.retention_s", self.retention_s)
-        if not self.topic_prefix or self.topic_prefix.endswith("/") or "+" in self.topic_prefix or "#" in self.topic_prefix:
-            raise ConfigError("cloud.config", f"bridge.topic_prefix={self.topic_prefix!r}",
-                              "use a plain topic prefix such as 'edgevib/v1'")
+        try:
+            check_prefix(self.topic_prefix)
+        except ProtocolError as exc:
+            raise ConfigError("cloud.config", f"bridge.topic_prefix={self.topic_prefix!r}", exc.fix) from exc
 
 
 @dataclass(frozen=True)

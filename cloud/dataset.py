@@ -29,7 +29,7 @@ from edgevib.cloud.store import TABLES, Store
 from edgevib.edge.collect import TokenBucket
 from edgevib.edge.errors import FrameError, ProtocolError
 from edgevib.edge.evidence_wire import EvidenceRecord, decode
-from edgevib.edge.protocol import parse_topic
+from edgevib.edge.protocol import PREFIX, parse_topic
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -103,12 +103,13 @@ class EvidenceStore(EvidenceReader):
     """:meth:`put` from the collector, :meth:`set_label` for labels, plus the readers."""
 
     def __init__(self, store: Store, root: Path | str, *, max_bytes: int = 2**30,
-                 max_per_gateway_per_min: float = 600.0, clock: Callable[[], float] = time.time) -> None:
+                 max_per_gateway_per_min: float = 600.0, clock: Callable[[], float] = time.time,
+                 topic_prefix: str = PREFIX) -> None:
         if max_bytes < 1 or not max_per_gateway_per_min > 0:
             raise CloudError("cloud.dataset", f"max_bytes={max_bytes}, per_gateway_per_min={max_per_gateway_per_min}",
                              "use positive bounds")
         super().__init__(store, root)
-        self.clock = clock
+        self.clock, self.topic_prefix = clock, topic_prefix
         self.max_bytes, self.rate = max_bytes, max_per_gateway_per_min
         self.root.mkdir(parents=True, exist_ok=True)
         self.stored, self.evicted = 0, 0
@@ -120,7 +121,7 @@ class EvidenceStore(EvidenceReader):
     def put(self, payload: bytes, topic: str) -> str | None:
         """Validate and store one evidence message; its id, or None (counted in ``rejected``)."""
         try:
-            info = parse_topic(topic)
+            info = parse_topic(topic, self.topic_prefix)
             if info.kind != "evidence":
                 raise ProtocolError("bad_topic", f"topic {topic!r}", "publish evidence on .../evidence")
         except ProtocolError as exc:

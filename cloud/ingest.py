@@ -29,7 +29,14 @@ from __future__ import annotations
 from typing import Any
 
 from edgevib.edge.errors import ProtocolError
-from edgevib.edge.protocol import SEVERITIES, parse_alert, parse_heartbeat, parse_topic, severity_of
+from edgevib.edge.protocol import (
+    PREFIX,
+    SEVERITIES,
+    parse_alert,
+    parse_heartbeat,
+    parse_topic,
+    severity_of,
+)
 
 # Weight of one alert of each severity (info, warning, critical) in the health score (cloud/sql.py).
 SEVERITY_WEIGHT = dict(zip(SEVERITIES, (0.25, 1.0, 3.0), strict=True))
@@ -69,10 +76,10 @@ def dead(topic: str, payload: bytes, recv_ms: int, mid: str, reason: str, detail
     }
 
 
-def normalize(topic: str, payload: bytes, recv_ms: int, mid: str) -> dict[str, Any]:
-    """One MQTT message -> one flat spool record (``kind`` alert/heartbeat/status/dead)."""
+def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = PREFIX) -> dict[str, Any]:
+    """One MQTT message on a topic under ``prefix`` -> one flat spool record (``kind`` alert/heartbeat/status/dead)."""
     try:
-        info = parse_topic(topic)
+        info = parse_topic(topic, prefix)
     except ProtocolError as exc:
         return dead(topic, payload, recv_ms, mid, exc.reason, str(exc))
     base = {"mid": mid, "site": info.site, "gateway": info.gateway, "recv_ms": recv_ms}

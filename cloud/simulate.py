@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgevib.edge.protocol import Topics, dumps, make_alert, make_heartbeat
+from edgevib.edge.protocol import PREFIX, Topics, dumps, make_alert, make_heartbeat
 
 from edgevib.broker import parse_url
 from edgevib.extras import require
@@ -36,11 +36,11 @@ class GatewaySim:
     """One gateway: ``alert()``, ``heartbeat()``, ``raw()`` publish with QoS 1 and wait for PUBACK."""
 
     def __init__(self, broker_url: str, site: str, gateway: str, *, model_sha256: str = "0" * 64,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, prefix: str = PREFIX) -> None:
         mqtt = require("paho.mqtt.client", extra="edge", feature="gateway simulator")
         from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
-        self.topics = Topics(site, gateway)
+        self.topics = Topics(site, gateway, prefix)
         self.site, self.gateway = site, gateway
         self.clock = clock
         self.model = {"name": "cnn", "version": "1", "sha256": model_sha256}

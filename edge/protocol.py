@@ -1,6 +1,8 @@
 """MQTT topics and the alert / heartbeat JSON schemas (shared by edge and cloud).
 
-Every topic lives under ``edgevib/v1/<site>/<gateway>/``. Names (site, gateway,
+Every topic lives under ``<prefix>/<site>/<gateway>/``, the prefix ``edgevib/v1`` unless
+a deployment sets another (``Topics(..., prefix=)``, ``parse_topic(..., prefix=)``,
+``subscription(..., prefix=)``; the cloud's ``bridge.topic_prefix``). Names (site, gateway,
 sensor) are 1-64 characters of ``A-Z a-z 0-9 _ - . :``, so they can never hold the
 MQTT separators or wildcards ``/ + #``.
 
@@ -28,7 +30,7 @@ from typing import Any
 from edgevib.edge.errors import ProtocolError
 from edgevib.models.classes import FAULT_TYPES, fault_type
 
-PREFIX = "edgevib/v1"
+PREFIX = "edgevib/v1"  # the default topic prefix; see check_prefix
 NAME_MAX = 64
 _NAME = re.compile(rf"[A-Za-z0-9_.:-]{{1,{NAME_MAX}}}")
 # models: signed model updates to the agent; model_status: the agent's verdict on them;
@@ -57,6 +59,16 @@ def check_name(value: object, what: str = "name") -> str:
     return value
 
 
+def check_prefix(value: object) -> str:
+    """Return ``value`` if it is a usable topic prefix (levels of names joined by ``/``), else raise."""
+    levels = value.split("/") if isinstance(value, str) else [None]
+    if not all(isinstance(lv, str) and _NAME.fullmatch(lv) for lv in levels):
+        raise ProtocolError("bad_topic", f"topic prefix {value!r}",
+                            "use levels of A-Z a-z 0-9 _ - . : joined by '/', no leading or trailing '/' "
+                            f"and no wildcards, e.g. {PREFIX!r}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class TopicInfo:
     site: str
@@ -67,18 +79,20 @@ class TopicInfo:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic builder for one gateway."""
+    """Topic builder for one gateway (under ``prefix``, :data:`PREFIX` by default)."""
 
     site: str
     gateway: str
+    prefix: str = PREFIX
 
     def __post_init__(self) -> None:
         check_name(self.site, "site")
         check_name(self.gateway, "gateway")
+        check_prefix(self.prefix)
 
     @property
     def base(self) -> str:
-        return f"{PREFIX}/{self.site}/{self.gateway}"
+        return f"{self.prefix}/{self.site}/{self.gateway}"
 
     def raw(self, sensor: str) -> str:
         return f"{self.base}/sensors/{check_name(sensor, 'sensor')}/raw"
@@ -121,21 +135,23 @@ class Topics:
         return f"{self.base}/labels"
 
 
-def subscription(kind: str, site: str = "+", gateway: str = "+") -> str:
+def subscription(kind: str, site: str = "+", gateway: str = "+", prefix: str = PREFIX) -> str:
     """Wildcard subscription, e.g. ``subscription("alerts")`` -> ``edgevib/v1/+/+/alerts``."""
     if kind not in KINDS:
         raise ProtocolError("bad_topic", f"kind={kind!r}", f"use one of {', '.join(KINDS)}")
     parts = [site if site == "+" else check_name(site, "site"),
              gateway if gateway == "+" else check_name(gateway, "gateway")]
     tail = "sensors/+/raw" if kind == "raw" else kind
-    return f"{PREFIX}/{parts[0]}/{parts[1]}/{tail}"
+    return f"{check_prefix(prefix)}/{parts[0]}/{parts[1]}/{tail}"
 
 
-def parse_topic(topic: str) -> TopicInfo:
-    """Split a concrete topic into site, gateway, kind (and sensor for ``raw``)."""
-    if not isinstance(topic, str) or not topic.startswith(PREFIX + "/"):
-        raise ProtocolError("bad_topic", f"topic {topic!r}", f"topics start with {PREFIX}/")
-    parts = topic[len(PREFIX) + 1:].split("/")
+def parse_topic(topic: str, prefix: str = PREFIX) -> TopicInfo:
+    """Split a concrete topic under ``prefix`` into site, gateway, kind (and sensor for ``raw``)."""
+    if prefix != PREFIX:  # the agent parses every frame's topic: check only prefixes not known good
+        check_prefix(prefix)
+    if not isinstance(topic, str) or not topic.startswith(prefix + "/"):
+        raise ProtocolError("bad_topic", f"topic {topic!r}", f"topics start with {prefix}/")
+    parts = topic[len(prefix) + 1:].split("/")
     if len(parts) == 5 and parts[2] == "sensors" and parts[4] == "raw":
         site, gw, _, sensor, _ = parts
         return TopicInfo(check_name(site, "site"), check_name(gw, "gateway"), "raw", check_name(sensor, "sensor"))

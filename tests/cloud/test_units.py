@@ -64,6 +64,17 @@ def test_malformed_messages_become_dead_records_with_a_known_reason(topic: str, 
     assert r["reason"] in DEAD_REASONS and r["detail"]
 
 
+def test_ingest_and_bridge_config_take_a_non_default_topic_prefix() -> None:
+    a = dumps(_alert())
+    r = normalize("acme/vib/p1/g1/alerts", a, RECV, "m", prefix="acme/vib")
+    assert (r["kind"], r["site"], r["gateway"]) == ("alert", "p1", "g1")
+    assert normalize("edgevib/v1/p1/g1/alerts", a, RECV, "m", prefix="acme/vib")["reason"] == "bad_topic"
+    cfg = load_config(None, env={"EDGEVIB_BRIDGE__TOPIC_PREFIX": "acme/vib"})
+    assert cfg.bridge.topic_prefix == "acme/vib"
+    with pytest.raises(ConfigError, match="topic_prefix"):
+        load_config(None, env={"EDGEVIB_BRIDGE__TOPIC_PREFIX": "acme//vib"})
+
+
 def test_ingest_agrees_with_the_edge_parser() -> None:
     # The cloud must refuse exactly what the edge's own parser refuses (plus its cloud checks).
     variants = [dumps(_alert()), b"{}", b"null", json.dumps({**_alert(), "class": "IR"}).encode(),
@@ -260,3 +271,30 @@ def test_bridge_acks_only_what_is_on_disk_and_resumes_its_session(broker: object
     assert len(rows) == 50 and len(set(ids)) == 50
     assert {a["id"] for a in sim.published.alerts} == set(ids)
     assert not list(Path(cfg.spool_dir).glob(".*"))  # no temporary files left behind
+
+
+@pytest.mark.integration
+def test_bridge_with_a_non_default_topic_prefix_spools_valid_records(broker: object, tmp_path: Path) -> None:
+    from edgevib.cloud.bridge import Bridge
+    from edgevib.cloud.simulate import GatewaySim
+
+    cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
+                                               "bridge": {"client_id": "bridge-prefix", "flush_ms": 20,
+                                                          "topic_prefix": "acme/vib"}})
+    sim = GatewaySim(broker.url, "p1", "g1", prefix="acme/vib")  # type: ignore[attr-defined]
+    b = Bridge(cfg)
+    b.start()
+    try:
+        for _ in range(3):
+            sim.alert("OR021")
+        sim.heartbeat()
+        deadline = time.time() + 10
+        while b.stats.written < 4 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.stop()
+        sim.close()
+    rows = [dict(zip(SPOOL_COLUMN_NAMES, r, strict=True)) for p in sorted(Path(cfg.spool_dir).glob("*.csv"))
+            for r in csv.reader(io.StringIO(p.read_text()))]
+    assert sorted(r["kind"] for r in rows) == ["alert", "alert", "alert", "heartbeat"], rows
+    assert b.stats.dead == 0

@@ -146,3 +146,21 @@ def test_one_severity_vocabulary_decided_by_the_edge_and_validated() -> None:
     assert "severity" not in parse_alert(json.dumps(old).encode())
     assert severity_of(old) == "critical" and severity_of({**old, "agree": None}) == "warning"
     assert severity_of({**old, "severity": "info"}) == "info"
+
+
+def test_topic_prefix_is_one_setting_for_building_and_parsing() -> None:
+    t = Topics("s1", "gw", prefix="acme/vib")
+    assert (t.alerts, t.raw("de"), t.raw_all) == ("acme/vib/s1/gw/alerts", "acme/vib/s1/gw/sensors/de/raw",
+                                                  "acme/vib/s1/gw/sensors/+/raw")
+    info = parse_topic(t.raw("de"), prefix="acme/vib")
+    assert (info.site, info.gateway, info.kind, info.sensor) == ("s1", "gw", "raw", "de")
+    assert parse_topic(t.model_status, prefix="acme/vib").kind == "model_status"
+    assert subscription("alerts", prefix="acme/vib") == "acme/vib/+/+/alerts"
+    # A topic under another prefix is refused, naming the prefix that was expected.
+    with pytest.raises(ProtocolError, match="acme/vib/") as ei:
+        parse_topic(Topics("s1", "gw").alerts, prefix="acme/vib")
+    assert ei.value.reason == "bad_topic"
+    assert _reason(parse_topic, t.alerts) == "bad_topic"  # the default prefix stays edgevib/v1
+    for bad in ("", "a/", "/a", "a//b", "a/+", "#", "a b"):
+        with pytest.raises(ProtocolError, match="prefix"):
+            Topics("s", "g", prefix=bad)
