@@ -1,7 +1,7 @@
 """MQTT -> spool bridge: the durable ingest of the cloud job.
 
-Subscribes to every gateway's ``alerts``, ``heartbeat``, ``status`` and ``labels`` topics with QoS 1
-in a persistent MQTT 5 session (the broker queues messages while the bridge is down),
+Subscribes to every gateway's ``alerts``, ``heartbeat``, ``status``, ``labels`` and
+``model_status`` topics with QoS 1 in a persistent MQTT 5 session (the broker queues messages while the bridge is down),
 validates and flattens each message (:func:`edgevib.cloud.ingest.normalize`), and writes
 batches of CSV lines to the spool directory. A batch goes to a hidden temporary file,
 is fsync'ed and renamed to its final name (Flink's file source ignores hidden files and
@@ -33,6 +33,9 @@ from edgevib.extras import require
 log = logging.getLogger(__name__)
 
 SPOOL_SUFFIX = ".csv"
+# model_status: verdicts can come long after `edgevib models push` returned (a rollback in
+# probation), so the bridge stores them, not only the pusher.
+BRIDGED_KINDS: tuple[str, ...] = ("alerts", "heartbeat", "status", "labels", "model_status")
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Bridge:
             return
         self.stats.connects += 1
         client.subscribe([(subscription(k, prefix=self.bcfg.topic_prefix), 1)  # type: ignore[attr-defined]
-                          for k in ("alerts", "heartbeat", "status", "labels")])
+                          for k in BRIDGED_KINDS])
         log.info("bridge: connected to %s:%d (session present: %s)", self.host, self.port,
                  getattr(flags, "session_present", "?"))
 

@@ -34,6 +34,7 @@ from edgevib.edge.protocol import (
     SEVERITIES,
     parse_alert,
     parse_heartbeat,
+    parse_model_status,
     parse_topic,
     severity_of,
 )
@@ -77,7 +78,8 @@ def dead(topic: str, payload: bytes, recv_ms: int, mid: str, reason: str, detail
 
 
 def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = PREFIX) -> dict[str, Any]:
-    """One MQTT message on a topic under ``prefix`` -> one flat spool record (``kind`` alert/heartbeat/status/dead)."""
+    """One MQTT message on a topic under ``prefix`` -> one flat spool record
+    (``kind`` alert/heartbeat/status/label/model_status/dead)."""
     try:
         info = parse_topic(topic, prefix)
     except ProtocolError as exc:
@@ -98,6 +100,9 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
             return {**base, "kind": "status", "ev_ms": recv_ms, "status": text}
         elif info.kind == "labels":
             return {**base, **_label_record(payload, info.site, info.gateway)}
+        elif info.kind == "model_status":
+            doc = parse_model_status(bytes(payload))
+            kind = "model_status"
         else:
             return dead(topic, payload, recv_ms, mid, "bad_topic", f"kind {info.kind!r} is not for the cloud",
                         info.site, info.gateway)
@@ -116,7 +121,11 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
     rec: dict[str, Any] = {**base, "kind": kind, "ev_ms": ev_ms,
                            "model_name": model.get("name"), "model_version": model.get("version"),
                            "model_sha256": model.get("sha256")}
-    if kind == "alert":
+    if kind == "model_status":  # the agent's verdict on a model update (store table model_status)
+        rec.update({"id": doc["update_id"], "status": doc["result"], "reason": doc["reason"],
+                    "model_name": doc.get("name"), "model_version": doc.get("version"), "model_sha256": doc.get("sha256"),
+                    "detail": str(doc.get("detail") or "")[:300]})
+    elif kind == "alert":
         rec.update({
             "id": doc["id"], "sensor": doc["sensor"], "asset": asset_of(doc), "akind": doc["kind"],
             "state": doc["state"], "cls": doc.get("class") or doc["kind"], "severity": severity_of(doc),

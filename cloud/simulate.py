@@ -75,6 +75,10 @@ class GatewaySim:
         self.published.alerts.append(doc)
         return doc
 
+    def model_status(self, doc: dict[str, Any]) -> None:
+        """Publish a verdict (``edgevib.edge.updates.make_status``) as an agent's updater does."""
+        self._publish(self.topics.model_status, dumps(doc))
+
     def republish(self, doc: dict[str, Any]) -> None:
         """Send an alert again with the same id (what an edge outbox does after a lost PUBACK)."""
         self._publish(self.topics.alerts, dumps(doc))

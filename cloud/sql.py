@@ -85,6 +85,12 @@ def plain_query(cfg: CloudConfig) -> str:
                "alerts_in", cfg, {"late": "CASE WHEN late THEN 1 ELSE 0 END"}),
         _batch("dead", ("mid", "recv_ms", "topic", "site", "gateway", "reason", "detail", "raw"),
                "spool WHERE kind = 'dead'", cfg),
+        # Agents' verdicts on model updates; keyed like the pusher's rows (site, gateway, ts_ms),
+        # so a verdict both record is one row.
+        _json("model_status", "CONCAT(site, '/', gateway)",
+              {"site": "site", "gateway": "gateway", "ts_ms": "ev_ms", "name": "model_name",
+               "version": "model_version", "sha256": "model_sha256", "result": "status", "reason": "reason"})
+        + " FROM spool WHERE kind = 'model_status'",
         _json("asset_counts", "asset", {"asset": "asset", "site": "site", "window_start": _ms("ws"),
                                         "window_end": _ms("we"), "cls": "cls", "severity": "severity", "n": "n"})
         + " FROM asset_win",

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgevib.edge.errors import ProtocolError
+from edgevib.edge.updates import RESULTS as UPDATE_RESULTS
+from edgevib.edge.updates import STATUS_SCHEMA
 from edgevib.models.classes import FAULT_TYPES, fault_type
 
 PREFIX = "edgevib/v1"  # the default topic prefix; see check_prefix
@@ -382,3 +384,27 @@ def parse_alert(payload: bytes) -> dict[str, Any]:
 def parse_heartbeat(payload: bytes) -> dict[str, Any]:
     """Bytes from the ``heartbeat`` topic -> validated heartbeat dict."""
     return validate_heartbeat(_load(payload, "heartbeat"))
+
+
+def validate_model_status(doc: Any) -> dict[str, Any]:
+    """Check an agent's verdict against ``edgevib.model_status/1`` (docs/protocol.md); return it or raise."""
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad_json", f"model_status is a {type(doc).__name__}", "send a JSON object")
+    if doc.get("schema") != STATUS_SCHEMA:
+        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {STATUS_SCHEMA!r}")
+    for k in ("site", "gateway"):
+        if k not in doc:
+            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
+        check_name(doc[k], k)
+    _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
+    _str(doc, "update_id")
+    _str(doc, "result", UPDATE_RESULTS)
+    _str(doc, "reason")  # a code (docs/protocol.md); not a closed set, so newer agents' codes still land
+    for k in ("name", "version", "sha256", "detail"):
+        _str(doc, k, optional=True)  # null for an update that never had a readable manifest
+    return doc
+
+
+def parse_model_status(payload: bytes) -> dict[str, Any]:
+    """Bytes from the ``model_status`` topic -> validated verdict dict."""
+    return validate_model_status(_load(payload, "model_status"))

@@ -285,6 +285,21 @@ def test_kill_and_restart_from_checkpoint_loses_and_doubles_nothing(cloud: Cloud
     st.close()
 
 
+def test_model_status_verdict_reaches_the_store(cloud: Cloud) -> None:
+    # A probation rollback is reported after `edgevib models push` returned: the job stores it.
+    from edgevib.edge.updates import make_status
+
+    t_ns = time.time_ns()
+    cloud.sims["g2"].model_status(make_status(
+        site="s1", gateway="g2", update_id="cnn-2-ab", result="rolled_back", reason="probation_failed", t_ns=t_ns,
+        manifest={"name": "cnn", "version": "2", "sha256": "ab" * 32}))
+    st = cloud.store()
+    want = [("s1", "g2", t_ns // 1_000_000, "cnn", "2", "rolled_back", "probation_failed")]
+    sql = "SELECT site, gateway, ts_ms, name, version, result, reason FROM model_status WHERE gateway = 'g2'"
+    wait_for(lambda: st.query(sql) == want, 60, "the verdict in the model_status table", cloud.job)
+    st.close()
+
+
 def test_anomaly_drift_emits_a_retrain_trigger_once(cloud: Cloud) -> None:
     """Runs last: its anomaly alerts would change the aggregates the tests above count."""
     g2 = cloud.sims["g2"]

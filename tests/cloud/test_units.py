@@ -75,6 +75,33 @@ def test_ingest_and_bridge_config_take_a_non_default_topic_prefix() -> None:
         load_config(None, env={"EDGEVIB_BRIDGE__TOPIC_PREFIX": "acme//vib"})
 
 
+def _verdict(**kw: object) -> dict[str, object]:
+    from edgevib.edge.updates import make_status
+
+    base: dict[str, object] = dict(site="p1", gateway="g1", update_id="cnn-2-ab", result="rolled_back",
+                                   reason="probation_failed", t_ns=T_NS, detail="12 alerts in probation",
+                                   manifest={"name": "cnn", "version": "2", "sha256": "ab" * 32})
+    base.update(kw)
+    return make_status(**base)  # type: ignore[arg-type]
+
+
+def test_model_status_verdicts_are_ingested_for_the_store() -> None:
+    # A rollback during probation arrives after push() returned: only the bridge sees it.
+    r = normalize("edgevib/v1/p1/g1/model_status", dumps(_verdict()), RECV, "m")
+    assert (r["kind"], r["site"], r["gateway"], r["ev_ms"], r["id"]) == ("model_status", "p1", "g1",
+                                                                        T_NS // 1_000_000, "cnn-2-ab")
+    assert (r["model_name"], r["model_version"], r["status"], r["reason"]) == ("cnn", "2", "rolled_back",
+                                                                              "probation_failed")
+    for bad, reason in ((dict(_verdict(), result="exploded"), "bad_field"), (dict(_verdict(), schema="x"), "bad_schema"),
+                        (dict(_verdict(), gateway="g2"), "bad_field"), ({"schema": "edgevib.model_status/1"},
+                                                                         "missing_field")):
+        d = normalize("edgevib/v1/p1/g1/model_status", json.dumps(bad).encode(), RECV, "m")
+        assert (d["kind"], d["reason"]) == ("dead", reason), d
+    from edgevib.cloud.sql import plain_query
+
+    assert "FROM spool WHERE kind = 'model_status'" in plain_query(load_config(None, env={}))
+
+
 def test_ingest_agrees_with_the_edge_parser() -> None:
     # The cloud must refuse exactly what the edge's own parser refuses (plus its cloud checks).
     variants = [dumps(_alert()), b"{}", b"null", json.dumps({**_alert(), "class": "IR"}).encode(),
@@ -298,3 +325,26 @@ def test_bridge_with_a_non_default_topic_prefix_spools_valid_records(broker: obj
             for r in csv.reader(io.StringIO(p.read_text()))]
     assert sorted(r["kind"] for r in rows) == ["alert", "alert", "alert", "heartbeat"], rows
     assert b.stats.dead == 0
+
+
+@pytest.mark.integration
+def test_bridge_spools_model_status_verdicts(broker: object, tmp_path: Path) -> None:
+    from edgevib.cloud.bridge import Bridge
+    from edgevib.cloud.simulate import GatewaySim
+
+    cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
+                                               "bridge": {"client_id": "bridge-verdicts", "flush_ms": 20}})
+    sim = GatewaySim(broker.url, "p1", "g1")  # type: ignore[attr-defined]
+    b = Bridge(cfg)
+    b.start()
+    try:
+        sim.model_status(_verdict(t_ns=time.time_ns()))
+        deadline = time.time() + 10
+        while b.stats.written < 1 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.stop()
+        sim.close()
+    rows = [dict(zip(SPOOL_COLUMN_NAMES, r, strict=True)) for p in sorted(Path(cfg.spool_dir).glob("*.csv"))
+            for r in csv.reader(io.StringIO(p.read_text()))]
+    assert [(r["kind"], r["status"], r["reason"]) for r in rows] == [("model_status", "rolled_back", "probation_failed")]
