@@ -1,10 +1,15 @@
-"""The edge's model contract: anything with ``meta`` and ``predict([N,1,W]) -> [N,C]``.
+"""The edge's model contract: anything with ``meta`` and ``predict([N,1,W], context) -> [N,C]``.
+
+``context`` gives each row's bearing fault frequencies (:class:`edgevib.models.orders.FaultHz`,
+from the sensor's bearing and speed); a model that declares an ``orders`` input needs it,
+others ignore it.
 
 :class:`FunctionModel` wraps a plain function (tests, the in-memory demo);
 :class:`edgevib.edge.onnx.OnnxModel` runs an ONNX file.
 
 >>> import numpy as np
 >>> from edgevib.models.contract import ModelMeta
+from edgevib.models.orders import FaultHz
 >>> m = FunctionModel(ModelMeta(("normal", "IR007"), window=4),
 ...                   lambda x: np.tile([0.9, 0.1], (len(x), 1)).astype(np.float32))
 >>> m.predict(np.zeros((3, 1, 4), np.float32)).shape
@@ -14,13 +19,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import ModelError
 from edgevib.models.contract import ModelMeta
+from edgevib.models.orders import FaultHz
 
 F32 = npt.NDArray[np.float32]
 
@@ -34,8 +40,8 @@ class Model(Protocol):
     version: str
     sha256: str
 
-    def predict(self, batch: F32) -> F32:
-        """float32 [N, 1, W] in g -> float32 [N, C] class probabilities (rows sum to 1)."""
+    def predict(self, batch: F32, context: Sequence[FaultHz] | None = None) -> F32:
+        """float32 [N, 1, W] in g (and each row's fault frequencies) -> float32 [N, C] probabilities."""
         ...
 
 
@@ -66,6 +72,12 @@ def check_probs(probs: npt.ArrayLike, n: int, n_classes: int, component: str = "
     return p
 
 
+def run_model(model: Model, batch: F32, context: Sequence[FaultHz] | None) -> F32:
+    """``model.predict``, handing ``context`` only to a model that declares a second input, so a
+    single-input model (or a plain ``predict(batch)``) runs exactly as before."""
+    return model.predict(batch, context) if model.meta.aux_size else model.predict(batch)
+
+
 class FunctionModel:
     """A :class:`Model` from a function ``[N,1,W] -> [N,C]`` (for tests and demos)."""
 
@@ -75,6 +87,6 @@ class FunctionModel:
         self.version = version or meta.version
         self.sha256 = hashlib.sha256(f"{name}:{self.version}:{meta.classes}".encode()).hexdigest()
 
-    def predict(self, batch: F32) -> F32:
+    def predict(self, batch: F32, context: Sequence[FaultHz] | None = None) -> F32:
         x = check_batch(batch, self.meta.window, f"edge.model[{self.name}]")
         return check_probs(self._fn(x), len(x), len(self.meta.classes), f"edge.model[{self.name}]")

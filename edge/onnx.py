@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from edgevib.edge.errors import ModelError
 from edgevib.edge.model import F32, check_batch, check_probs
-from edgevib.models.contract import INPUT, OUTPUT, ModelMeta, meta_of_session
-from edgevib.models.errors import ContractError
+from edgevib.models.contract import (
+    AUX_INPUT,
+    INPUT,
+    OUTPUT,
+    ModelMeta,
+    input_problem,
+    meta_of_session,
+)
+from edgevib.models.errors import ContractError, ModelsError
+from edgevib.models.orders import FaultHz, order_features
 
 from edgevib.extras import require
 
@@ -64,25 +73,42 @@ class OnnxModel:
 
     def _check_signature(self, where: str) -> None:
         ins, outs = self.session.get_inputs(), self.session.get_outputs()
-        w, c = self.meta.window, len(self.meta.classes)
-        shape = list(ins[0].shape) if len(ins) == 1 else []
-        fixed = [d if isinstance(d, int) else None for d in shape]
-        if len(ins) != 1 or ins[0].name != INPUT or ins[0].type != "tensor(float)" or len(shape) != 3 \
-                or fixed[1] not in (None, 1) or fixed[2] not in (None, w):
-            got = [(i.name, i.type, i.shape) for i in ins]
-            raise ModelError("edge.onnx", f"{where} inputs {got}", f"take one float32 input 'x' of shape [N, 1, {w}]")
+        c = len(self.meta.classes)
+        problem = input_problem(ins, self.meta)
+        if problem:
+            raise ModelError("edge.onnx", f"{where} inputs {problem[0]}", problem[1])
         oshape = list(outs[0].shape) if outs else []
         if not outs or outs[0].name != OUTPUT or outs[0].type != "tensor(float)" or len(oshape) != 2 \
                 or (isinstance(oshape[1], int) and oshape[1] != c):
             got = [(o.name, o.type, o.shape) for o in outs]
             raise ModelError("edge.onnx", f"{where} outputs {got} for {c} classes", f"output float32 'probs' [N, {c}]")
 
-    def predict(self, batch: F32) -> F32:
-        """float32 [N, 1, W] -> float32 [N, C]."""
+    def predict(self, batch: F32, context: Sequence[FaultHz] | None = None) -> F32:
+        """float32 [N, 1, W] -> float32 [N, C]; ``context`` (one per row) feeds an ``orders`` input."""
         x = check_batch(batch, self.meta.window, "edge.onnx")
+        feeds = {INPUT: x}
+        if self.meta.aux_size:
+            feeds[AUX_INPUT] = self._orders(x, context)
         try:
-            out = self.session.run([OUTPUT], {INPUT: x})[0]
+            out = self.session.run([OUTPUT], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
             raise ModelError("edge.onnx", f"inference on {x.shape} failed ({str(exc)[:200]})",
                              "check the model accepts any batch size") from exc
         return check_probs(np.asarray(out), len(x), len(self.meta.classes), "edge.onnx")
+
+    def _orders(self, x: F32, context: Sequence[FaultHz] | None) -> F32:
+        """The ``orders`` input: each row's envelope features at its own fault frequencies."""
+        if context is None or len(context) != len(x):
+            raise ModelError("edge.onnx", f"model {self.name} needs each window's bearing fault frequencies "
+                             f"(got {None if context is None else len(context)} for {len(x)} windows)",
+                             "run it through the agent, which derives them from each sensor's bearing and rpm")
+        out = np.empty((len(x), self.meta.aux_size), np.float32)
+        rows: dict[FaultHz, list[int]] = {}
+        for i, f in enumerate(context):
+            rows.setdefault(f, []).append(i)
+        try:
+            for f, idx in rows.items():  # one batched call per distinct bearing + speed
+                out[idx] = order_features(x[idx, 0, :], self.meta.sample_rate, f)
+        except ModelsError as exc:
+            raise ModelError("edge.onnx", exc.problem, exc.fix) from exc
+        return out

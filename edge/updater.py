@@ -11,14 +11,14 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from edgevib.edge.alerting import Alerter
 from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError
-from edgevib.edge.model import F32, Model, describe
+from edgevib.edge.model import F32, Model, describe, run_model
 from edgevib.edge.modelstore import ModelStore
 from edgevib.edge.updates import (
     Assembler,
@@ -30,6 +30,8 @@ from edgevib.edge.updates import (
     make_status,
     verify,
 )
+from edgevib.models.bearing import CWRU_DE_6205
+from edgevib.models.orders import FaultHz, fault_frequencies
 
 if TYPE_CHECKING:
     from edgevib.edge.agent import Agent
@@ -67,6 +69,7 @@ class Updater:
         self.store = ModelStore(self.cfg.model_dir)
         self.assembler = Assembler(self.cfg.max_model_bytes, clock=agent.clock)
         self.ring: deque[F32] = deque(maxlen=self.cfg.shadow_windows)
+        self.ring_ctx: deque[FaultHz] = deque(maxlen=self.cfg.shadow_windows)  # each window's fault frequencies
         self.batch_ms: deque[tuple[float, int]] = deque(maxlen=64)  # running model: (ms, windows)
         self.previous: Model | None = None
         self.update_id, self.manifest = "", dict(describe(agent.model))
@@ -146,17 +149,18 @@ class Updater:
         real = len(self.ring)
         xs = (np.stack(self.ring) if real else
               np.random.default_rng(0).normal(0, 0.1, (8, old.meta.window)).astype(np.float32))[:, None, :]
+        ctx = list(self.ring_ctx) if real else [fault_frequencies(CWRU_DE_6205, 1797.0)] * len(xs)
         old_s: list[float] = []
         new_s: list[float] = []
         try:
-            p_new = new.predict(xs)  # checked below; also the warm-up (a session's first run allocates)
+            p_new = run_model(new, xs, ctx)  # checked below; also the warm-up (a session's first run allocates)
             # Best of a few interleaved runs: one run of a millisecond-scale model on a busy
             # gateway measures the scheduler as much as the model (seen: 2.1 vs 0.3 ms, same graph).
             for _ in range(SHADOW_RUNS):
                 t0 = time.perf_counter()
-                p_old = old.predict(xs)
+                p_old = run_model(old, xs, ctx)
                 t1 = time.perf_counter()
-                new.predict(xs)
+                run_model(new, xs, ctx)
                 old_s.append(t1 - t0)
                 new_s.append(time.perf_counter() - t1)
         except EdgeError as exc:
@@ -185,11 +189,11 @@ class Updater:
         log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, new.name, new.version)
 
     # -- batches (called by Agent.infer) ----------------------------------------------------------
-    def predict(self, x: F32) -> F32:
+    def predict(self, x: F32, context: Sequence[FaultHz] | None = None) -> F32:
         """Run the current model; in probation a failure or a slow model rolls back, then the old one runs."""
         t0 = time.perf_counter()
         try:
-            probs = self.agent.model.predict(x)
+            probs = run_model(self.agent.model, x, context)
             if self.probation and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
                 raise EdgeError("edge.updater", "rows do not sum to 1", "end the graph with a softmax")
         except Exception as exc:
@@ -197,15 +201,16 @@ class Updater:
                 raise
             problem = exc.problem if isinstance(exc, EdgeError) else repr(exc)
             self.rollback(self.update_id, "probation_failed", f"batch {len(self._prob_ms) + 1}: {problem}"[:300])
-            return self.agent.model.predict(x)
+            return run_model(self.agent.model, x, context)
         sample = ((time.perf_counter() - t0) * 1000, len(x))
         self.ring.extend(np.array(r) for r in x[:, 0, :])
+        self.ring_ctx.extend(context if context is not None else [fault_frequencies(CWRU_DE_6205, 1797.0)] * len(x))
         self.batch_ms.append(sample)
         if self.probation:
             self._prob_ms.append(sample)
             self.probation -= 1
             if not self.probation and self._end_probation():
-                return self.agent.model.predict(x)  # rolled back: this batch's rows must match the classes now
+                return run_model(self.agent.model, x, context)  # rolled back: this batch's rows must match the classes now
         return probs
 
     def _end_probation(self) -> bool:

@@ -1,8 +1,11 @@
 """The ONNX model contract: tensor layout plus ``edgevib.*`` metadata.
 
 Input ``x`` float32 [N, 1, W] (raw g at ``sample_rate``), output ``probs`` float32 [N, C]
-with C == len(classes). :func:`read_meta` and :func:`check_contract` need only
-onnxruntime (the edge install); ``onnx`` is imported only to write a model.
+with C == len(classes). A model may declare a second input ``orders`` float32 [N, F] in
+``edgevib.aux_input`` (today only ``edgevib.orders/1``: :mod:`edgevib.models.orders`), which
+the agent computes from each sensor's bearing and speed; single-input models are unchanged.
+:func:`read_meta` and :func:`check_contract` need only onnxruntime (the edge install);
+``onnx`` is imported only to write a model.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 import numpy as np
 from edgevib.models.classes import fault_type
 from edgevib.models.errors import ContractError, DataError
+from edgevib.models.orders import FEATURES as ORDER_FEATURES
+from edgevib.models.orders import KIND as ORDERS_KIND
 
 from edgevib.extras import require
 
@@ -24,6 +29,8 @@ _COMP = "models.contract"
 PREFIX = "edgevib."
 KEYS = ("classes", "sample_rate", "window", "hop", "arch", "version", "trained_on", "metrics")
 INPUT, OUTPUT = "x", "probs"
+AUX_INPUT = "orders"  # the optional second input, declared by ``edgevib.aux_input``
+AUX_KINDS = {ORDERS_KIND: len(ORDER_FEATURES)}  # kind -> feature count
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class ModelMeta:
     version: str = "1"
     trained_on: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    aux_input: str = ""  # kind of the second input ('' = none), e.g. 'edgevib.orders/1'
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -54,6 +62,14 @@ class ModelMeta:
             raise ContractError(_COMP, f"window={self.window}, hop={self.hop}", "use positive sample counts")
         if not self.arch:
             raise ContractError(_COMP, "arch=''", "name the architecture, e.g. 'cnn'")
+        if self.aux_input and self.aux_input not in AUX_KINDS:
+            raise ContractError(_COMP, f"aux_input={self.aux_input!r}",
+                                f"use one of {sorted(AUX_KINDS)} or none (a newer edgevib may know it)")
+
+    @property
+    def aux_size(self) -> int:
+        """Features per window of the second input (0: single-input model)."""
+        return AUX_KINDS.get(self.aux_input, 0)
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries, all strings."""
@@ -66,6 +82,7 @@ class ModelMeta:
             PREFIX + "version": self.version,
             PREFIX + "trained_on": self.trained_on,
             PREFIX + "metrics": json.dumps(dict(self.metrics), sort_keys=True),
+            **({PREFIX + "aux_input": self.aux_input} if self.aux_input else {}),
         }
 
     @classmethod
@@ -82,7 +99,8 @@ class ModelMeta:
                 raise ValueError("classes must be a JSON list, metrics a JSON object")
             return cls(tuple(str(c) for c in classes), float(props[PREFIX + "sample_rate"]),
                        int(props[PREFIX + "window"]), int(props[PREFIX + "hop"]), props[PREFIX + "arch"],
-                       props[PREFIX + "version"], props[PREFIX + "trained_on"], metrics)
+                       props[PREFIX + "version"], props[PREFIX + "trained_on"], metrics,
+                       props.get(PREFIX + "aux_input", ""))
         except (ValueError, TypeError) as exc:
             raise ContractError(_COMP, f"{where} has malformed metadata ({exc})", "re-save it with contract.save") from exc
 
@@ -139,16 +157,32 @@ def _dim_ok(dim: Any, want: int) -> bool:
     return not isinstance(dim, int) or dim == want
 
 
+def input_problem(ins: Any, meta: ModelMeta) -> tuple[str, str] | None:
+    """``(what was found, fix)`` if a session's inputs break the contract for ``meta``, else None."""
+    want = 2 if meta.aux_size else 1
+    shape = list(ins[0].shape) if len(ins) == want else []
+    ok = (len(ins) == want and ins[0].name == INPUT and ins[0].type == "tensor(float)" and len(shape) == 3
+          and _dim_ok(shape[1], 1) and _dim_ok(shape[2], meta.window))
+    if ok and want == 2:
+        aux = list(ins[1].shape)
+        ok = ins[1].name == AUX_INPUT and ins[1].type == "tensor(float)" and len(aux) == 2 and _dim_ok(aux[1], meta.aux_size)
+    if ok:
+        return None
+    got = [(i.name, i.type, i.shape) for i in ins]
+    fix = f"take one float32 input 'x' of shape [N, 1, {meta.window}]"
+    if want == 2:
+        fix += f" and float32 '{AUX_INPUT}' [N, {meta.aux_size}] ({meta.aux_input})"
+    return str(got), fix
+
+
 def check_contract(model: str | Path | bytes) -> ModelMeta:
     """Check layout and metadata, and that a dry run gives [N, C] probabilities; return the metadata."""
     sess, where = open_session(model)
     meta = meta_of_session(sess, where)
     ins, outs = sess.get_inputs(), sess.get_outputs()
-    shape = list(ins[0].shape) if len(ins) == 1 else []
-    if len(ins) != 1 or ins[0].name != INPUT or ins[0].type != "tensor(float)" or len(shape) != 3 \
-            or not _dim_ok(shape[1], 1) or not _dim_ok(shape[2], meta.window):
-        got = [(i.name, i.type, i.shape) for i in ins]
-        raise ContractError(_COMP, f"{where} inputs {got}", f"take one float32 input 'x' of shape [N, 1, {meta.window}]")
+    problem = input_problem(ins, meta)
+    if problem:
+        raise ContractError(_COMP, f"{where} inputs {problem[0]}", problem[1])
     c = len(meta.classes)
     if not outs or outs[0].name != OUTPUT or outs[0].type != "tensor(float)" or len(outs[0].shape) != 2 \
             or not _dim_ok(outs[0].shape[1], c):
@@ -156,8 +190,11 @@ def check_contract(model: str | Path | bytes) -> ModelMeta:
         raise ContractError(_COMP, f"{where} outputs {got} with {c} classes {list(meta.classes)}",
                             f"output float32 'probs' of shape [N, {c}]")
     x = np.random.default_rng(0).normal(0, 0.1, (2, 1, meta.window)).astype(np.float32)
+    feeds = {INPUT: x}
+    if meta.aux_size:
+        feeds[AUX_INPUT] = np.zeros((2, meta.aux_size), np.float32)
     try:
-        probs = np.asarray(sess.run([OUTPUT], {INPUT: x})[0])
+        probs = np.asarray(sess.run([OUTPUT], feeds)[0])
     except Exception as exc:  # onnxruntime's own exception types
         raise ContractError(_COMP, f"{where} fails on a [2, 1, {meta.window}] input ({exc})",
                             f"accept any batch size N with window {meta.window}") from exc

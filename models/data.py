@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import scipy.io
 import scipy.signal
+from edgevib.models.bearing import CWRU_DE_6205, BearingGeometry
 from edgevib.models.classes import class_name, label_index
-from edgevib.models.errors import DataError
+from edgevib.models.errors import DataError, ModelsError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ _NAME = re.compile(
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare by identity
 class Recording:
-    """One drive-end vibration recording: ``signal`` in g (float32) sampled at ``fs`` Hz."""
+    """One vibration recording: ``signal`` (float32; g for CWRU, other rigs' own units) at ``fs`` Hz,
+    with the test rig it comes from and the monitored bearing's geometry."""
 
     signal: np.ndarray
     fs: float
@@ -50,10 +52,16 @@ class Recording:
     or_position: str = ""  # '@3', '@6', '@12' for OR, else ''
     load_hp: int | None = None
     source: str = ""
+    rig: str = "cwru"
+    geometry: BearingGeometry = CWRU_DE_6205
+    severity: str = ""  # rig-specific (e.g. '5deg'); CWRU's is size_in
 
     @property
     def class_name(self) -> str:
-        """``'normal'``, ``'IR007'``, ``'OR021'`` (OR @6) or ``'OR007@3'`` (other positions)."""
+        """``'normal'``, ``'IR007'``, ``'OR021'`` (OR @6), ``'OR007@3'`` (other positions), or the
+        bare fault type (``'OR'``) for a recording with no fault size (other rigs)."""
+        if self.label in ("B", "IR", "OR") and self.size_in == 0.0:
+            return self.label
         return class_name(self.label, self.size_in, self.or_position)
 
     @property
@@ -127,9 +135,18 @@ def _read_npz(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise DataError(_COMP, f"{path.name!r} lacks keys {missing}", "write signal, fs, rpm, label, size_in, "
                         "or_position, load_hp (see the CWRU README)")
     meta: dict[str, Any] = {"fs": float(d["fs"]), "label": str(d["label"])}
-    for k, conv in (("rpm", float), ("size_in", float), ("or_position", str), ("load_hp", int)):
-        if k in d:
+    for k, conv in (("rpm", float), ("size_in", float), ("or_position", str), ("load_hp", int),
+                    ("rig", str), ("severity", str)):
+        if k in d and str(d[k]) != "":
             meta[k] = conv(d[k])
+    if "n_balls" in d:  # the other rigs carry their bearing's geometry
+        try:
+            meta["geometry"] = BearingGeometry(int(d["n_balls"]), float(d["ball_diameter"]),
+                                               float(d["pitch_diameter"]), float(d.get("contact_angle_deg", 0.0)),
+                                               str(d.get("bearing", "")))
+        except (KeyError, ValueError, ModelsError) as exc:
+            raise DataError(_COMP, f"{path.name!r} has a bad bearing geometry ({exc})",
+                            "write n_balls, ball_diameter, pitch_diameter, contact_angle_deg") from exc
     return np.asarray(d["signal"]).ravel(), meta
 
 
@@ -168,14 +185,16 @@ def load_recording(path: str | Path, **override: Any) -> Recording:
         raise DataError(_COMP, f"{p.name!r}: signal is empty or holds NaN/inf", "use an intact recording")
     rec = Recording(signal.astype(np.float32), float(meta["fs"]), rpm, str(meta["label"]),
                     float(meta.get("size_in", 0.0)), str(meta.get("or_position", "")),
-                    meta.get("load_hp"), p.name)
+                    meta.get("load_hp"), p.name, str(meta.get("rig", "cwru")),
+                    meta.get("geometry", CWRU_DE_6205), str(meta.get("severity", "")))
     rec.class_name  # noqa: B018 - validates label/size now, naming the file if bad
     return rec
 
 
 def load_dir(directory: str | Path, classes: tuple[str, ...] | list[str] | None = None, *,
              fs: float | None = None, errors: list[DataError] | None = None) -> list[Recording]:
-    """All ``*.npz`` and ``*.mat`` in ``directory`` (not recursive), sorted by name.
+    """All ``*.npz`` and ``*.mat`` in ``directory``, sorted by name; a folder holding none but
+    subfolders that do (``../shared/bearings``: one per rig) is read one level down.
 
     ``classes`` keeps recordings whose class (or fault type) is listed; ``fs`` resamples.
     A bad file raises, unless ``errors`` is given: then it is appended there and skipped.
@@ -184,7 +203,8 @@ def load_dir(directory: str | Path, classes: tuple[str, ...] | list[str] | None 
     if not d.is_dir():
         raise DataError(_COMP, f"directory {str(d)!r} not found", "pass the folder holding the CWRU .npz/.mat files")
     recs: list[Recording] = []
-    for p in sorted([*d.glob("*.npz"), *d.glob("*.mat")]):
+    paths = sorted([*d.glob("*.npz"), *d.glob("*.mat")]) or sorted([*d.glob("*/*.npz"), *d.glob("*/*.mat")])
+    for p in paths:
         try:
             rec = load_recording(p)
         except DataError as exc:
@@ -207,6 +227,14 @@ def resample(rec: Recording, fs: float = MODEL_FS) -> Recording:
     if fs == rec.fs:
         return rec
     ratio = Fraction(str(float(fs))) / Fraction(str(float(rec.fs)))
+    if ratio.numerator > 1000 or ratio.denominator > 1000:
+        # e.g. MFPT's 48,828 Hz: 29/118 gives 12,000.1 Hz, a rate error (8 ppm) far below any
+        # bearing's slip; the result is labelled with the requested rate.
+        near = ratio.limit_denominator(1000)
+        if abs(float(near / ratio) - 1) < 1e-4:
+            log.info("%s: resampling %s -> %s Hz by %s (rate error %.1e)", rec.source, rec.fs, fs, near,
+                     abs(float(near / ratio) - 1))
+            ratio = near
     if not fs > 0 or ratio.numerator > 1000 or ratio.denominator > 1000:
         raise DataError(_COMP, f"{rec.source}: resampling {rec.fs} Hz -> {fs} Hz (ratio {ratio})",
                         "use rates with a simple ratio, e.g. 48000 -> 12000")

@@ -51,6 +51,15 @@ def cwru_dir() -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def bearings_dir() -> Path:
+    """The three other rigs (``../shared/bearings`` or ``$EDGEVIB_BEARINGS_DIR``)."""
+    d = Path(os.environ.get("EDGEVIB_BEARINGS_DIR", REPO.parent / "shared" / "bearings"))
+    if not (d / "manifest.csv").exists():
+        _missing(f"bearing data of the other rigs not found at {d}; set EDGEVIB_BEARINGS_DIR")
+    return d
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -88,5 +88,22 @@ def test_resample_48k_to_12k(cwru_dir: Path) -> None:
     # power is kept (the normal baseline has little energy above 6 kHz)
     assert np.var(r12.signal) == pytest.approx(np.var(rec.signal), rel=0.1)
     assert resample(rec, 48000) is rec
-    with pytest.raises(DataError, match="ratio"):
-        resample(rec, 12345.678)
+    # no small exact ratio: the nearest ratio with terms <= 1000 (rate error < 1e-4) is used
+    odd = resample(rec, 12345.678)
+    assert odd.fs == 12345.678 and abs(len(odd.signal) / len(rec.signal) / (12345.678 / 48000) - 1) < 1e-4
+    with pytest.raises(DataError, match="Hz"):
+        resample(rec, -5.0)
+
+
+def test_other_rigs_load_with_their_geometry(bearings_dir: Path) -> None:
+    recs = load_dir(bearings_dir)  # one folder per rig, read one level down
+    rigs = {r.rig for r in recs}
+    assert rigs == {"hit-sq", "hit-sb", "mfpt"}
+    mfpt = [r for r in recs if r.rig == "mfpt"]
+    assert {r.class_name for r in mfpt} == {"normal", "IR", "OR"}  # no fault size: the bare type
+    g = mfpt[0].geometry.frequencies(mfpt[0].rpm)
+    assert g.bpfo == pytest.approx(81.125, rel=2e-3) and g.bpfi == pytest.approx(118.875, rel=2e-3)
+    r12 = resample(mfpt[0], 12000.0)  # 48,828 Hz has no small exact ratio to 12 kHz
+    assert r12.fs == 12000.0 and abs(len(r12.signal) / len(mfpt[0].signal) - 12000 / 48828) < 1e-4
+    hit = load_dir(bearings_dir / "hit-sq")
+    assert all(r.geometry.n_balls == 9 and r.rig == "hit-sq" for r in hit) and len(hit) == 21
