@@ -33,6 +33,7 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     """Load the model, connect, run until SIGTERM/SIGINT (or ``stop``), flush, disconnect."""
     from edgevib.edge import protocol as proto
     from edgevib.edge.agent import Agent
+    from edgevib.edge.limits import max_packet, message_limit
     from edgevib.edge.mqtt import MqttLink, Tls
     from edgevib.edge.onnx import OnnxModel
     from edgevib.edge.outbox import Outbox
@@ -45,7 +46,9 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     outbox.expire(cfg.outbox.max_age_s)
     link = MqttLink(cfg.broker_url, cfg.client_id or f"edgevib-agent-{cfg.site}-{cfg.gateway}",
                     username=cfg.username, password=cfg.password, tls=Tls(cfg.tls.ca, cfg.tls.cert, cfg.tls.key),
-                    inbox_size=cfg.inbox_size, keepalive=cfg.keepalive_s,
+                    inbox_size=cfg.inbox_size, inbox_bytes=cfg.inbox_bytes, keepalive=cfg.keepalive_s,
+                    # oversized messages: refused by the broker (MQTT 5 maximum packet size), else before queueing
+                    max_message=message_limit(cfg.max_frame_samples), max_packet=max_packet(cfg.max_frame_samples),
                     status=(topics.status, proto.STATUS_ONLINE, proto.STATUS_OFFLINE), connect=False)
     agent = Agent(cfg, model, link, outbox)
     link.start()
@@ -76,7 +79,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from edgevib.edge import protocol as proto
     from edgevib.edge import stream
     from edgevib.edge.mqtt import MqttLink
-    from edgevib.models.data import load_recording
 
     if (args.replay is None) == (args.simulate is None):
         raise ConfigError("edge.stream", "need exactly one of --replay FILE and --simulate N",
@@ -92,9 +94,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     try:
         stream.wait_connected(link, 10.0)
         if args.replay is not None:
-            rec = load_recording(args.replay)
+            rec = stream.load_replay(args.replay)  # samples and rate only: labels are not needed to stream
             n = stream.stream_recording(link, topics, args.sensor, rec, frame=args.frame, dtype=args.dtype, rate=rate)
-            print(f"sent {n} frames of {args.frame} samples ({rec.source}, {rec.fs:g} Hz, {rec.class_name})")
+            print(f"sent {n} frames of {args.frame} samples ({rec.source}, {rec.fs:g} Hz{', ' + rec.label if rec.label else ''})")
         else:
             names = [args.sensor] if args.simulate == 1 else [f"{args.sensor}-{i}" for i in range(args.simulate)]
             n = stream.stream_simulated(link, topics, names, args.fault, duration_s=args.duration,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgevib.edge.limits import largest_message
 from edgevib.edge.protocol import check_name
 from edgevib.models.bearing import GEOMETRIES, BearingGeometry
 from edgevib.models.errors import ModelsError
@@ -194,6 +195,10 @@ class AgentConfig:
     heartbeat_s: float = 5.0
     keepalive_s: int = 30
     inbox_size: int = 20_000
+    # Bytes the inbox may hold (payloads + per-message overhead): ~4,000 binary frames of 1,024
+    # samples, more than the 3 s alert-latency target's worth for 100 sensors at 12 kHz; a
+    # backlog longer than that is stale anyway. Must fit the largest legitimate frame.
+    inbox_bytes: int = 16 * 2**20
     max_frame_samples: int = 65_536
     max_sensors: int = 1000  # bounds the state a stream of made-up sensor names can create
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -220,6 +225,10 @@ class AgentConfig:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)}", f"use {key} >= 1")
         _positive("batch_deadline_ms", self.batch_deadline_ms, "use a few milliseconds, e.g. 20")
         _positive("heartbeat_s", self.heartbeat_s, "use a few seconds, e.g. 5")
+        if self.inbox_bytes < (need := largest_message(self.max_frame_samples) + 4096):
+            raise ConfigError("edge.config.inbox_bytes", f"inbox_bytes={self.inbox_bytes} cannot hold one "
+                              f"frame of max_frame_samples={self.max_frame_samples}",
+                              f"use inbox_bytes >= {need} (e.g. the default {16 * 2**20}) or lower max_frame_samples")
         if self.username is None and self.password is not None:
             raise ConfigError("edge.config.password", "password set without username", "set username too")
         for name in self.sensors:

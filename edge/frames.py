@@ -159,8 +159,30 @@ def _reject_constant(name: str) -> Any:
     raise FrameError("bad_value", f"JSON constant {name}", "send finite numbers")
 
 
+def max_binary_bytes(max_samples: int = DEFAULT_MAX_SAMPLES) -> int:
+    """The largest binary frame :func:`decode` accepts: header + ``max_samples`` float32."""
+    return HEADER_SIZE + max_samples * _NP_DTYPES[DTYPE_FLOAT32].itemsize
+
+
+def max_json_bytes(max_samples: int = DEFAULT_MAX_SAMPLES) -> int:
+    """The largest JSON frame :func:`decode` accepts (longer ones are ``oversized`` unparsed)."""
+    return max_samples * _JSON_BYTES_PER_SAMPLE + _JSON_SLACK
+
+
+def max_frame_bytes(payload_head: bytes, max_samples: int = DEFAULT_MAX_SAMPLES) -> int:
+    """The size limit for a frame that starts with ``payload_head`` (its first bytes suffice).
+
+    Cheap enough for a transport callback: a transport drops a longer message before
+    queueing it, with the same bound :func:`decode` would apply after queueing. A JSON
+    frame (``{`` after up to 64 bytes of white space) may be ~8x its binary form.
+    """
+    if payload_head[:64].lstrip()[:1] == b"{":
+        return max_json_bytes(max_samples)
+    return max_binary_bytes(max_samples)
+
+
 def _decode_json(payload: bytes, max_samples: int) -> Frame:
-    if len(payload) > max_samples * _JSON_BYTES_PER_SAMPLE + _JSON_SLACK:
+    if len(payload) > max_json_bytes(max_samples):
         raise FrameError("oversized", f"JSON frame of {len(payload)} bytes", "split the block into smaller frames")
     try:
         doc = json.loads(payload, parse_constant=_reject_constant)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from edgevib.edge.sink import register_sink
-from edgevib.edge.source import Inbox, Message, register_source
+from edgevib.edge.source import Inbox, Message, SizeLimit, register_source
 from paho.mqtt.client import topic_matches_sub
 
 
@@ -74,10 +74,11 @@ class MemoryLink:
     """
 
     def __init__(self, bus: MemoryBus, client_id: str = "", *, inbox_size: int = 10_000,
+                 inbox_bytes: int | None = None, max_message: int | SizeLimit | None = None,
                  status: tuple[str, bytes, bytes] | None = None,
                  clock: Callable[[], float] = time.monotonic, connect: bool = True) -> None:
         self.bus, self.client_id, self.status, self.clock = bus, client_id, status, clock
-        self.inbox = Inbox(inbox_size)
+        self.inbox = Inbox(inbox_size, max_bytes=inbox_bytes, max_message=max_message)
         self.filters: list[str] = []
         self.connected = False
         self._tokens = itertools.count(1)
@@ -118,7 +119,7 @@ class MemoryLink:
         return self.inbox.poll(timeout)
 
     def stats(self) -> dict[str, int]:
-        return {"received": self.inbox.received, "overflow": self.inbox.overflow, "depth": self.inbox.depth()}
+        return self.inbox.stats()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> int | None:
         with self.bus.lock:

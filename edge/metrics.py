@@ -8,6 +8,11 @@ Thread-safe; the clock is injectable so uptime and rates are testable.
 ...     m.observe("inference_ms", ms)
 >>> m.counters["frames_in"], m.drops["bad_crc"], m.percentiles("inference_ms")["p50"]
 (1, 2, 2.5)
+>>> m = Metrics(max_sensors=2)
+>>> for s in ("a", "b", "c", "d", "a"):
+...     m.inc("frames_in", sensor=s)
+>>> sorted(m.snapshot()["sensors"].items())
+[('_other', {'frames_in': 2}), ('a', {'frames_in': 2}), ('b', {'frames_in': 1})]
 """
 
 from __future__ import annotations
@@ -21,12 +26,21 @@ from collections.abc import Callable
 import numpy as np
 import psutil
 
+# The one label for sensors past ``max_sensors``: a valid sensor name (edge/protocol.py), never
+# a real one by convention, so the heartbeat stays bounded whatever names arrive.
+OTHER = "_other"
+
 
 class Metrics:
-    """Counters (global and per sensor), drops per reason, and recent samples of latencies."""
+    """Counters (global and per sensor), drops per reason, and recent samples of latencies.
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, window: int = 2048) -> None:
+    At most ``max_sensors`` sensor labels: counts for further sensors go to :data:`OTHER`.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, window: int = 2048,
+                 max_sensors: int | None = None) -> None:
         self.clock = clock
+        self.max_sensors = max_sensors
         self.started = clock()
         self.counters: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
@@ -36,11 +50,21 @@ class Metrics:
         self._proc = psutil.Process(os.getpid())
         self._proc.cpu_percent(None)  # primes the CPU meter: the next call measures since now
 
+    def _label(self, sensor: str) -> str:  # under self._lock
+        if self.max_sensors is None or sensor in self.sensors or len(self.sensors) < self.max_sensors:
+            return sensor
+        return OTHER
+
     def inc(self, name: str, n: int = 1, sensor: str | None = None) -> None:
         with self._lock:
             self.counters[name] += n
             if sensor is not None:
-                self.sensors[sensor][name] += n
+                self.sensors[self._label(sensor)][name] += n
+
+    def inc_sensor(self, sensor: str, name: str, n: int = 1) -> None:
+        """Count for ``sensor`` only (the global counter was counted already)."""
+        with self._lock:
+            self.sensors[self._label(sensor)][name] += n
 
     def drop(self, reason: str, sensor: str | None = None) -> None:
         """Count one dropped message under ``reason`` (a small fixed vocabulary)."""
@@ -48,7 +72,7 @@ class Metrics:
             self.drops[reason] += 1
             self.counters["dropped"] += 1
             if sensor is not None:
-                self.sensors[sensor]["dropped"] += 1
+                self.sensors[self._label(sensor)]["dropped"] += 1
 
     def observe(self, name: str, value: float) -> None:
         with self._lock:

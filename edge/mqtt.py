@@ -19,7 +19,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from edgevib.edge.sink import register_sink
-from edgevib.edge.source import Inbox, Message, register_source
+from edgevib.edge.source import Inbox, Message, SizeLimit, register_source
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgevib.broker import parse_url
 from edgevib.errors import ConfigError
@@ -42,17 +45,33 @@ class MqttLink:
     ``status`` is ``(topic, online, offline)``: ``online`` is published retained on every
     connect, ``offline`` is the last-will and is also published on :meth:`close`.
     ``max_pending`` bounds QoS 1 messages paho holds; beyond it :meth:`publish` returns None.
+    ``inbox_size``/``inbox_bytes``/``max_message`` bound the inbox (see :class:`Inbox`).
+    ``max_packet`` (bytes) connects with MQTT 5 and sends it as the CONNECT Maximum Packet
+    Size: the broker then discards larger messages for this client instead of sending
+    them. paho has no limit of its own on received packets (it reads whatever length the
+    broker announces, up to 256 MB), and MQTT 3.1.1 has no way to ask for one: without
+    ``max_packet`` the link speaks 3.1.1 and only ``max_message`` guards, after paho read
+    the packet.
     """
 
     def __init__(self, url: str, client_id: str = "", *, username: str | None = None,
                  password: str | None = None, tls: Tls | None = None, keepalive: int = 30,
-                 inbox_size: int = 10_000, max_pending: int = 10_000,
+                 inbox_size: int = 10_000, inbox_bytes: int | None = None,
+                 max_message: int | SizeLimit | None = None, max_packet: int | None = None,
+                 max_pending: int = 10_000,
                  status: tuple[str, bytes, bytes] | None = None, reconnect: tuple[int, int] = (1, 30),
                  clock: Callable[[], float] = time.monotonic, connect: bool = True) -> None:
         self.host, self.port, use_tls = parse_url(url)
         self.url, self.status, self.clock = url, status, clock
         self.client_id = client_id or f"edgevib-{uuid.uuid4().hex[:8]}"
-        self.inbox = Inbox(inbox_size)
+        self.inbox = Inbox(inbox_size, max_bytes=inbox_bytes, max_message=max_message)
+        self._v5 = max_packet is not None
+        self._connect_props: Properties | None = None
+        if max_packet is not None:
+            if not 0 < max_packet <= 268_435_455:  # MQTT's largest packet
+                raise ConfigError("edge.mqtt", f"max_packet={max_packet}", "use 1..268435455 bytes")
+            self._connect_props = Properties(PacketTypes.CONNECT)
+            self._connect_props.MaximumPacketSize = max_packet
         self.filters: list[str] = []
         self._qos: dict[str, int] = {}
         self.connects = 0
@@ -61,7 +80,8 @@ class MqttLink:
         self._tracked: dict[int, paho.MQTTMessageInfo] = {}
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._seen: list[int] = []
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                        protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311)
         if username is not None:
             c.username_pw_set(username, password)
         if use_tls or (tls is not None and tls.ca):
@@ -88,7 +108,13 @@ class MqttLink:
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         """Connect in the background; paho retries with backoff until the broker answers."""
-        self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        # MQTT 5: a clean session on every connect, as 3.1.1's default (subscriptions are
+        # re-issued in on_connect anyway); session expiry 0, the default, ends it on disconnect.
+        if self._v5:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive, clean_start=True,
+                                       properties=self._connect_props)
+        else:
+            self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -122,7 +148,7 @@ class MqttLink:
         with self._lock:
             filters = list(self.filters)
         if filters:  # "connected" once the broker confirmed the subscriptions
-            _rc, mid = client.subscribe([(f, self._qos.get(f, 0)) for f in filters])
+            _rc, mid = client.subscribe([(f, self._sub_opts(self._qos.get(f, 0))) for f in filters])
             self._sub_mid = -1 if mid is None else mid
         else:
             self._connected.set()
@@ -151,12 +177,15 @@ class MqttLink:
         if self.connected:
             self._client.subscribe(topic_filter, qos=qos)
 
+    def _sub_opts(self, qos: int) -> Any:
+        """paho wants SubscribeOptions in a list subscription under MQTT 5, a bare QoS under 3.1.1."""
+        return SubscribeOptions(qos=qos) if self._v5 else qos
+
     def poll(self, timeout: float) -> Message | None:
         return self.inbox.poll(timeout)
 
     def stats(self) -> dict[str, int]:
-        return {"received": self.inbox.received, "overflow": self.inbox.overflow,
-                "depth": self.inbox.depth(), "connects": self.connects}
+        return {**self.inbox.stats(), "connects": self.connects}
 
     # -- Sink ------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> int | None:

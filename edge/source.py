@@ -10,6 +10,13 @@ agent drops (and counts) messages instead of blocking the network thread.
 (True, False)
 >>> box.overflow, box.poll(0).payload
 (1, b'1')
+>>> box = Inbox(max_bytes=1000, max_message=100)
+>>> box.put(Message("a/raw", bytes(101), 0.0)), box.put(Message("a/raw", bytes(100), 0.0))
+(False, True)
+>>> box.put(Message("a/raw", bytes(100), 0.0)), box.put(Message("a/raw", bytes(100), 0.0))
+(True, False)
+>>> box.too_large, box.overflow_bytes, box.bytes
+(1, 1, 722)
 """
 
 from __future__ import annotations
@@ -30,21 +37,55 @@ class Message:
     t: float
 
 
-class Inbox:
-    """A bounded FIFO filled by transport callbacks; counts what it had to drop."""
+# What one queued message costs beyond its payload and topic: the Message and bytes
+# objects, the topic string's header and the queue's slot (CPython 3.11, 64-bit, rounded up).
+MESSAGE_OVERHEAD = 256
 
-    def __init__(self, maxsize: int = 10_000) -> None:
-        self._q: queue.Queue[Message] = queue.Queue(maxsize=maxsize)
+# topic, payload -> the largest payload accepted on that topic (bytes)
+SizeLimit = Callable[[str, bytes], int]
+
+
+class Inbox:
+    """A bounded FIFO filled by transport callbacks; counts what it had to drop, by reason.
+
+    Bounded by message count (``maxsize``) and by bytes (``max_bytes``: payload + topic
+    + :data:`MESSAGE_OVERHEAD` per message), so a flood of large messages cannot take
+    more memory than ``max_bytes``. ``max_message`` (bytes, or a function of topic and
+    payload) refuses a single message before it is queued. Counters: ``received``
+    (queued), ``overflow`` (count full), ``overflow_bytes`` (byte budget full),
+    ``too_large`` (over ``max_message``).
+    """
+
+    def __init__(self, maxsize: int = 10_000, *, max_bytes: int | None = None,
+                 max_message: int | SizeLimit | None = None) -> None:
+        self._q: queue.Queue[tuple[Message, int]] = queue.Queue(maxsize=maxsize)
         self._lock = threading.Lock()
+        self.max_bytes = max_bytes
+        self._limit = max_message
+        self.bytes = 0  # queued now, as charged against max_bytes
         self.received = 0
         self.overflow = 0
+        self.overflow_bytes = 0
+        self.too_large = 0
 
     def put(self, msg: Message) -> bool:
-        """Never blocks: a full inbox drops ``msg`` and counts it."""
+        """Never blocks: a message over the size limit or the budget is dropped and counted."""
+        limit = self._limit(msg.topic, msg.payload) if callable(self._limit) else self._limit
+        if limit is not None and len(msg.payload) > limit:
+            with self._lock:
+                self.too_large += 1
+            return False
+        cost = len(msg.payload) + len(msg.topic) + MESSAGE_OVERHEAD
+        with self._lock:  # reserve first: two callbacks must not both fit in the last bytes
+            if self.max_bytes is not None and self.bytes + cost > self.max_bytes:
+                self.overflow_bytes += 1
+                return False
+            self.bytes += cost
         try:
-            self._q.put_nowait(msg)
+            self._q.put_nowait((msg, cost))
         except queue.Full:
             with self._lock:
+                self.bytes -= cost
                 self.overflow += 1
             return False
         with self._lock:
@@ -53,12 +94,21 @@ class Inbox:
 
     def poll(self, timeout: float) -> Message | None:
         try:
-            return self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
+            msg, cost = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
         except queue.Empty:
             return None
+        with self._lock:
+            self.bytes -= cost
+        return msg
 
     def depth(self) -> int:
         return self._q.qsize()
+
+    def stats(self) -> dict[str, int]:
+        """The counters every source reports (see :meth:`Source.stats`)."""
+        with self._lock:
+            return {"received": self.received, "overflow": self.overflow, "overflow_bytes": self.overflow_bytes,
+                    "too_large": self.too_large, "depth": self._q.qsize(), "bytes": self.bytes}
 
 
 @runtime_checkable
@@ -75,7 +125,9 @@ class Source(Protocol):
         ...
 
     def stats(self) -> dict[str, int]:
-        """At least ``received``, ``overflow`` (dropped: inbox full) and ``depth``."""
+        """At least ``received``, ``overflow`` (dropped: inbox full) and ``depth``; an
+        :class:`Inbox`-based source adds ``overflow_bytes`` (byte budget full), ``too_large``
+        (one message over the size limit) and ``bytes`` (queued now)."""
         ...
 
 

@@ -97,6 +97,31 @@ def test_compose_stack_is_well_formed() -> None:
         assert f"listener {listener}\n" in conf
 
 
+def test_broker_limits_fit_the_largest_legitimate_message() -> None:
+    """Issue 19: the shipped broker refuses oversized messages, but never a legitimate one."""
+    import tomllib
+
+    from edgevib.edge.config import AgentConfig
+    from edgevib.edge.limits import PACKET_OVERHEAD, largest_message, max_packet
+
+    opts: dict[str, int] = {}
+    for line in (DEPLOY / "mosquitto" / "mosquitto.conf").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("message_size_limit", "max_packet_size", "max_queued_bytes", "max_queued_messages"):
+            assert key not in opts, f"{key} set twice"
+            opts[key] = int(value)
+    assert set(opts) == {"message_size_limit", "max_packet_size", "max_queued_bytes", "max_queued_messages"}
+    example = tomllib.loads((DEPLOY / "gw.example.toml").read_text())
+    for samples in {AgentConfig().max_frame_samples, example.get("max_frame_samples", AgentConfig().max_frame_samples)}:
+        largest = largest_message(samples)
+        # not under the largest message (it would be lost), and not far above it (no limit at all)
+        assert largest <= opts["message_size_limit"] <= largest * 1.1, (samples, opts)
+        assert max_packet(samples) <= opts["max_packet_size"] <= opts["message_size_limit"] + 2 * PACKET_OVERHEAD
+    # a queue of the most messages allowed, at the largest size, must not be unbounded in bytes
+    assert 0 < opts["max_queued_bytes"] < opts["max_queued_messages"] * opts["message_size_limit"]
+    assert opts["max_queued_bytes"] <= 256 * 2**20
+
+
 def test_example_gateway_config_is_valid() -> None:
     _validate_agent_config(DEPLOY / "gw.example.toml")
 
