@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from edgevib.edge.errors import BrokerUnavailable
+from edgevib.edge.errors import BrokerUnavailable, EdgeError
 from edgevib.edge.frames import Frame, FrameDtype, encode
 from edgevib.edge.protocol import Topics
 from edgevib.edge.sink import Sink
-from edgevib.models.data import Recording
+from edgevib.models.data import Recording, load_recording
+from edgevib.models.errors import DataError
 from edgevib.models.simulate import Simulator
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,60 @@ def stream_arrays(sink: Sink, topics: Topics, signals: Mapping[str, npt.NDArray[
     return sent
 
 
-def stream_recording(sink: Sink, topics: Topics, sensor: str, rec: Recording, **kw: object) -> int:
+@dataclass(frozen=True, eq=False)
+class Replay:
+    """What streaming a recording needs: its samples and their rate (``label`` is for display only)."""
+
+    signal: npt.NDArray[np.float32]
+    fs: float
+    source: str
+    label: str = ""
+
+
+def load_replay(path: str | Path) -> Replay:
+    """Samples and rate of a ``.npz`` (keys ``signal``, ``fs``) or CWRU ``.mat`` recording.
+
+    Streaming must not need labels: a fault size, a known class or a shaft speed are what a
+    model's training and evaluation check (:func:`edgevib.models.data.load_recording`), not
+    what a publisher sends. So an ``.npz`` labelled ``OR`` with no size, or with no label at
+    all, streams; only a missing or bad signal or rate is refused.
+    """
+    p = Path(path)
+    if p.suffix == ".mat":
+        try:
+            # A CWRU .mat gets its rate from its name or the manifest; the overrides only stop
+            # load_recording from refusing an unknown label or speed, which are not streamed.
+            rec = load_recording(p, label="normal", rpm=1.0)
+        except DataError as exc:
+            raise EdgeError("edge.stream", str(exc), "pass a readable recording with a known sample rate") from exc
+        return Replay(rec.signal, rec.fs, p.name)
+    if p.suffix != ".npz":
+        raise EdgeError("edge.stream", f"--replay {str(p)!r}", "pass a .npz (signal, fs) or a CWRU .mat recording")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            keys = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise EdgeError("edge.stream", f"{str(p)!r} is not a readable .npz ({exc})",
+                        "pass a .npz with keys signal and fs") from exc
+    missing = [k for k in ("signal", "fs") if k not in keys]
+    if missing:
+        raise EdgeError("edge.stream", f"{p.name!r} lacks {' and '.join(missing)}",
+                        "write the samples as 'signal' and the sample rate in Hz as 'fs'")
+    try:
+        fs = float(keys["fs"])
+        signal = np.asarray(keys["signal"], dtype=np.float32).ravel()
+    except (TypeError, ValueError) as exc:
+        raise EdgeError("edge.stream", f"{p.name!r}: signal or fs is not numeric ({exc})",
+                        "write numbers") from exc
+    if not (math.isfinite(fs) and 0 < fs <= 1e7):
+        raise EdgeError("edge.stream", f"{p.name!r}: fs={fs!r}", "write the sample rate in Hz, 0 < fs <= 1e7")
+    if signal.size == 0 or not np.all(np.isfinite(signal)):
+        raise EdgeError("edge.stream", f"{p.name!r}: signal is empty or holds NaN/inf", "use an intact recording")
+    label = str(keys["label"]) if "label" in keys else ""
+    return Replay(signal, fs, p.name, label)
+
+
+def stream_recording(sink: Sink, topics: Topics, sensor: str, rec: Recording | Replay, **kw: object) -> int:
     """Replay a recording at its own rate (``kw`` as :func:`stream_arrays`)."""
     return stream_arrays(sink, topics, {sensor: rec.signal}, fs=rec.fs, **kw)  # type: ignore[arg-type]
 

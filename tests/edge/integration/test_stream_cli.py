@@ -78,3 +78,20 @@ def test_bad_usage_is_exit_code_2_with_the_fix(broker: MosquittoProcess) -> None
     assert r.returncode == 2 and "--replay" in r.stderr
     r = _stream(broker, "--sensor", "a/b", "--simulate", "1")
     assert r.returncode != 0 and "sensor" in r.stderr
+
+
+def test_replay_of_a_recording_without_fault_size(broker: MosquittoProcess, tmp_path: Path) -> None:
+    # A fault-type recording (label OR, no size, no speed): streaming must not need its labels.
+    x = np.sin(np.arange(20_000) / 5).astype(np.float32)
+    path = tmp_path / "rig_or.npz"
+    np.savez(path, signal=x, fs=np.float64(12_000.0), label="OR")
+    rx = MqttLink(broker.url, "rx-or", connect=False)
+    rx.subscribe(T.raw_all)
+    rx.start()
+    assert rx.wait_connected(5)
+    r = _stream(broker, "--sensor", "or", "--replay", str(path), "--frame", "4096", "--dtype", "float32")
+    assert r.returncode == 0, r.stderr
+    got = _collect(rx, 4)
+    rx.close()
+    assert len(got) == 4 and {t for t, _ in got} == {T.raw("or")}
+    np.testing.assert_array_equal(np.concatenate([decode(p).samples for _, p in got]), x[: 4 * 4096])
