@@ -124,6 +124,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.protocol == "rig-out":  # trains its own models, one per held-out rig
+        from edgevib.models.faulttype_cli import cmd_rig_out
+
+        return cmd_rig_out(args)
+    if len(args.data) != 1 or args.model is None:
+        raise ConfigError("models.eval", f"--model {args.model}, {len(args.data)} --data folders",
+                          "the split protocols evaluate one --model on one --data folder")
+    args.data = args.data[0]
     meta = read_meta(args.model)
     _, te, desc, _ = _split(args, meta.classes, meta.window, meta.hop, meta.sample_rate)
     res = evaluate(args.model, te, snrs=args.snr, seed=args.seed,
@@ -181,8 +189,12 @@ def cmd_build_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="folder of CWRU .npz/.mat recordings")
+def _data_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("--data", type=Path, action="append", required=True,
+                       help="data folder; repeatable for rig-out (a folder per rig, or a folder of rigs)")
+    else:
+        p.add_argument("--data", type=Path, required=True, help="folder of CWRU .npz/.mat recordings")
     p.add_argument("--split", choices=("time", "load"), default="time",
                    help="time: last part of each recording tests; load: whole recordings at --test-loads test")
     p.add_argument("--test-frac", type=float, default=0.3, help="time split: fraction of each recording tested")
@@ -209,9 +221,14 @@ def register(subparsers: Any) -> None:
     t.add_argument("--opt", action="append", metavar="KEY=VALUE", help="trainer option, repeatable")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate an ONNX model: accuracy, macro-F1, confusion, SNR")
-    e.add_argument("--model", type=Path, required=True)
-    _data_args(e)
+    e = sub.add_parser("eval", help="evaluate an ONNX model (split protocols), or the fault-type recipe "
+                       "leave-one-rig-out (--protocol rig-out)")
+    e.add_argument("--model", type=Path, default=None, help="the ONNX model (split protocols)")
+    e.add_argument("--protocol", choices=("split", "rig-out"), default="split",
+                   help="split: --split within one folder; rig-out: train on all rigs but one, test on it")
+    e.add_argument("--sim", type=int, default=240, help="rig-out: simulated bearings added to training")
+    e.add_argument("--out", type=Path, default=None, help="rig-out: write the JSON report here")
+    _data_args(e, many=True)
     e.add_argument("--out-dir", type=Path, default=Path("eval-out"), help="where the JSON and PNG go")
     e.add_argument("--json", action="store_true", help="print the full JSON result")
     e.set_defaults(func=cmd_eval)
@@ -231,6 +248,9 @@ def register(subparsers: Any) -> None:
     from edgevib.models.registry_cli import add_parsers as add_registry
 
     add_registry(sub)
+    from edgevib.models.faulttype_cli import add_parsers as add_faulttype
+
+    add_faulttype(sub)
     # The compress parser imports torch only when the command runs.
     from edgevib.models.compress.cli import add_parser as add_compress
 
