@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,11 +40,18 @@ from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
 from edgevib.edge.updater import Updater
 from edgevib.edge.windowing import SensorWindower
+from edgevib.models.orders import FaultHz, fault_frequencies
 
 from edgevib import __version__
 
 log = logging.getLogger(__name__)
+# a few bearings x a few speeds per gateway; an estimated speed moves in small steps
+_cached_fault_hz = lru_cache(maxsize=4096)(fault_frequencies)
 F32 = npt.NDArray[np.float32]
+# The heartbeat lists at most this many sensors (alerting first, then the most drops, then the
+# busiest) and stays under HEARTBEAT_MAX_BYTES whatever names arrive (docs/protocol.md).
+HEARTBEAT_SENSORS = 100
+HEARTBEAT_MAX_BYTES = 60_000
 
 
 class Link(Source, Sink, Protocol):
@@ -81,7 +89,7 @@ class Agent:
         self.cfg, self.model, self.link, self.outbox = cfg, model, link, outbox
         self.clock, self.wall_ns = clock, wall_ns
         self.topics = proto.Topics(cfg.site, cfg.gateway)
-        self.metrics = Metrics(clock=clock)
+        self.metrics = Metrics(clock=clock, max_sensors=cfg.max_sensors)
         self.sensors: dict[str, _Sensor] = {}
         self.model_info = describe(model)
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
@@ -140,21 +148,33 @@ class Agent:
         if info.kind != "raw" or info.sensor is None:
             return
         sensor = info.sensor
-        self.metrics.inc("frames_in", sensor=sensor)
-        if sensor not in self.sensors and len(self.sensors) >= self.cfg.max_sensors:
+        # Metric labels only for admitted sensors (configured, or one decodable frame within
+        # max_sensors): invented names must not grow the metrics or the heartbeat (their drops
+        # count globally, by reason).
+        known = sensor in self.sensors or sensor in self.cfg.sensors
+        self.metrics.inc("frames_in", sensor=sensor if known else None)
+        if not known and len(self.sensors) >= self.cfg.max_sensors:
             return self._drop("too_many_sensors", EdgeError(
                 "edge.agent", f"sensor {sensor!r} beyond max_sensors={self.cfg.max_sensors}",
-                "raise max_sensors or find the publisher inventing sensor names"), sensor)
+                "raise max_sensors or find the publisher inventing sensor names"))
         try:
             frame = decode(msg.payload, self.cfg.max_frame_samples)
-            windows = self._sensor(sensor).windower.push_timed(frame)
+            s = self._sensor(sensor)
+            if not known:
+                self.metrics.inc_sensor(sensor, "frames_in")
+            windows = s.windower.push_timed(frame)
         except FrameError as exc:
-            return self._drop(exc.reason, exc, sensor)
+            return self._drop(exc.reason, exc, sensor if known or sensor in self.sensors else None)
         except EdgeError as exc:  # e.g. a sample rate with no small ratio to the model's
-            return self._drop("bad_rate", exc, sensor)
+            return self._drop("bad_rate", exc, sensor if known or sensor in self.sensors else None)
         dur = round(self.model.meta.window * 1e9 / self.model.meta.sample_rate)
         for t_ns, x in windows:
             self._pending.append(_Pending(sensor, t_ns + dur, msg.t, x))
+
+    @staticmethod
+    def _fault_hz(s: _Sensor) -> FaultHz:
+        """The sensor's fault frequencies at the speed in use (configured, published or estimated)."""
+        return _cached_fault_hz(s.evidence.geometry, round(s.evidence.rpm, 3))
 
     def _handle_rpm(self, sensor: str, payload: bytes) -> None:
         try:
@@ -191,7 +211,8 @@ class Agent:
             return
         t0 = time.perf_counter()  # real work time, whatever clock drives the agent
         try:
-            probs = self.updater.predict(np.stack([p.x for p in batch])[:, None, :])
+            context = [self._fault_hz(self.sensors[p.sensor]) for p in batch]
+            probs = self.updater.predict(np.stack([p.x for p in batch])[:, None, :], context)
         except EdgeError as exc:  # e.g. a model that fails on this input: lose the batch, not the agent
             for p in batch:
                 self._drop("model_error", exc, p.sensor)
@@ -310,13 +331,25 @@ class Agent:
                         queue_depth=src["depth"], pending_windows=len(self._pending),
                         received=src["received"], inflight=len(self._inflight))
         drops: dict[str, int] = dict(snap["drops"])  # type: ignore[call-overload]
-        if src["overflow"]:
-            drops["queue_full"] = src["overflow"]
+        for key, reason in (("overflow", "queue_full"), ("overflow_bytes", "queue_bytes_full"),
+                            ("too_large", "too_large")):  # dropped by the inbox, before the agent saw them
+            if src.get(key):
+                drops[reason] = src[key]
+        ranked = sorted(sensors, key=lambda n: (-sensors[n].get("alert_active", 0), -sensors[n].get("dropped", 0),
+                                                -sensors[n].get("frames_in", 0), n))
+        listed = {n: sensors[n] for n in ranked[:HEARTBEAT_SENSORS]}
+        counters.update(sensors=len(sensors), sensors_omitted=len(sensors) - len(listed),
+                        inbox_bytes=src.get("bytes", 0))
         doc = proto.make_heartbeat(site=self.cfg.site, gateway=self.cfg.gateway, t_ns=self.wall_ns(),
-                                   uptime_s=m.uptime(), model=self.model_info, sensors=sensors, drops=drops,
+                                   uptime_s=m.uptime(), model=self.model_info, sensors=listed, drops=drops,
                                    counters=counters, resources=m.resources(),
                                    outbox_pending=len(self.outbox), agent_version=__version__)
-        self.link.publish(self.topics.heartbeat, proto.dumps(doc), qos=0)
+        payload = proto.dumps(doc)
+        while len(payload) > HEARTBEAT_MAX_BYTES and doc["sensors"]:  # long names, many counters: list fewer
+            doc["sensors"] = dict(list(doc["sensors"].items())[: len(doc["sensors"]) // 2])
+            doc["counters"]["sensors_omitted"] = len(sensors) - len(doc["sensors"])
+            payload = proto.dumps(doc)
+        self.link.publish(self.topics.heartbeat, payload, qos=0)
         return doc
 
     # -- the loop ---------------------------------------------------------------------------
