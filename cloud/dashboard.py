@@ -184,6 +184,7 @@ def routes(d: Dashboard) -> list[Route | Mount]:
         for g in rows:
             g["live"] = live.get(f"{g['site']}/{g['gateway']}")
         return JSONResponse({"gateways": rows, "live_source": "mqtt heartbeats" if d.beats else None,
+                             "live_rejected": d.beats.rejected_counts() if d.beats is not None else {},
                              "now_ms": int(time.time() * 1000)})
 
     async def sensor_list(_req: Request) -> Response:

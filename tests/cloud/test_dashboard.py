@@ -230,6 +230,38 @@ def test_heartbeat_watch_computes_throughput_between_beats() -> None:
     assert s["windows_per_s"] == 10.0 and s["latency_p99_ms"] == 8.0 and s["sensors"] == 2
 
 
+def test_heartbeat_watch_uses_the_protocol_parser_and_counts_what_it_skips(
+        store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from edgevib.edge.memory import MemoryBus, MemoryLink
+    from edgevib.edge.protocol import Topics, dumps, make_heartbeat
+
+    bus = MemoryBus()
+    watch = HeartbeatWatch("mqtt://unused:1", link=MemoryLink(bus, "dashboard"))
+    tx = MemoryLink(bus, "gw")
+    topic = Topics("p1", "g1").heartbeat
+    good = make_heartbeat(site="p1", gateway="g1", t_ns=10 * 10**9, uptime_s=3.0, counters={"windows": 100})
+    # Each of these passed json.loads (two crashed update() or the page; the rest were shown as live).
+    bad = [b"{not json", b"[1, 2]", json.dumps({**good, "schema": "x"}).encode(),
+           json.dumps({**good, "counters": {"windows": "many"}}).encode(),  # a string where a number goes
+           json.dumps({**good, "sensors": None}).encode(), json.dumps({**good, "gateway": "g2"}).encode()]
+    with caplog.at_level("WARNING", logger="edgevib.cloud.heartbeats"):
+        for p in bad:
+            tx.publish(topic, p)
+        tx.publish(topic, dumps(good))
+        deadline = time.monotonic() + 5
+        while "p1/g1" not in watch.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert watch.snapshot()["p1/g1"]["windows"] == 100 and list(watch.snapshot()) == ["p1/g1"]
+    assert watch.rejected == {"bad_json": 2, "bad_schema": 1, "bad_field": 3}
+    assert any("heartbeat on edgevib/v1/p1/g1/heartbeat skipped (bad_json, 1 so far)" in r.getMessage() for r in caplog.records)
+    app = create_app(store_url, TOKEN)
+    app.state.dashboard.beats = watch
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = c.get("/api/fleet", headers=AUTH)
+        assert r.status_code == 200 and r.json()["live_rejected"] == {"bad_field": 3, "bad_json": 2, "bad_schema": 1}
+    app.state.dashboard.close()
+
+
 def test_live_stream_over_a_real_server_pushes_a_new_alert(store_url: str) -> None:
     app = create_app(store_url, TOKEN, poll_s=0.1)
     port = free_port()
