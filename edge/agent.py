@@ -39,6 +39,7 @@ from edgevib.edge.replay import AckReplay
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
 from edgevib.edge.updater import Updater
+from edgevib.edge.verdict import fuse
 from edgevib.edge.windowing import SensorWindower
 from edgevib.models.orders import FaultHz, fault_frequencies
 
@@ -253,8 +254,12 @@ class Agent:
             physics=evidence.fault_type if evidence else None,
             agree=evidence.agrees_with(ev.label) if evidence and fault else None,
             model=self.model_info, evidence=evidence.to_dict() if evidence else None, windows=ev.windows)
+        probs_map = {c: round(float(v), 4) for c, v in zip(self.model.meta.classes, probs, strict=True)}
+        if fault and raised:  # one fused fault type (or unknown) and what carried it
+            doc["verdict"] = fuse(probs_map, doc["physics"], s.anomaly.last_ratio if s.anomaly else None).to_dict()
+            proto.validate_alert(doc)
         doc.update(asset=s.asset, created_ns=self.wall_ns(),  # severity: make_alert decided it
-                   probs={c: round(float(v), 4) for c, v in zip(self.model.meta.classes, probs, strict=True)},
+                   probs=probs_map,
                    stats={k: round(v, 4) for k, v in window_stats(p.x).items()}, rpm=s.rpm)
         self.metrics.inc(f"alerts_{kind}_{ev.state}", sensor=p.sensor)
         log.info("%s alert %s: sensor %s class %s p=%.2f physics=%s", kind, ev.state, p.sensor,

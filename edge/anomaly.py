@@ -76,6 +76,7 @@ class AnomalyDetector:
         self.mean: npt.NDArray[np.float64] | None = None
         self._prec: npt.NDArray[np.float64] | None = None
         self.threshold = float("inf")
+        self.last_ratio: float | None = None  # the latest scored window's ratio (None while learning)
 
     @property
     def ready(self) -> bool:
@@ -110,4 +111,5 @@ class AnomalyDetector:
                 self._baseline = []
             return AnomalyResult(0.0, self.threshold, 0.0, False)
         d = self._distance(f)
-        return AnomalyResult(d, self.threshold, d / self.threshold, True)
+        self.last_ratio = d / self.threshold
+        return AnomalyResult(d, self.threshold, self.last_ratio, True)

@@ -48,6 +48,10 @@ ALERT_KINDS: tuple[str, ...] = ("fault", "anomaly")
 ALERT_STATES: tuple[str, ...] = ("raised", "cleared")
 # The one severity vocabulary of edge, cloud, store and dashboard, least to most severe.
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+# A raised fault alert's fused verdict (edge/verdict.py): a fault type, or unknown (clearly
+# abnormal, type not established); and what carried it.
+VERDICTS: tuple[str, ...] = ("B", "IR", "OR", "unknown")
+VERDICT_EVIDENCE: tuple[str, ...] = ("model", "physics", "anomaly")
 # make_alert's rule: a fault probability at least this high counts as confident.
 CONFIDENT_PROBABILITY = 0.95
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -305,7 +309,20 @@ def validate_alert(doc: Any) -> dict[str, Any]:
         raise ProtocolError("bad_field", "evidence is not an object", "use a JSON object")
     _num(doc, "windows", 0, integer=True, optional=True)
     _str(doc, "severity", SEVERITIES, optional=True)  # optional: agents before it; see severity_of
+    if doc.get("verdict") is not None:
+        _verdict(doc["verdict"])
     return doc
+
+
+def _verdict(v: Any) -> None:
+    if not isinstance(v, dict):
+        raise ProtocolError("bad_field", "verdict is not an object", "send {fault_type, confidence, carried_by, ...}")
+    _str(v, "fault_type", VERDICTS)
+    _num(v, "confidence", 0.0, 1.0)
+    by = v.get("carried_by")
+    if not isinstance(by, list) or not by or any(b not in VERDICT_EVIDENCE for b in by):
+        raise ProtocolError("bad_field", f"verdict.carried_by={str(by)[:60]!r}",
+                            f"list one or more of {', '.join(VERDICT_EVIDENCE)}")
 
 
 def make_heartbeat(*, site: str, gateway: str, t_ns: int, uptime_s: float,
