@@ -151,12 +151,17 @@ def estimate_speed(x: npt.ArrayLike, fs: float, nominal_rpm: float, *, search: f
     # Only the tops of lines count: a candidate near a strong line must not score on its skirt.
     pk = np.where(w >= _running(w, max(1, int(res / df)), "max"), w, 0.0)
     prom = np.empty((cand.size, n_h))
-    mid = np.empty((cand.size, n_h))  # lines half-way between harmonics: a family at f/2
+    mid = np.empty((cand.size, n_h))  # lines between harmonics: a denser family at f/2 or f/3
     for j, hh in enumerate(h):
         half = int(math.ceil((TOL_RES * res + hh * step / 2 + WANDER * hh * hi) / df))
         mx = _running(pk, half, "max")
-        prom[:, j] = mx[np.minimum(np.rint(hh * cand / df).astype(np.int64), w.size - 1)]
-        mid[:, j] = mx[np.minimum(np.rint((hh - 0.5) * cand / df).astype(np.int64), w.size - 1)]
+
+        def at(k: float, mx: npt.NDArray[np.float64] = mx) -> npt.NDArray[np.float64]:
+            return mx[np.minimum(np.rint(k * cand / df).astype(np.int64), w.size - 1)]
+
+        prom[:, j] = at(hh)
+        # f/3 needs lines at both thirds: one stray line between harmonics is common
+        mid[:, j] = np.maximum(at(hh - 0.5), np.minimum(at(hh - 1 / 3), at(hh - 2 / 3)))
     prom = np.clip(prom - LINE_DB, 0.0, CAP_DB)  # noise maxima count nothing
     # A candidate whose half-harmonics also carry lines sits on a denser family (e.g. the
     # cage-rate lines of an outer-race fault, every FTF): count only what stands above them.

@@ -1,0 +1,155 @@
+"""Shaft speed from the spectrum (edge/speed.py): synthetic cases, bad input, four real rigs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgevib.edge.errors import EdgeError
+from edgevib.edge.speed import SpeedError, estimate_speed
+from edgevib.models.simulate import simulate
+
+FS = 12000.0
+
+
+def family(rpm: float, seconds: float = 2.0, *, fs: float = FS, amps: tuple[float, ...] = (1, .6, .4, .3, .2),
+           noise: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Shaft harmonics of ``rpm`` with amplitudes ``amps`` in white noise."""
+    t = np.arange(int(seconds * fs)) / fs
+    x = sum(a * np.sin(2 * np.pi * (h + 1) * rpm / 60 * t + h) for h, a in enumerate(amps))
+    return x + np.random.default_rng(seed).normal(0, noise, t.size)
+
+
+@pytest.mark.parametrize("true", [1650.0, 1730.0, 1797.0, 1950.0])
+def test_finds_a_shaft_family_off_the_nominal_speed(true: float) -> None:
+    est = estimate_speed(family(true), FS, nominal_rpm=1797.0)
+    assert est is not None
+    assert abs(est.rpm - true) / true < 0.002
+    assert est.harmonics_used >= 4 and est.quality > 4
+
+
+def test_gain_free_and_deterministic() -> None:
+    x = family(1730.0, seed=3)
+    a, b, c = (estimate_speed(v, FS, 1797.0) for v in (x, 1e-4 * x, x.copy()))
+    assert a is not None and b is not None and c is not None
+    assert a.rpm == pytest.approx(b.rpm, rel=1e-9) and a == c
+
+
+def test_noise_alone_is_refused() -> None:
+    for seed in range(5):
+        assert estimate_speed(np.random.default_rng(seed).normal(size=int(2 * FS)), FS, 1797.0) is None
+
+
+def test_estimate_stays_in_the_search_range() -> None:
+    # The true speed is outside nominal +- 5 %: no answer beats a wrong one at the edge.
+    est = estimate_speed(family(1500.0), FS, 1797.0, search=0.05)
+    assert est is None or abs(est.rpm / 1797.0 - 1) <= 0.05
+
+
+def test_mains_lines_do_not_pull_the_speed_to_30_hz() -> None:
+    # Weak shaft lines at 28.5 Hz under strong 60/120/180 Hz mains lines (a 30 Hz "family").
+    t = np.arange(int(2 * FS)) / FS
+    x = family(1710.0, amps=(.5, .3, .25, .2, .15), seed=1)
+    x = x + sum(4 * np.sin(2 * np.pi * m * t) for m in (60.0, 120.0, 180.0, 240.0))
+    est = estimate_speed(x, FS, 1797.0)
+    assert est is not None and abs(est.rpm - 1710.0) < 5
+
+
+def test_a_denser_cage_family_does_not_pose_as_the_shaft() -> None:
+    # Outer-race faults on CWRU carry lines at every FTF (0.398 x shaft): 2 and 3 FTF lie
+    # within +-20 % of the shaft speed and see a full family at their harmonics.
+    t = np.arange(int(2 * FS)) / FS
+    shaft = 1772.0 / 60
+    x = family(1772.0, amps=(1, .5, .4), seed=2)
+    x = x + sum(.8 * np.sin(2 * np.pi * k * 0.398 * shaft * t) for k in range(1, 26))
+    for nominal in (1772 * 1.08, 1772 * 0.93):
+        est = estimate_speed(x, FS, nominal)
+        assert est is not None and abs(est.rpm - 1772.0) < 10, (nominal, est)
+
+
+@pytest.mark.parametrize("fault", ["normal", "IR", "OR", "B"])
+def test_simulated_bearing_at_an_unexpected_speed(fault: str) -> None:
+    x = simulate(fault, fs=FS, duration_s=2.0, rpm=1700.0, seed=4)
+    est = estimate_speed(x, FS, 1797.0)
+    assert est is not None and abs(est.rpm - 1700.0) / 1700.0 < 0.01
+
+
+@pytest.mark.parametrize(("kwargs", "bad"), [
+    ({"x": np.zeros(1000)}, "samples"),
+    ({"x": np.zeros((2, 24000))}, "shape"),
+    ({"x": np.r_[np.zeros(23999), np.nan]}, "NaN"),
+    ({"fs": 0.0}, "fs="),
+    ({"nominal_rpm": -5.0}, "nominal_rpm="),
+    ({"nominal_rpm": 60_000.0}, "harmonics under"),
+    ({"search": 0.4}, "search="),
+    ({"harmonics": 1}, "harmonics="),
+])
+def test_bad_input_names_the_value_and_the_fix(kwargs: dict[str, object], bad: str) -> None:
+    args: dict[str, object] = {"x": family(1797.0), "fs": FS, "nominal_rpm": 1797.0, **kwargs}
+    with pytest.raises(SpeedError) as ei:
+        estimate_speed(**args)  # type: ignore[arg-type]
+    assert isinstance(ei.value, EdgeError)
+    assert ei.value.component == "edge.speed" and bad in ei.value.problem and ei.value.fix
+
+
+# -- the real recordings of four rigs ---------------------------------------------------------
+SECONDS = 2.0  # what the agent holds per sensor (edge/agent.py: history 2 s at the model's 12 kHz)
+STRETCHES = 3  # per recording, consecutive and disjoint
+NOMINALS = (1.08, 0.93)  # configured speed off the true one, both ways
+# Measured (edge/speed.py at commit time, 2 s at 12 kHz): share of stretches within 1 % of the
+# recorded speed, refusals counting as misses. Recorded speeds are themselves approximate:
+# HIT's are set points (the 1x line sits up to ~1 % above them at 600 rpm) and CWRU file 158
+# (OR007@12, load 1, 1773 rpm recorded) shows a clear 1797 rpm family.
+# Asserted a few points under the measurement, so a real regression fails.
+MIN_WITHIN_1PCT = {"cwru": 0.95, "hit-sq": 0.88, "hit-sb": 0.92, "mfpt": 0.82}
+MIN_ALL = 0.93
+MAX_GROSS = 0.05  # answers more than 3 % off: a wrong speed is worse than none
+
+
+def _to_12k(x: np.ndarray, fs: float) -> np.ndarray:
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    r = Fraction(int(FS), int(round(fs))).limit_denominator(1000)
+    return x if r == 1 else resample_poly(x, r.numerator, r.denominator)
+
+
+def _recordings(cwru_dir: Path, bearings_dir: Path) -> list[tuple[str, str, np.ndarray, float]]:
+    out = []
+    for rig, files in [("cwru", sorted(cwru_dir.glob("*.npz")))] + [
+            (r, sorted((bearings_dir / r).glob("*.npz"))) for r in ("hit-sq", "hit-sb", "mfpt")]:
+        assert files, f"no recordings of rig {rig}"
+        for f in files:
+            with np.load(f, allow_pickle=False) as d:
+                rpm = float(d["rpm"])
+                if not np.isfinite(rpm):  # CWRU 0.028-inch files: speed not recorded
+                    continue
+                out.append((rig, f.name, _to_12k(d["signal"].astype(np.float64), float(d["fs"])), rpm))
+    return out
+
+
+@pytest.mark.data
+def test_speed_of_four_real_rigs_from_an_off_nominal_start(cwru_dir: Path, bearings_dir: Path) -> None:
+    errs: dict[str, list[float]] = {}  # relative error in %, nan = refused
+    n = int(SECONDS * FS)
+    for rig, _name, x, rpm in _recordings(cwru_dir, bearings_dir):
+        for s in range(0, min(x.size - n + 1, STRETCHES * n), n):
+            for fac in NOMINALS:
+                est = estimate_speed(x[s:s + n], FS, rpm * fac)
+                errs.setdefault(rig, []).append(np.nan if est is None else abs(est.rpm - rpm) / rpm * 100)
+    lines = [f"{'rig':7} {'n':>4} {'<=1%':>6} {'refused':>8} {'>3%':>6} {'median':>7} {'p95':>6}"]
+    for rig, v in errs.items():
+        a = np.array(v)
+        ok = a[np.isfinite(a)]
+        lines.append(f"{rig:7} {a.size:4d} {np.mean(a <= 1):6.1%} {np.mean(np.isnan(a)):8.1%} "
+                     f"{np.mean(a > 3):6.1%} {np.median(ok):6.2f}% {np.percentile(ok, 95):5.2f}%")
+    print("\nshaft speed from 2 s at 12 kHz, nominal x1.08 and x0.93:\n" + "\n".join(lines))
+    assert set(errs) == set(MIN_WITHIN_1PCT)
+    for rig, v in errs.items():
+        a = np.array(v)
+        assert np.mean(a <= 1) >= MIN_WITHIN_1PCT[rig], (rig, lines)
+        assert np.mean(a > 3) <= MAX_GROSS, (rig, lines)
+    every = np.concatenate([np.array(v) for v in errs.values()])
+    assert np.mean(every <= 1) >= MIN_ALL, lines
