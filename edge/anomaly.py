@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 from edgevib.edge.errors import EdgeError
 from edgevib.edge.evidence import shape_moments
 
@@ -50,7 +49,7 @@ def features(x: npt.ArrayLike, n_bands: int = 8) -> npt.NDArray[np.float64]:
     v = np.asarray(x, dtype=np.float64)
     v = v - v.mean()
     window, starts = _layout(len(v), n_bands)
-    spec = scipy.fft.rfft(v * window)
+    spec = np.fft.rfft(v * window)
     power = spec.real**2 + spec.imag**2
     bands = np.add.reduceat(power, starts)
     rms = float(np.sqrt(np.mean(v * v)))

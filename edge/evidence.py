@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 from edgevib.edge.errors import EdgeError
 from edgevib.models.bearing import CWRU_DE_6205, BearingGeometry
 from edgevib.models.classes import fault_type
@@ -102,14 +101,14 @@ def _bands(fs: float, min_bw: float) -> list[tuple[float, float]]:
 def band_envelopes(x: npt.NDArray[np.float64], fs: float, bands: list[tuple[float, float]]) -> list[npt.NDArray[np.float64]]:
     """Envelope (|analytic band signal|) of each band, via one FFT (a band-limited Hilbert transform)."""
     n = len(x)
-    spec = scipy.fft.fft(x - x.mean())
-    f = np.abs(scipy.fft.fftfreq(n, 1 / fs))
+    spec = np.fft.fft(x - x.mean())
+    f = np.abs(np.fft.fftfreq(n, 1 / fs))
     pos = np.zeros(n, bool)
     pos[1 : (n + 1) // 2] = True
     out = []
     for lo, hi in bands:
         mask = pos & (f >= lo) & (f <= hi)
-        out.append(np.abs(scipy.fft.ifft(np.where(mask, 2 * spec, 0))))
+        out.append(np.abs(np.fft.ifft(np.where(mask, 2 * spec, 0))))
     return out
 
 
@@ -117,8 +116,8 @@ def envelope_spectrum(env: npt.NDArray[np.float64], fs: float, pad_to: int | Non
     """Amplitude spectrum of a (mean-removed, Hann-windowed) envelope."""
     e = env - env.mean()
     n = max(pad_to or 0, len(e))
-    amp = np.abs(scipy.fft.rfft(e * np.hanning(len(e)), n)) * 2 / len(e)
-    return scipy.fft.rfftfreq(n, 1 / fs), amp
+    amp = np.abs(np.fft.rfft(e * np.hanning(len(e)), n)) * 2 / len(e)
+    return np.fft.rfftfreq(n, 1 / fs), amp
 
 
 def peak_snr(freqs: npt.NDArray[np.float64], amp: npt.NDArray[np.float64], f0: float, tol: float,
