@@ -38,9 +38,6 @@ HEADER_SIZE = HEADER.size  # 44
 CRC_OFFSET = HEADER_SIZE - 4
 DEFAULT_MAX_SAMPLES = 65536
 MAX_FS = 10_000_000.0
-# A JSON sample costs at most ~25 characters ("-1.2345678901234567e-308,").
-_JSON_BYTES_PER_SAMPLE = 32
-_JSON_SLACK = 1024
 
 FrameDtype = Literal["int16", "float32"]
 
@@ -165,19 +162,12 @@ def max_binary_bytes(max_samples: int = DEFAULT_MAX_SAMPLES) -> int:
 
 
 def max_json_bytes(max_samples: int = DEFAULT_MAX_SAMPLES) -> int:
-    """The largest JSON frame :func:`decode` accepts (longer ones are ``oversized`` unparsed)."""
-    return max_samples * _JSON_BYTES_PER_SAMPLE + _JSON_SLACK
+    """The largest JSON frame :func:`decode` accepts: no larger than the largest binary frame.
 
-
-def max_frame_bytes(payload_head: bytes, max_samples: int = DEFAULT_MAX_SAMPLES) -> int:
-    """The size limit for a frame that starts with ``payload_head`` (its first bytes suffice).
-
-    Cheap enough for a transport callback: a transport drops a longer message before
-    queueing it, with the same bound :func:`decode` would apply after queueing. A JSON
-    frame (``{`` after up to 64 bytes of white space) may be ~8x its binary form.
+    JSON costs ~6x the bytes of float32 per sample (~25 characters), so a JSON frame holds fewer samples
+    (~10,000 of 65,536 by default); one size limit for every frame lets the broker and the
+    transport refuse anything larger before it is read, whatever its format (issue 19).
     """
-    if payload_head[:64].lstrip()[:1] == b"{":
-        return max_json_bytes(max_samples)
     return max_binary_bytes(max_samples)
 
 

@@ -2,22 +2,23 @@
 
 A message is refused in the transport callback, before it is queued, when it is longer
 than the largest legitimate message on its topic: a frame as large as :func:`decode
-<edgevib.edge.frames.decode>` accepts for ``max_frame_samples`` (binary or JSON), and
+<edgevib.edge.frames.decode>` accepts for ``max_frame_samples`` (44 + 4 x samples bytes,
+binary or JSON), and
 :data:`MAX_MESSAGE_BYTES <edgevib.edge.protocol.MAX_MESSAGE_BYTES>` for commands, model
 update chunks (< 200 KB each, edge/updates.py) and shaft-speed topics. The broker
 (deploy/mosquitto/mosquitto.conf) and the MQTT 5 maximum packet size use the largest of
 them, plus the packet's own overhead (docs/security.md, "Message size limits").
 
 >>> limit = message_limit(65_536)
->>> limit("edgevib/v1/s/g/sensors/de/raw", b"EVIB..."), limit("edgevib/v1/s/g/sensors/de/raw", b' {"v":1')
-(262188, 2098176)
->>> limit("edgevib/v1/s/g/cmd", b"{}"), largest_message(65_536), max_packet(65_536)
-(262144, 2098176, 2099200)
+>>> limit("edgevib/v1/s/g/sensors/de/raw", b"EVIB..."), limit("edgevib/v1/s/g/cmd", b"{}")
+(262188, 262144)
+>>> largest_message(65_536), max_packet(65_536)
+(262188, 263212)
 """
 
 from __future__ import annotations
 
-from edgevib.edge.frames import max_binary_bytes, max_frame_bytes, max_json_bytes
+from edgevib.edge.frames import max_binary_bytes, max_json_bytes
 from edgevib.edge.protocol import MAX_MESSAGE_BYTES
 from edgevib.edge.source import SizeLimit
 
@@ -29,12 +30,11 @@ PACKET_OVERHEAD = 1024
 
 def message_limit(max_frame_samples: int) -> SizeLimit:
     """topic, payload -> the largest payload accepted (cheap: runs in the network thread)."""
+    frame_bytes = max(max_binary_bytes(max_frame_samples), max_json_bytes(max_frame_samples))
 
     def limit(topic: str, payload: bytes) -> int:
-        # a frame topic ends in /raw (edge/protocol.py Topics.raw); the format is told by the first bytes
-        if topic.endswith("/raw"):
-            return max_frame_bytes(payload[:64], max_frame_samples)
-        return MAX_MESSAGE_BYTES
+        # a frame topic ends in /raw (edge/protocol.py Topics.raw); binary and JSON share one bound
+        return frame_bytes if topic.endswith("/raw") else MAX_MESSAGE_BYTES
 
     return limit
 

@@ -40,7 +40,8 @@ def _missing_extra(module: str, extra: str, name: str) -> Callable[[argparse.Nam
     return func
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All commands; with ``command``, only the part that adds it is imported (see :func:`main`)."""
     parser = argparse.ArgumentParser(
         prog="edgevib",
         description="Edge stream processing for machine-health monitoring.",
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name, (extra, names) in _PARTS.items():
+        if command is not None and command not in names:
+            continue
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
@@ -71,7 +74,13 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the part that runs: `edgevib agent` would otherwise carry the training tools'
+    # scipy.signal/scipy.stats (~55 MB of RSS on a gateway). Top-level options take no values,
+    # so the first word that is not an option is the command.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    known = {n for _extra, names in _PARTS.values() for n in names}
+    parser = build_parser(command if command in known else None)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     if not getattr(args, "func", None):

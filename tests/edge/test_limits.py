@@ -29,17 +29,16 @@ def test_the_largest_legitimate_frames_pass_the_limit_and_one_byte_more_does_not
     binary = encode(_frame(max_samples), "float32")
     assert len(binary) == max_binary_bytes(max_samples) == limit(T.raw("de"), binary)
     assert len(decode(binary, max_samples).samples) == max_samples
-    # a JSON frame of max_samples long numbers is legitimate and under the JSON limit
-    js = encode_json(Frame(0, 10**18, 12000.0, np.full(max_samples, -1.2345678e-30, np.float32)))
-    assert len(js) <= limit(T.raw("de"), js) == max_json_bytes(max_samples)
-    assert len(decode(js, max_samples).samples) == max_samples
-    # the decoder refuses what the transport refuses: one byte past the JSON bound is oversized
-    too_long = b"{" + b" " * max_json_bytes(max_samples)
-    assert len(too_long) > limit(T.raw("de"), too_long)
+    # JSON shares the bound: the longest JSON frame that fits decodes, one byte more is oversized
+    n = max_samples // 6
+    js = encode_json(Frame(0, 10**18, 12000.0, np.full(n, -0.123456, np.float32)))
+    js = js[:1] + b" " * (max_json_bytes(max_samples) - len(js)) + js[1:]
+    assert len(js) == limit(T.raw("de"), js) == max_json_bytes(max_samples)
+    assert len(decode(js, max_samples).samples) == n
     with pytest.raises(FrameError) as exc:
-        decode(too_long, max_samples)
+        decode(js[:1] + b" " + js[1:], max_samples)
     assert exc.value.reason == "oversized"
-    assert largest_message(max_samples) >= max(len(binary), len(js), proto.MAX_MESSAGE_BYTES)
+    assert largest_message(max_samples) == max(len(binary), proto.MAX_MESSAGE_BYTES)
     assert max_packet(max_samples) > largest_message(max_samples)
 
 
@@ -47,8 +46,7 @@ def test_commands_and_update_chunks_have_the_protocol_limit() -> None:
     limit = message_limit(65_536)
     for topic in (T.cmd, T.models, "plant/rpm/de"):
         assert limit(topic, b"{}") == proto.MAX_MESSAGE_BYTES
-    # a binary-looking payload on a frame topic gets the (8x smaller) binary bound
-    assert limit(T.raw("de"), b"\0" * 10) == max_binary_bytes(65_536) < max_json_bytes(65_536)
+    assert limit(T.raw("de"), b"{") == limit(T.raw("de"), b"\0") == max_binary_bytes(65_536)
 
 
 # -- the inbox: bytes as well as count ----------------------------------------------------------
