@@ -203,11 +203,16 @@ def test_garbage_is_counted_per_reason_and_shown_in_the_heartbeat(rig: dict) -> 
     for reason in bad:
         assert hb["drops"][reason] == 1
     assert hb["drops"]["oversized"] == 1 and hb["drops"]["bad_name"] == 1
-    assert hb["sensors"]["de"]["dropped"] == 6 and hb["counters"]["dropped"] == 7
-    # and the agent still works
-    _send(sensor, "de", simulate("normal", duration_s=0.5, seed=1))
+    # "de" never sent a decodable frame: not admitted, so no label of its own (issue 19)
+    assert "de" not in hb["sensors"] and hb["counters"]["dropped"] == 7 and hb["counters"]["frames_in"] == 6
+    # and the agent still works; once admitted, the sensor's drops carry its label
+    n_good = _send(sensor, "de", simulate("normal", duration_s=0.5, seed=1))
     _run(agent, rig["clock"], 3)
     assert agent.metrics.counters["windows"] == 4
+    sensor.publish(T.raw("de"), bad["bad_crc"])
+    agent.step()
+    hb = proto.parse_heartbeat(proto.dumps(agent.heartbeat()))
+    assert hb["sensors"]["de"]["dropped"] == 1 and hb["sensors"]["de"]["frames_in"] == n_good + 1
 
 
 def test_heartbeat_reports_model_latency_and_resources(rig: dict) -> None:
