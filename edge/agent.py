@@ -38,6 +38,7 @@ from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
 from edgevib.edge.replay import AckReplay
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
+from edgevib.edge.speed import estimate_speed
 from edgevib.edge.updater import Updater
 from edgevib.edge.verdict import fuse
 from edgevib.edge.windowing import SensorWindower
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 # a few bearings x a few speeds per gateway; an estimated speed moves in small steps
 _cached_fault_hz = lru_cache(maxsize=4096)(fault_frequencies)
 F32 = npt.NDArray[np.float32]
+SPEED_HISTORY_S = 2.0  # signal each sensor keeps for the speed estimate (the evidence uses the last 1 s)
+# Heartbeat sensors[...]["rpm_source"] is a number (the heartbeat schema allows numbers only).
+RPM_SOURCES = {"configured": 0, "topic": 1, "estimated": 2}
 # The heartbeat lists at most this many sensors (alerting first, then the most drops, then the
 # busiest) and stays under HEARTBEAT_MAX_BYTES whatever names arrive (docs/protocol.md).
 HEARTBEAT_SENSORS = 100
@@ -71,6 +75,9 @@ class _Sensor:
     asset: str
     evidence: EvidenceConfig
     seen: int = 0  # windows inferred
+    rpm_source: str = "configured"  # "configured" | "topic" | "estimated" (RPM_SOURCES)
+    rpm_estimated: float | None = None  # the last confident spectral estimate (edge/speed.py)
+    next_speed: float = 0.0  # agent time of the next speed estimate
 
 
 @dataclass
@@ -119,7 +126,8 @@ class Agent:
         s = self.sensors.get(name)
         if s is None:
             sc, meta = self.cfg.sensor(name), self.model.meta
-            s = _Sensor(SensorWindower(meta.window, self.cfg.hop, meta.sample_rate, history_s=1.0),
+            # 2 s of history: the speed estimate needs them (1 s is refused far more often)
+            s = _Sensor(SensorWindower(meta.window, self.cfg.hop, meta.sample_rate, history_s=SPEED_HISTORY_S),
                         Alerter(self._fault_policy, self.clock),
                         AnomalyDetector(self._anomaly_baseline) if self.cfg.alert.anomaly else None,
                         Alerter(self._anomaly_policy, self.clock), sc.rpm, sc.asset or name,
@@ -186,7 +194,30 @@ class Agent:
             return self._drop("bad_rpm", EdgeError("edge.agent", f"rpm payload {payload[:40]!r}",
                                                    "publish the shaft speed as a number in rpm"), sensor)
         s = self._sensor(sensor)
-        s.rpm, s.evidence = rpm, EvidenceConfig(geometry=s.evidence.geometry, rpm=rpm)
+        s.rpm, s.evidence, s.rpm_source = rpm, EvidenceConfig(geometry=s.evidence.geometry, rpm=rpm), "topic"
+
+    def estimate_speeds(self, now: float) -> None:
+        """Every ``speed_interval_s``, per sensor with no ``rpm_topic``: shaft speed from the last
+        2 s around the configured ``rpm``; a confident estimate becomes the speed in use, a
+        refusal keeps the speed in use as it was."""
+        fs = self.model.meta.sample_rate
+        for name, s in self.sensors.items():
+            sc = self.cfg.sensor(name)
+            if sc.rpm_topic or not sc.speed_estimate or now < s.next_speed:
+                continue
+            x = s.windower.recent()
+            if x.size < SPEED_HISTORY_S * fs:  # just started or reset by a gap: wait for 2 s
+                continue
+            s.next_speed = now + sc.speed_interval_s
+            try:
+                est = estimate_speed(x, fs, sc.rpm, search=sc.speed_search)
+            except EdgeError as exc:  # e.g. an rpm too high for the model's rate
+                self._drop("speed_error", exc, name)
+                continue
+            self.metrics.inc("speed_estimates" if est else "speed_refused", sensor=name)
+            if est is not None:
+                s.rpm_estimated, s.rpm_source = est.rpm, "estimated"
+                s.rpm, s.evidence = est.rpm, EvidenceConfig(geometry=s.evidence.geometry, rpm=est.rpm)
 
     def _handle_cmd(self, payload: bytes) -> None:
         try:
@@ -240,7 +271,8 @@ class Agent:
                anomaly: tuple[float, float] | None = None) -> None:
         raised = ev.state == "raised"
         try:
-            evidence = analyze(s.windower.recent(), self.model.meta.sample_rate, s.evidence) if raised else None
+            last_1s = s.windower.recent()[-int(self.model.meta.sample_rate):]  # history holds 2 s for the speed
+            evidence = analyze(last_1s, self.model.meta.sample_rate, s.evidence) if raised else None
         except EdgeError as exc:  # the alert still goes out, without physics evidence
             log.warning("no evidence for %s: %s", p.sensor, exc)
             evidence = None
@@ -329,6 +361,7 @@ class Agent:
             st = s.windower.stats
             sensors[name] = {**sensors.get(name, {}), "gaps": st.gaps, "reorders": st.reorders,
                              "resets": st.resets, "alert_active": int(s.alerter.active is not None)}
+            sensors[name].update(_speed_fields(self.cfg.sensor(name).rpm, s))
         inf, lat = m.percentiles("inference_ms"), m.percentiles("latency_ms")
         counters: dict[str, int | float] = dict(snap["counters"])  # type: ignore[call-overload]
         counters.update(inference_p50_ms=inf["p50"], inference_p99_ms=inf["p99"],
@@ -376,6 +409,7 @@ class Agent:
             self.infer()
         self.deliver()
         self.updater.tick()  # an unfinished model update times out
+        self.estimate_speeds(now)
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()
@@ -398,3 +432,13 @@ class Agent:
         while self._inflight and self.clock() < end:
             time.sleep(0.02)
             self.deliver()
+
+
+def _speed_fields(configured: float, s: _Sensor) -> dict[str, int | float]:
+    """Configured vs in-use vs estimated shaft speed for the heartbeat (docs/protocol.md)."""
+    out: dict[str, int | float] = {"rpm_configured": configured, "rpm_in_use": round(s.rpm, 1),
+                                   "rpm_source": RPM_SOURCES[s.rpm_source]}
+    if s.rpm_estimated is not None:  # absent, not null: heartbeat values are numbers
+        out["rpm_estimated"] = round(s.rpm_estimated, 1)
+        out["rpm_disagree_pct"] = round((s.rpm_estimated / configured - 1) * 100, 2)
+    return out

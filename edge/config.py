@@ -33,7 +33,10 @@ from edgevib import config as core_config
 from edgevib.errors import ConfigError
 
 # The model the agent runs when none is configured (inside package edgevib.models).
-DEFAULT_MODEL = "zoo/cnn_small.onnx"  # the compressed CNN (docs/compression.md); zoo/cnn.onnx is the full one
+# The fault-type model (normal/B/IR/OR on order-domain envelope features of each sensor's own
+# bearing and speed; docs/transfer.md): the one that holds on machines it never saw. The
+# 10-class CWRU CNNs (zoo/cnn_small.onnx, zoo/cnn.onnx) stay loadable as benchmarks.
+DEFAULT_MODEL = "zoo/faulttype.onnx"
 
 
 def _positive(where: str, value: float, fix: str) -> None:
@@ -155,12 +158,19 @@ class SensorConfig:
     ball_diameter: float | None = None
     pitch_diameter: float | None = None
     contact_angle_deg: float = 0.0
-    rpm: float = 1797.0
+    rpm: float = 1797.0  # nominal; with no rpm_topic the agent may estimate the speed around it
     rpm_topic: str | None = None
+    speed_estimate: bool = True  # no rpm_topic: estimate the speed from the spectrum (edge/speed.py)
+    speed_search: float = 0.15  # ... within rpm * (1 +- speed_search)
+    speed_interval_s: float = 5.0  # ... every this many seconds of agent time
 
     def __post_init__(self) -> None:
         self.geometry()  # validates now, naming the bad key
         _positive("rpm", self.rpm, "give the shaft speed in revolutions per minute")
+        if not 0 < self.speed_search < 1 / 3:  # wider would let f/2 or 2f pass for the shaft
+            raise ConfigError("edge.config.sensors", f"speed_search={self.speed_search!r}",
+                              "use a fraction of rpm between 0 and 1/3, e.g. 0.15")
+        _positive("speed_interval_s", self.speed_interval_s, "use a few seconds, e.g. 5")
 
     def geometry(self) -> BearingGeometry:
         nums = (self.n_balls, self.ball_diameter, self.pitch_diameter)

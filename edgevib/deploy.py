@@ -48,7 +48,7 @@ LOCK_NAME = "requirements-edge.txt"
 DEFAULT_PREFIX = "/opt/edgevib"
 DEFAULT_CONFDIR = "/etc/edgevib"
 STATE_DIR = "/var/lib/edgevib"  # the unit's StateDirectory= and WorkingDirectory=
-DEFAULT_ZOO_MODEL = Path("models") / "zoo" / "cnn_small.onnx"
+DEFAULT_ZOO_MODEL = Path("models") / "zoo" / "faulttype.onnx"
 # What install.sh accepts as PREFIX/CONFDIR, and what file names in the bundle may hold:
 # no quotes, spaces, '%' (systemd specifiers) or '|' (the sed delimiter).
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

@@ -37,6 +37,8 @@ from edgevib.models.simulate import simulate
 
 log = logging.getLogger(__name__)
 WINDOW, HOP = 8192, 4096  # 0.68 s at 12 kHz: 1.5 Hz lines, enough to part BPFO, 2xBSF and BPFI at 600 rpm
+# The agent's hop (its metadata's): a new window every 85 ms, so k-of-n confirms within 1 s of signal.
+AGENT_HOP = 1024
 CLASSES: tuple[str, ...] = FAULT_TYPES  # ("normal", "B", "IR", "OR")
 _COMP = "models.faulttype"
 

@@ -17,8 +17,8 @@ import numpy as np
 from edgevib.models.contract import ModelMeta, save
 from edgevib.models.data import MODEL_FS, Recording, load_dir
 from edgevib.models.faulttype import (
+    AGENT_HOP,
     CLASSES,
-    HOP,
     KIND,
     WINDOW,
     FeatureSet,
@@ -83,7 +83,7 @@ def build(dirs: list[Path], out: Path, *, sim: int = SIM_RECORDINGS, seed: int =
     s = _sim(sim, seed)
     model = train(data if s is None else FeatureSet.concat([data, s]))
     rigs = sorted(str(r) for r in np.unique(data.rig))
-    meta = ModelMeta(CLASSES, MODEL_FS, WINDOW, HOP, model.arch, __version__,
+    meta = ModelMeta(CLASSES, MODEL_FS, WINDOW, AGENT_HOP, model.arch, __version__,
                      f"rigs {', '.join(rigs)}: {len(recs)} recordings, {len(data.y)} windows; "
                      f"{sim} simulated bearings (seed {seed})",
                      {"temperature": round(model.temperature, 3)}, KIND)

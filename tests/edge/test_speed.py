@@ -6,11 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgevib.edge import protocol as proto
+from edgevib.edge.agent import RPM_SOURCES, Agent
+from edgevib.edge.config import SensorConfig, load_agent_config
 from edgevib.edge.errors import EdgeError
+from edgevib.edge.frames import Frame, encode
+from edgevib.edge.memory import MemoryBus, MemoryLink
+from edgevib.edge.model import FunctionModel
+from edgevib.edge.outbox import Outbox
 from edgevib.edge.speed import SpeedError, estimate_speed
+from edgevib.models.classes import CLASSES_10
+from edgevib.models.contract import ModelMeta
 from edgevib.models.simulate import simulate
 
+from edgevib.errors import ConfigError
+
 FS = 12000.0
+T = proto.Topics("plant", "gw")
 
 
 def family(rpm: float, seconds: float = 2.0, *, fs: float = FS, amps: tuple[float, ...] = (1, .6, .4, .3, .2),
@@ -153,3 +165,70 @@ def test_speed_of_four_real_rigs_from_an_off_nominal_start(cwru_dir: Path, beari
         assert np.mean(a > 3) <= MAX_GROSS, (rig, lines)
     every = np.concatenate([np.array(v) for v in errs.values()])
     assert np.mean(every <= 1) >= MIN_ALL, lines
+
+
+# -- in the agent: no rpm_topic -> the estimate becomes the speed in use -----------------------
+def _agent(tmp_path: Path, sensor: dict[str, object]) -> tuple[Agent, MemoryLink, MemoryLink, list[float]]:
+    bus, t = MemoryBus(), [1000.0]
+    cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600,
+                            alert={"anomaly": False}, sensors={"de": sensor},
+                            outbox={"path": str(tmp_path / "ob.sqlite")})
+    model = FunctionModel(ModelMeta(CLASSES_10, window=2048, arch="const"),
+                          lambda x: np.tile(np.eye(10, dtype=np.float32)[0], (len(x), 1)), name="const")
+    agent = Agent(cfg, model, MemoryLink(bus, "agent", clock=lambda: t[0]), Outbox(cfg.outbox.path),
+                  clock=lambda: t[0])
+    cloud, src = MemoryLink(bus, "cloud"), MemoryLink(bus, "sensor")
+    cloud.subscribe(T.heartbeat)
+    return agent, cloud, src, t
+
+
+def _stream(agent: Agent, src: MemoryLink, t: list[float], x: np.ndarray, frame: int = 1200) -> None:
+    """Frames of 0.1 s, one per step; agent time runs with the signal."""
+    for i in range(0, len(x) - frame + 1, frame):
+        f = Frame(i // frame, 10**18 + round(i * 1e9 / FS), FS, x[i:i + frame].astype(np.float32))
+        src.publish(T.raw("de"), encode(f, "float32"))
+        agent.step()
+        t[0] += frame / FS
+
+
+def _last_heartbeat(agent: Agent, cloud: MemoryLink) -> dict[str, object]:
+    agent.heartbeat()
+    msgs = [m for m in iter(lambda: cloud.poll(0), None) if m.topic == T.heartbeat]
+    return proto.parse_heartbeat(msgs[-1].payload)["sensors"]["de"]  # type: ignore[no-any-return]
+
+
+def test_agent_uses_and_reports_the_estimated_speed(tmp_path: Path) -> None:
+    agent, cloud, src, t = _agent(tmp_path, {"rpm": 1797.0})
+    _stream(agent, src, t, simulate("OR", fs=FS, duration_s=7.5, rpm=1700.0, seed=5))
+    hb = _last_heartbeat(agent, cloud)
+    assert hb["rpm_configured"] == 1797.0 and hb["rpm_source"] == RPM_SOURCES["estimated"]
+    assert abs(hb["rpm_estimated"] - 1700.0) < 17  # type: ignore[operator]
+    assert hb["rpm_in_use"] == hb["rpm_estimated"]
+    assert hb["rpm_disagree_pct"] == pytest.approx((hb["rpm_estimated"] / 1797.0 - 1) * 100, abs=0.01)  # type: ignore[operator]
+    s = agent.sensors["de"]
+    assert s.evidence.rpm == s.rpm and abs(s.rpm - 1700.0) < 17
+    # once 2 s are held (t ~ 2 s), then every speed_interval_s = 5 s: two in 7.5 s of signal
+    assert hb.get("speed_estimates", 0) + hb.get("speed_refused", 0) == 2, hb
+
+
+def test_agent_keeps_the_configured_speed_when_estimation_is_off_or_a_topic_gives_it(tmp_path: Path) -> None:
+    x = simulate("normal", fs=FS, duration_s=3.0, rpm=1700.0, seed=6)
+    agent, cloud, src, t = _agent(tmp_path, {"rpm": 1797.0, "speed_estimate": False})
+    _stream(agent, src, t, x)
+    hb = _last_heartbeat(agent, cloud)
+    assert (hb["rpm_source"], hb["rpm_in_use"]) == (RPM_SOURCES["configured"], 1797.0)
+    assert "rpm_estimated" not in hb and "speed_estimates" not in hb
+    agent, cloud, src, t = _agent(tmp_path / "b", {"rpm": 1797.0, "rpm_topic": "plant/line1/rpm"})
+    src.publish("plant/line1/rpm", b"1712.5")
+    _stream(agent, src, t, x)
+    hb = _last_heartbeat(agent, cloud)
+    assert (hb["rpm_source"], hb["rpm_in_use"]) == (RPM_SOURCES["topic"], 1712.5)
+    assert "rpm_estimated" not in hb
+
+
+@pytest.mark.parametrize(("key", "value"), [("speed_search", 0.5), ("speed_search", 0.0),
+                                            ("speed_interval_s", -1.0)])
+def test_speed_config_errors_name_key_value_and_fix(key: str, value: float) -> None:
+    with pytest.raises(ConfigError) as ei:
+        SensorConfig(**{key: value})  # type: ignore[arg-type]
+    assert f"{key}={value!r}" in ei.value.problem and ei.value.fix

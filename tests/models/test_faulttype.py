@@ -11,7 +11,17 @@ from edgevib.edge.onnx import OnnxModel
 from edgevib.models.bearing import CWRU_DE_6205, DG_6308, BearingGeometry
 from edgevib.models.contract import AUX_INPUT, ModelMeta, check_contract, save
 from edgevib.models.errors import ContractError, ModelsError
-from edgevib.models.faulttype import CLASSES, HOP, KIND, WINDOW, FeatureSet, features_of, fit_temperature, simulated, train
+from edgevib.models.faulttype import (
+    CLASSES,
+    HOP,
+    KIND,
+    WINDOW,
+    FeatureSet,
+    features_of,
+    fit_temperature,
+    simulated,
+    train,
+)
 from edgevib.models.orders import FEATURES, fault_frequencies, order_features
 from edgevib.models.simulate import simulate
 

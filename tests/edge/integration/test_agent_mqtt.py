@@ -195,7 +195,8 @@ def test_sigkill_with_alerts_in_the_outbox_then_restart_delivers_them(
     procs.append(p1)
     cloud.until(lambda: bool(cloud.heartbeats), 30, "the agent's first heartbeat")
     rec = load_recording(cwru_dir / IR_FILES[1])
-    rec = type(rec)(rec.signal[: 12000], rec.fs, rec.rpm, rec.label, rec.size_in)
+    # 2 s: enough windows for k-of-n with any model (the default's window is 0.68 s)
+    rec = type(rec)(rec.signal[: 24000], rec.fs, rec.rpm, rec.label, rec.size_in)
     # Freeze the agent, let frames land in its socket buffer, take the broker away, thaw it:
     # it raises alerts it cannot send. Then it is killed before it could ever send them.
     os.kill(p1.pid, signal.SIGSTOP)
