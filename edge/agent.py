@@ -280,7 +280,8 @@ class Agent:
         doc = proto.make_alert(
             site=self.cfg.site, gateway=self.cfg.gateway, sensor=p.sensor, kind=kind, state=ev.state,
             t_ns=p.t_end_ns, cls=ev.label if fault else None,
-            probability=float(min(1.0, ev.value)) if fault and raised else None,
+            # the class's own probability (the vote was P(faulty), edge/alerting.py)
+            probability=float(min(1.0, ev.value if ev.class_p is None else ev.class_p)) if fault and raised else None,
             anomaly_score=anomaly[0] if anomaly and raised else None,
             anomaly_threshold=anomaly[1] if anomaly else None,
             physics=evidence.fault_type if evidence else None,

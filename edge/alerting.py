@@ -1,6 +1,8 @@
 """Per-sensor alert state machine: k-of-n confirmation, hysteresis, cooldown.
 
-* raise class ``c`` when ``c`` scored >= ``p_on`` in at least ``k`` of the last ``n`` windows;
+* raise class ``c`` when ``c`` scored >= ``p_on`` in at least ``k`` of the last ``n`` windows
+  (from class probabilities, :meth:`Alerter.update_probs`: the score is P(faulty) and ``c``
+  the fault class with the most probability over those windows);
 * clear only after ``m`` consecutive windows below ``p_off`` (< ``p_on``: hysteresis);
 * never re-raise the same class within ``cooldown_s`` of its last raise; a different
   class may raise at once (the old one is cleared first, so the cloud sees one active alert).
@@ -52,13 +54,15 @@ class AlertPolicy:
 
 @dataclass(frozen=True)
 class AlertEvent:
-    """A state change: ``raised`` (``value`` = mean score of the confirming windows) or ``cleared``."""
+    """A state change: ``raised`` (``value`` = mean score of the confirming windows) or ``cleared``.
+    From class probabilities, ``class_p`` is the raised class's own mean probability there."""
 
     state: str
     label: str
     value: float
     t: float
     windows: int
+    class_p: float | None = None
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Alerter:
         self.active: str | None = None
         self.counters = AlertCounters()
         self._recent: deque[tuple[str, float]] = deque(maxlen=self.policy.n)
+        self._rows: deque[npt.NDArray[np.float64]] = deque(maxlen=self.policy.n)  # class probabilities
+        self._classes: tuple[str, ...] | None = None
         self._below = 0
 
     def update(self, label: str, value: float) -> list[AlertEvent]:
@@ -105,8 +111,22 @@ class Alerter:
         return events
 
     def update_probs(self, probs: npt.ArrayLike, classes: Sequence[str], normal: str = "normal") -> list[AlertEvent]:
-        """Like :meth:`update` with one window's class probabilities (its best fault class)."""
-        return self.update(*top_fault(probs, classes, normal))
+        """Like :meth:`update` with one window's class probabilities.
+
+        The vote is the probability that the window is faulty at all (1 - P(normal)), so a
+        window that is clearly abnormal but split between fault types (0.45 IR, 0.43 OR on a
+        machine the model never saw) still counts; the label is the fault class with the most
+        probability summed over the last ``n`` windows, so such a split does not scatter the
+        votes over labels. The fused verdict (edge/verdict.py) then says whether the type is
+        established. A model without a ``normal`` class votes with its best fault class."""
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        top_fault(p, classes, normal)  # validates shape and classes
+        self._classes = tuple(classes)
+        self._rows.append(p)
+        mass = np.sum(self._rows, axis=0)
+        label, _ = top_fault(mass, classes, normal)
+        value = 1.0 - float(p[list(classes).index(normal)]) if normal in classes else float(p[list(classes).index(label)])
+        return self.update(label, value)
 
     def _mean(self, label: str) -> float:
         vals = [v for lbl, v in self._recent if lbl == label and v >= self.policy.p_on]
@@ -117,7 +137,16 @@ class Alerter:
         self.counters.raised += 1
         self.counters.last_raise[label] = now
         log.info("alert raised: %s", label)
-        return AlertEvent("raised", label, self._mean(label), now, len(self._recent))
+        return AlertEvent("raised", label, self._mean(label), now, len(self._recent), self._class_p(label))
+
+    def _class_p(self, label: str) -> float | None:
+        """Mean probability of ``label`` itself over the confirming windows (``update_probs`` only)."""
+        if self._classes is None or len(self._rows) != len(self._recent) or label not in self._classes:
+            return None
+        i = self._classes.index(label)
+        ps = [float(r[i]) for r, (lbl, v) in zip(self._rows, self._recent, strict=True)
+              if lbl == label and v >= self.policy.p_on]
+        return float(np.mean(ps)) if ps else None
 
     def _clear(self, now: float) -> AlertEvent:
         label, self.active, self._below = self.active or "", None, 0

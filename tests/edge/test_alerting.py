@@ -93,3 +93,15 @@ def test_update_probs_uses_best_fault_class() -> None:
     classes = ("normal", "IR007", "OR007")
     ev = [e for _ in range(3) for e in a.update_probs([0.05, 0.05, 0.9], classes)]
     assert [(e.state, e.label) for e in ev] == [("raised", "OR007")]
+
+
+def test_an_abnormal_window_split_between_fault_types_still_raises() -> None:
+    """Clearly not normal, but no single type >= p_on (seen on a rig the model never saw)."""
+    a, c = _mk(k=3, n=5)
+    classes = ("normal", "B", "IR", "OR")
+    rows = [[0.0, 0.12, 0.45, 0.43], [0.0, 0.1, 0.43, 0.47], [0.01, 0.12, 0.45, 0.42]] * 2
+    ev = [e for r in rows for e in a.update_probs(r, classes)]
+    assert [(e.state, e.label) for e in ev] == [("raised", "IR")]  # most probability over the windows
+    assert ev[0].value == pytest.approx(0.997, abs=0.01) and ev[0].class_p == pytest.approx(0.443, abs=0.01)
+    calm = _mk(k=3, n=5)[0]  # a window that is mostly normal never votes
+    assert [e for _ in range(5) for e in calm.update_probs([0.5, 0.1, 0.2, 0.2], classes)] == []
