@@ -31,8 +31,11 @@ typecheck: setup
 	@for p in edge models cloud; do ln -s ../../$$p .typecheck/edgevib/$$p; done
 	cd .typecheck && ../$(BIN)/mypy -p edgevib
 
+# Doctests of the package first (each module's contract examples), then the suite.
 # pytest exits 5 when a selection holds no tests: say so instead of failing the run.
 test: lint typecheck
+	@$(BIN)/pytest -q -p no:cacheprovider --doctest-modules --import-mode=importlib edgevib edge models cloud \
+	 || { echo "make test: a doctest failed"; exit 1; }
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -9,7 +9,6 @@ others ignore it.
 
 >>> import numpy as np
 >>> from edgevib.models.contract import ModelMeta
-from edgevib.models.orders import FaultHz
 >>> m = FunctionModel(ModelMeta(("normal", "IR007"), window=4),
 ...                   lambda x: np.tile([0.9, 0.1], (len(x), 1)).astype(np.float32))
 >>> m.predict(np.zeros((3, 1, 4), np.float32)).shape

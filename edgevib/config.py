@@ -5,14 +5,10 @@ builds one from a TOML file, then applies environment overrides named after the
 field path: top-level ``broker_url`` is ``EDGEVIB_BROKER_URL``; a field of a nested
 section joins with a double underscore, ``alert.k`` is ``EDGEVIB_ALERT__K``.
 
->>> from dataclasses import dataclass, field
->>> @dataclass(frozen=True)
-... class Alert:
-...     k: int = 3
->>> @dataclass(frozen=True)
-... class Cfg:
-...     broker_url: str = "mqtt://127.0.0.1:1883"
-...     alert: Alert = field(default_factory=Alert)
+>>> from dataclasses import field, make_dataclass
+>>> Alert = make_dataclass("Alert", [("k", int, 3)], frozen=True)
+>>> Cfg = make_dataclass("Cfg", [("broker_url", str, "mqtt://127.0.0.1:1883"),
+...                              ("alert", Alert, field(default_factory=Alert))], frozen=True)
 >>> load(Cfg, None, env={"EDGEVIB_ALERT__K": "5"}).alert.k
 5
 """
