@@ -32,6 +32,7 @@ from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError, FrameError, OutboxError, OutboxFullError, ProtocolError
 from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
 from edgevib.edge.frames import decode
+from edgevib.edge.indicators import compute as compute_indicators
 from edgevib.edge.metrics import Metrics
 from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
@@ -57,6 +58,7 @@ RPM_SOURCES = {"configured": 0, "topic": 1, "estimated": 2}
 # busiest) and stays under HEARTBEAT_MAX_BYTES whatever names arrive (docs/protocol.md).
 HEARTBEAT_SENSORS = 100
 HEARTBEAT_MAX_BYTES = 60_000
+INDICATORS_PER_STEP = 4  # sensors whose indicators one step computes at most (publish_indicators)
 
 
 class Link(Source, Sink, Protocol):
@@ -78,6 +80,8 @@ class _Sensor:
     rpm_source: str = "configured"  # "configured" | "topic" | "estimated" (RPM_SOURCES)
     rpm_estimated: float | None = None  # the last confident spectral estimate (edge/speed.py)
     next_speed: float = 0.0  # agent time of the next speed estimate
+    next_indicators: float = 0.0  # agent time of the next indicators message
+    t_end_ns: int = 0  # signal time at the end of the latest window
 
 
 @dataclass
@@ -179,6 +183,7 @@ class Agent:
         dur = round(self.model.meta.window * 1e9 / self.model.meta.sample_rate)
         for t_ns, x in windows:
             self._pending.append(_Pending(sensor, t_ns + dur, msg.t, x))
+            s.t_end_ns = t_ns + dur
 
     @staticmethod
     def _fault_hz(s: _Sensor) -> FaultHz:
@@ -218,6 +223,38 @@ class Agent:
             if est is not None:
                 s.rpm_estimated, s.rpm_source = est.rpm, "estimated"
                 s.rpm, s.evidence = est.rpm, EvidenceConfig(geometry=s.evidence.geometry, rpm=est.rpm)
+
+    def publish_indicators(self, now: float) -> None:
+        """Every ``indicators.interval_s`` per sensor: condition indicators of the last 2 s the
+        windower keeps (edge/indicators.py), once per interval, not per window. QoS 0, not the
+        outbox: they are periodic and the next one replaces a lost one; alerts carry what must
+        not be lost, and trend points must not take their outbox room during an outage. At most
+        INDICATORS_PER_STEP sensors per step (~6 ms each): 100 sensors due at once do not stall
+        the loop, the rest follow in the next steps."""
+        fs = self.model.meta.sample_rate
+        done = 0
+        for name, s in self.sensors.items():
+            if now < s.next_indicators or done >= INDICATORS_PER_STEP:
+                continue
+            x = s.windower.recent()
+            if x.size < SPEED_HISTORY_S * fs:  # just started or reset by a gap: wait for the full stretch
+                continue
+            s.next_indicators = now + self.cfg.indicators.interval_s
+            done += 1
+            sc = self.cfg.sensor(name)
+            try:
+                ind = compute_indicators(x, fs, self._fault_hz(s), group=sc.iso_group, foundation=sc.iso_foundation)
+                ratio = s.anomaly.last_ratio if s.anomaly is not None else None
+                doc = proto.make_indicators(
+                    site=self.cfg.site, gateway=self.cfg.gateway, sensor=name, asset=s.asset, t_ns=s.t_end_ns,
+                    sample_rate=fs, iso_group=sc.iso_group, iso_foundation=sc.iso_foundation, rpm=round(s.rpm, 1),
+                    rpm_source=s.rpm_source, anomaly_ratio=None if ratio is None else round(ratio, 4),
+                    **ind.fields())
+            except EdgeError as exc:
+                self._drop("indicators_error", exc, name)
+                continue
+            self.link.publish(self.topics.indicators, proto.dumps(doc), qos=0)
+            self.metrics.inc("indicators_sent", sensor=name)
 
     def _handle_cmd(self, payload: bytes) -> None:
         try:
@@ -411,6 +448,8 @@ class Agent:
         self.deliver()
         self.updater.tick()  # an unfinished model update times out
         self.estimate_speeds(now)
+        if self.cfg.indicators.enabled:
+            self.publish_indicators(now)
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()

@@ -149,6 +149,24 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class IndicatorsConfig:
+    """Condition indicators per sensor (edge/indicators.py), published every ``interval_s``."""
+
+    enabled: bool = True
+    interval_s: float = 10.0  # agent time between two indicator messages of one sensor
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.interval_s) and self.interval_s >= 0.1):
+            raise ConfigError("edge.config.indicators", f"indicators.interval_s={self.interval_s!r}",
+                              "use seconds >= 0.1, e.g. 10 (or indicators.enabled = false)")
+
+
+# ISO 10816-3 machine groups and foundations (edge/indicators.py ISO_BOUNDARIES).
+_ISO_GROUPS = (1, 2)
+_ISO_FOUNDATIONS = ("rigid", "flexible")
+
+
+@dataclass(frozen=True)
 class SensorConfig:
     """One sensor: its asset, bearing (a known name or four numbers) and shaft speed."""
 
@@ -163,9 +181,20 @@ class SensorConfig:
     speed_estimate: bool = True  # no rpm_topic: estimate the speed from the spectrum (edge/speed.py)
     speed_search: float = 0.15  # ... within rpm * (1 +- speed_search)
     speed_interval_s: float = 5.0  # ... every this many seconds of agent time
+    # ISO 10816-3 zone of the velocity indicator: group 1 (large, 300 kW-50 MW) or 2 (medium,
+    # 15-300 kW), on a rigid or flexible foundation (docs/agent.md)
+    iso_group: int = 2
+    iso_foundation: str = "rigid"
 
     def __post_init__(self) -> None:
         self.geometry()  # validates now, naming the bad key
+        if self.iso_group not in _ISO_GROUPS:
+            raise ConfigError("edge.config.sensors", f"iso_group={self.iso_group!r}",
+                              "use 1 (large machines, 300 kW-50 MW) or 2 (medium, 15-300 kW)")
+        if self.iso_foundation not in _ISO_FOUNDATIONS:
+            raise ConfigError("edge.config.sensors", f"iso_foundation={self.iso_foundation!r}",
+                              "use 'rigid' or 'flexible' (lowest natural frequency of machine and foundation "
+                              "below 1.25x the running speed)")
         _positive("rpm", self.rpm, "give the shaft speed in revolutions per minute")
         if not 0 < self.speed_search < 1 / 3:  # wider would let f/2 or 2f pass for the shaft
             raise ConfigError("edge.config.sensors", f"speed_search={self.speed_search!r}",
@@ -216,6 +245,7 @@ class AgentConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     evidence: EvidenceUploadConfig = field(default_factory=EvidenceUploadConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    indicators: IndicatorsConfig = field(default_factory=IndicatorsConfig)
     default: SensorConfig = field(default_factory=SensorConfig)
     sensors: dict[str, SensorConfig] = field(default_factory=dict)
 

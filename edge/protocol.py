@@ -37,13 +37,20 @@ NAME_MAX = 64
 _NAME = re.compile(rf"[A-Za-z0-9_.:-]{{1,{NAME_MAX}}}")
 # models: signed model updates to the agent; model_status: the agent's verdict on them;
 # evidence: raw windows behind alerts (binary, edge/evidence_wire.py); labels: operators'
-# labels for a gateway's alerts (cloud side).
+# labels for a gateway's alerts (cloud side); indicators: per-sensor condition indicators
+# (edge/indicators.py), periodic.
 KINDS: tuple[str, ...] = ("raw", "alerts", "heartbeat", "status", "models", "cmd", "evidence", "model_status",
-                          "labels")
+                          "labels", "indicators")
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
 ALERT_SCHEMA = "edgevib.alert/1"
 HEARTBEAT_SCHEMA = "edgevib.heartbeat/1"
+INDICATORS_SCHEMA = "edgevib.indicators/1"
+# Indicators' vocabularies (edgevib.edge.indicators holds the numbers behind them).
+ISO_ZONES: tuple[str, ...] = ("A", "B", "C", "D")
+ISO_FOUNDATIONS: tuple[str, ...] = ("rigid", "flexible")
+ENVELOPE_LINES: tuple[str, ...] = ("bpfo", "bpfi", "bsf2", "ftf")
+SPEED_SOURCES: tuple[str, ...] = ("configured", "topic", "estimated")  # where the speed in use came from
 ALERT_KINDS: tuple[str, ...] = ("fault", "anomaly")
 ALERT_STATES: tuple[str, ...] = ("raised", "cleared")
 # The one severity vocabulary of edge, cloud, store and dashboard, least to most severe.
@@ -139,6 +146,10 @@ class Topics:
     @property
     def labels(self) -> str:
         return f"{self.base}/labels"
+
+    @property
+    def indicators(self) -> str:
+        return f"{self.base}/indicators"
 
 
 def subscription(kind: str, site: str = "+", gateway: str = "+", prefix: str = PREFIX) -> str:
@@ -425,3 +436,71 @@ def validate_model_status(doc: Any) -> dict[str, Any]:
 def parse_model_status(payload: bytes) -> dict[str, Any]:
     """Bytes from the ``model_status`` topic -> validated verdict dict."""
     return validate_model_status(_load(payload, "model_status"))
+
+
+def make_indicators(*, site: str, gateway: str, sensor: str, t_ns: int, duration_s: float, sample_rate: float,
+                    acc_rms_g: float, acc_peak_g: float, crest: float, kurtosis: float, vel_rms_mm_s: float,
+                    iso_zone: str, iso_group: int, iso_foundation: str, env_db: Mapping[str, float],
+                    rpm: float, rpm_source: str, anomaly_ratio: float | None = None,
+                    asset: str | None = None, vel_band_hz: tuple[float, float] = (10.0, 1000.0)) -> dict[str, Any]:
+    """Build (and validate) one sensor's condition indicators (``edgevib.indicators/1``).
+
+    ``t_ns``: signal time at the end of the stretch they were computed from; units are in
+    the field names (g, mm/s, Hz, rpm, dB); docs/protocol.md describes every field."""
+    doc: dict[str, Any] = {
+        "schema": INDICATORS_SCHEMA, "site": site, "gateway": gateway, "sensor": sensor, "asset": asset,
+        "t_ns": t_ns, "duration_s": duration_s, "sample_rate": sample_rate,
+        "acc_rms_g": acc_rms_g, "acc_peak_g": acc_peak_g, "crest": crest, "kurtosis": kurtosis,
+        "vel_rms_mm_s": vel_rms_mm_s, "vel_band_hz": [float(vel_band_hz[0]), float(vel_band_hz[1])],
+        "iso_zone": iso_zone, "iso_group": iso_group, "iso_foundation": iso_foundation,
+        "env_db": dict(env_db), "rpm": rpm, "rpm_source": rpm_source, "anomaly_ratio": anomaly_ratio,
+    }
+    validate_indicators(doc)
+    return doc
+
+
+def validate_indicators(doc: Any) -> dict[str, Any]:
+    """Check an indicators dict against ``edgevib.indicators/1``; return it or raise ProtocolError."""
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad_json", f"indicators is a {type(doc).__name__}", "send a JSON object")
+    if doc.get("schema") != INDICATORS_SCHEMA:
+        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {INDICATORS_SCHEMA!r}")
+    for k in ("site", "gateway", "sensor"):
+        if k not in doc:
+            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
+        check_name(doc[k], k)
+    _str(doc, "asset", optional=True)
+    _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
+    _num(doc, "duration_s", 0.0, 3600.0)
+    _num(doc, "sample_rate", 1e-6, 1e7)  # > 0
+    for k in ("acc_rms_g", "acc_peak_g", "crest", "kurtosis", "vel_rms_mm_s"):
+        _num(doc, k, 0.0)
+    band = doc.get("vel_band_hz")
+    if (not isinstance(band, list) or len(band) != 2
+            or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) for b in band)
+            or not 0 <= band[0] < band[1]):
+        raise ProtocolError("bad_field", f"vel_band_hz={str(band)[:60]!r}", "use [low_hz, high_hz], 0 <= low < high")
+    _str(doc, "iso_zone", ISO_ZONES)
+    _num(doc, "iso_group", 1, 2, integer=True)
+    _str(doc, "iso_foundation", ISO_FOUNDATIONS)
+    env = doc.get("env_db")
+    if not isinstance(env, dict):
+        raise ProtocolError("bad_field" if "env_db" in doc else "missing_field", "env_db is not an object",
+                            "use {" + ", ".join(f'"{k}": dB' for k in ENVELOPE_LINES) + "}")
+    for k in ENVELOPE_LINES:  # more lines may come (numbers); these must be there
+        if k not in env:
+            raise ProtocolError("missing_field", f"field 'env_db.{k}' missing", f"set env_db.{k}")
+    for k in env:
+        try:
+            _num(env, k, 0.0)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.reason, f"env_db.{exc.problem}", exc.fix) from None
+    _num(doc, "rpm", 1e-6, 1e6)  # > 0
+    _str(doc, "rpm_source", SPEED_SOURCES)
+    _num(doc, "anomaly_ratio", 0.0, optional=True)
+    return doc
+
+
+def parse_indicators(payload: bytes) -> dict[str, Any]:
+    """Bytes from the ``indicators`` topic -> validated indicators dict."""
+    return validate_indicators(_load(payload, "indicators"))
