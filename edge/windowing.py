@@ -26,12 +26,18 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 
 
+# A rate error far below any bearing's slip (~1 %) or the fault-frequency search tolerance
+# (2 %): lets e.g. MFPT's 48,828 Hz (29/118 of 12 kHz, 8 ppm off) stream without a publisher
+# resampling it first.
+RATE_TOLERANCE = 1e-4
+
+
 def rate_ratio(fs_in: float, fs_out: float, max_den: int = 160) -> tuple[int, int]:
-    """``(up, down)`` with ``fs_out / fs_in == up / down`` (to 1e-6), or WindowingError."""
+    """``(up, down)`` with ``fs_out / fs_in == up / down`` (to :data:`RATE_TOLERANCE`), or WindowingError."""
     if not (fs_in > 0 and fs_out > 0):
         raise WindowingError("edge.windowing", f"rates {fs_in} -> {fs_out} Hz", "use positive sample rates")
     r = Fraction(fs_out / fs_in).limit_denominator(max_den)
-    if r.numerator == 0 or abs(float(r) - fs_out / fs_in) > 1e-6 * fs_out / fs_in or r.numerator > max_den:
+    if r.numerator == 0 or abs(float(r) - fs_out / fs_in) > RATE_TOLERANCE * fs_out / fs_in or r.numerator > max_den:
         raise WindowingError("edge.windowing", f"sensor rate {fs_in} Hz has no small ratio to {fs_out} Hz",
                              "use a sensor rate whose ratio to the model rate is a fraction p/q with p, q <= 160")
     return r.numerator, r.denominator
