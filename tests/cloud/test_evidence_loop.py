@@ -56,7 +56,9 @@ def test_real_fault_replay_evidence_is_stored_labelled_and_returned(
                             evidence={"enabled": True, "alert_windows": K, "low_confidence": 0.0,
                                       "healthy_every": 10**9})
     link = MqttLink(broker.url, "agent", reconnect=(1, 1), connect=False)
-    model = OnnxModel(model_path(""))
+    # the 10-class CNN, pinned: this test is about the evidence plumbing (2048-sample model
+    # inputs labelled IR007), not about which model ships as the default
+    model = OnnxModel(Path(model_path("")).parent / "cnn_small.onnx")
     agent = Agent(cfg, model, link, Outbox(cfg.outbox.path))
     watch = MqttLink(broker.url, "watch", reconnect=(1, 1), connect=False)
     watch.subscribe(T.alerts)
