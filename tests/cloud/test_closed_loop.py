@@ -25,7 +25,7 @@ import pytest
 from edgevib.broker import MosquittoProcess
 from tests.conftest import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # trains a model in the loop
 
 OR_FILE = "OR021at6_load1_12k_DE_235.npz"
 SITE, GW = "plant", "gw1"

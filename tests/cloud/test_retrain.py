@@ -128,6 +128,7 @@ def _trigger(model: str, seq: int, n: int) -> dict[str, Any]:
             "n_windows": n, "ts_ms": seq, "detail": "{}"}
 
 
+@pytest.mark.slow  # trains a model
 def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: Path) -> None:
     """Simulated bearings: the current model knows normal and IR; operators labelled OR windows."""
     from edgevib.cloud.retrain import Worker, save_base
@@ -194,6 +195,7 @@ def test_cli_base_and_retrain_once(cwru_dir: Path, tmp_path: Path, capsys: pytes
     assert "save_base" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a model
 def test_worker_retrains_the_cnn_when_asked(tmp_path: Path) -> None:
     """``retrain.arch = "cnn"``: the same loop with the WDCNN trainer (a few steps here: the path, not the accuracy)."""
     from edgevib.cloud.retrain import Worker, save_base

@@ -18,6 +18,7 @@ def _model() -> nsae_lcn.NSAELCN:
                           clf_iters=60)
 
 
+@pytest.mark.slow  # trains a model
 def test_pruned_nsae_keeps_accuracy_and_exports_int8() -> None:
     ws = synthetic_windows(12)
     model = _model()
