@@ -1,7 +1,7 @@
 """MQTT -> spool bridge: the durable ingest of the cloud job.
 
-Subscribes to every gateway's ``alerts``, ``heartbeat``, ``status``, ``labels`` and
-``model_status`` topics with QoS 1 in a persistent MQTT 5 session (the broker queues messages while the bridge is down),
+Subscribes to every gateway's ``alerts``, ``heartbeat``, ``status``, ``labels``,
+``model_status`` and ``indicators`` topics with QoS 1 in a persistent MQTT 5 session (the broker queues messages while the bridge is down),
 validates and flattens each message (:func:`edgevib.cloud.ingest.normalize`), and writes
 batches of CSV lines to the spool directory. A batch goes to a hidden temporary file,
 is fsync'ed and renamed to its final name (Flink's file source ignores hidden files and
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 SPOOL_SUFFIX = ".csv"
 # model_status: verdicts can come long after `edgevib models push` returned (a rollback in
 # probation), so the bridge stores them, not only the pusher.
-BRIDGED_KINDS: tuple[str, ...] = ("alerts", "heartbeat", "status", "labels", "model_status")
+# indicators: per-sensor condition indicators, published at QoS 0, so delivered at QoS 0
+# (the broker does not queue them while the bridge is away: a gap in a trend, never an alert).
+BRIDGED_KINDS: tuple[str, ...] = ("alerts", "heartbeat", "status", "labels", "model_status", "indicators")
 
 
 @dataclass

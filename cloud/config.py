@@ -74,6 +74,9 @@ class JobConfig:
     # ... or this many anomaly alerts from one gateway within drift_window_s.
     drift_anomalies: int = 5
     drift_window_s: float = 300.0
+    # Condition indicators are rolled up per sensor over each of these windows (whole seconds):
+    # min/mean/max of velocity RMS, acceleration RMS, kurtosis (store table indicator_rollups).
+    indicator_rollups_s: tuple[float, ...] = (60.0, 3600.0)
 
     def __post_init__(self) -> None:
         for name in ("window_s", "out_of_orderness_s", "incident_k", "incident_window_s", "incident_bucket_s",
@@ -98,6 +101,10 @@ class JobConfig:
             v = getattr(self, name)
             if abs(v - round(v)) > 1e-9:
                 raise ConfigError("cloud.config", f"job.{name}={v}", "use a whole number of seconds")
+        rollups = self.indicator_rollups_s
+        if any(not (v >= 1 and abs(v - round(v)) < 1e-9) for v in rollups) or len(set(rollups)) != len(rollups):
+            raise ConfigError("cloud.config", f"job.indicator_rollups_s={list(rollups)}",
+                              "use distinct whole numbers of seconds >= 1, e.g. [60, 3600] (empty: no rollups)")
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,8 @@ def to_toml(cfg: CloudConfig) -> str:
             return "true" if v else "false"
         if isinstance(v, (int, float)):
             return repr(v)
+        if isinstance(v, (tuple, list)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = [f"{k} = {val(getattr(cfg, k))}" for k in

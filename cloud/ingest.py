@@ -26,14 +26,17 @@ The cloud derives two fields the alert schema does not carry:
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from edgevib.edge.errors import ProtocolError
 from edgevib.edge.protocol import (
+    ENVELOPE_LINES,
     PREFIX,
     SEVERITIES,
     parse_alert,
     parse_heartbeat,
+    parse_indicators,
     parse_model_status,
     parse_topic,
     severity_of,
@@ -57,8 +60,23 @@ SPOOL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("agent_version", "STRING"), ("uptime_s", "DOUBLE"), ("outbox_pending", "BIGINT"), ("drops_total", "BIGINT"),
     ("status", "STRING"), ("topic", "STRING"), ("reason", "STRING"), ("detail", "STRING"), ("raw", "STRING"),
     ("n", "BIGINT"),
+    # condition indicators (edgevib.indicators/1), named as the store's indicators columns;
+    # appended, so a line from an older bridge only lacks trailing cells
+    ("acc_rms_g", "DOUBLE"), ("acc_peak_g", "DOUBLE"), ("crest", "DOUBLE"), ("kurtosis", "DOUBLE"),
+    ("vel_rms_mm_s", "DOUBLE"), ("iso_zone", "STRING"), ("iso_group", "BIGINT"), ("iso_foundation", "STRING"),
+    ("env_bpfo_db", "DOUBLE"), ("env_bpfi_db", "DOUBLE"), ("env_bsf2_db", "DOUBLE"), ("env_ftf_db", "DOUBLE"),
+    ("rpm", "DOUBLE"), ("rpm_source", "STRING"), ("anomaly_ratio", "DOUBLE"),
 )
 SPOOL_COLUMN_NAMES: tuple[str, ...] = tuple(n for n, _ in SPOOL_COLUMNS)
+
+
+_INDICATOR_FIELDS = ("acc_rms_g", "acc_peak_g", "crest", "kurtosis", "vel_rms_mm_s", "iso_zone", "iso_group",
+                     "iso_foundation", "rpm", "rpm_source", "anomaly_ratio")
+
+
+def indicator_id(doc: dict[str, Any]) -> str:
+    """One sensor's indicators at one signal time: one id (a re-delivered message overwrites its row)."""
+    return hashlib.sha256(f"{doc['site']}/{doc['gateway']}/{doc['sensor']}/{doc['t_ns']}".encode()).hexdigest()[:24]
 
 
 def asset_of(doc: dict[str, Any]) -> str:
@@ -79,7 +97,7 @@ def dead(topic: str, payload: bytes, recv_ms: int, mid: str, reason: str, detail
 
 def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = PREFIX) -> dict[str, Any]:
     """One MQTT message on a topic under ``prefix`` -> one flat spool record
-    (``kind`` alert/heartbeat/status/label/model_status/dead)."""
+    (``kind`` alert/heartbeat/status/label/model_status/indicator/dead)."""
     try:
         info = parse_topic(topic, prefix)
     except ProtocolError as exc:
@@ -103,6 +121,9 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
         elif info.kind == "model_status":
             doc = parse_model_status(bytes(payload))
             kind = "model_status"
+        elif info.kind == "indicators":
+            doc = parse_indicators(bytes(payload))
+            kind = "indicator"
         else:
             return dead(topic, payload, recv_ms, mid, "bad_topic", f"kind {info.kind!r} is not for the cloud",
                         info.site, info.gateway)
@@ -125,6 +146,11 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
         rec.update({"id": doc["update_id"], "status": doc["result"], "reason": doc["reason"],
                     "model_name": doc.get("name"), "model_version": doc.get("version"), "model_sha256": doc.get("sha256"),
                     "detail": str(doc.get("detail") or "")[:300]})
+    elif kind == "indicator":  # store tables indicators (raw) and indicator_rollups (the job's windows)
+        env = doc["env_db"]
+        rec.update({"id": indicator_id(doc), "sensor": doc["sensor"], "asset": asset_of(doc),
+                    **{k: doc[k] for k in _INDICATOR_FIELDS},
+                    **{f"env_{k}_db": float(env[k]) for k in ENVELOPE_LINES}})
     elif kind == "alert":
         rec.update({
             "id": doc["id"], "sensor": doc["sensor"], "asset": asset_of(doc), "akind": doc["kind"],

@@ -23,6 +23,7 @@ class Published:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
     malformed: list[tuple[str, bytes]] = field(default_factory=list)
+    indicators: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
 
 
@@ -74,6 +75,12 @@ class GatewaySim:
         self._publish(self.topics.alerts, dumps(doc), wait)
         self.published.alerts.append(doc)
         return doc
+
+    def indicators(self, doc: dict[str, Any]) -> None:
+        """Publish one sensor's indicators (``edgevib.edge.protocol.make_indicators``), at QoS 1
+        (the agent uses QoS 0; tests count every message)."""
+        self._publish(self.topics.indicators, dumps(doc))
+        self.published.indicators.append(doc)
 
     def model_status(self, doc: dict[str, Any]) -> None:
         """Publish a verdict (``edgevib.edge.updates.make_status``) as an agent's updater does."""

@@ -120,8 +120,38 @@ def plain_query(cfg: CloudConfig) -> str:
   FROM TABLE(TUMBLE((SELECT * FROM alerts_in WHERE NOT late AND state = 'raised' AND akind = 'anomaly'),
                     DESCRIPTOR(rowtime), {_interval(cfg.job.drift_window_s)}))
   GROUP BY site, gateway, window_start, window_end HAVING COUNT(DISTINCT id) >= {int(cfg.job.drift_anomalies)})""",
+        *indicator_parts(cfg),
     ]
     return "\nUNION ALL\n".join(parts)
+
+
+INDICATOR_COLUMNS: tuple[str, ...] = (
+    "id", "site", "gateway", "sensor", "asset", "recv_ms", "acc_rms_g", "acc_peak_g", "crest", "kurtosis",
+    "vel_rms_mm_s", "iso_zone", "iso_group", "iso_foundation", "env_bpfo_db", "env_bpfi_db", "env_bsf2_db",
+    "env_ftf_db", "rpm", "rpm_source", "anomaly_ratio", "mid")
+# Rolled up per sensor and window: (store column prefix, spool column).
+ROLLUP_FIGURES: tuple[tuple[str, str], ...] = (("vel", "vel_rms_mm_s"), ("acc_rms", "acc_rms_g"), ("kurtosis", "kurtosis"))
+
+
+def indicator_parts(cfg: CloudConfig) -> list[str]:
+    """Raw indicators (batched like alerts) and one rollup per sensor and event-time window of
+    each ``job.indicator_rollups_s``: count, min/mean/max of each ROLLUP_FIGURES, worst ISO zone
+    (zones A-D compare as strings). Late indicators are stored raw but miss their windows."""
+    src = "(SELECT * FROM spool WHERE kind = 'indicator')"
+    parts = [_batch("indicator", INDICATOR_COLUMNS, "spool WHERE kind = 'indicator'", cfg, {"t_ms": "ev_ms"})]
+    stats = {f"{p}_{fn.lower()}": f"{fn}({c})" for p, c in ROLLUP_FIGURES for fn in ("MIN", "AVG", "MAX")}
+    for res in cfg.job.indicator_rollups_s:
+        fields = {"site": "site", "gateway": "gateway", "sensor": "sensor", "asset": "asset",
+                  "resolution_s": f"CAST({int(round(res))} AS BIGINT)", "window_start": _ms("window_start"),
+                  "window_end": _ms("window_end"), "n": "n", "worst_zone": "worst_zone",
+                  **{k.replace("_avg", "_mean"): k for k in stats}}
+        parts.append(
+            _json("indicator_rollup", "CONCAT(site, '/', gateway, '/', sensor)", fields)
+            + f""" FROM (SELECT site, gateway, sensor, LAST_VALUE(asset) AS asset, window_start, window_end,
+  COUNT(*) AS n, MAX(iso_zone) AS worst_zone, {', '.join(f'{e} AS {k}' for k, e in stats.items())}
+  FROM TABLE(TUMBLE({src}, DESCRIPTOR(rowtime), {_interval(res)}))
+  GROUP BY site, gateway, sensor, window_start, window_end)""")
+    return parts
 
 
 def keyed_query(cfg: CloudConfig) -> str:

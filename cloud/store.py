@@ -71,6 +71,19 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                       "result TEXT", "reason TEXT"), ("site", "gateway", "ts_ms")),
     # Operators' acknowledgements of alerts (dashboard / `edgevib alerts ack`); one per alert.
     "alert_acks": (("alert_id TEXT", "acked_by TEXT", "acked_ms BIGINT", "note TEXT"), ("alert_id",)),
+    # Condition indicators (edgevib.indicators/1), one row per sensor and interval ...
+    "indicators": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "asset TEXT", "t_ms BIGINT", "recv_ms BIGINT",
+                    "acc_rms_g DOUBLE PRECISION", "acc_peak_g DOUBLE PRECISION", "crest DOUBLE PRECISION",
+                    "kurtosis DOUBLE PRECISION", "vel_rms_mm_s DOUBLE PRECISION", "iso_zone TEXT", "iso_group INTEGER",
+                    "iso_foundation TEXT", "env_bpfo_db DOUBLE PRECISION", "env_bpfi_db DOUBLE PRECISION",
+                    "env_bsf2_db DOUBLE PRECISION", "env_ftf_db DOUBLE PRECISION", "rpm DOUBLE PRECISION",
+                    "rpm_source TEXT", "anomaly_ratio DOUBLE PRECISION", "mid TEXT"), ("id",)),
+    # ... and rolled up by the job per sensor over each job.indicator_rollups_s (event time).
+    "indicator_rollups": (("site TEXT", "gateway TEXT", "sensor TEXT", "asset TEXT", "resolution_s BIGINT",
+                           "window_start BIGINT", "window_end BIGINT", "n BIGINT",
+                           *(f"{p}_{s} DOUBLE PRECISION" for p in ("vel", "acc_rms", "kurtosis")
+                             for s in ("min", "mean", "max")), "worst_zone TEXT"),
+                          ("site", "gateway", "sensor", "resolution_s", "window_start")),
     "dead_letters": (("mid TEXT", "recv_ms BIGINT", "topic TEXT", "site TEXT", "gateway TEXT", "reason TEXT",
                       "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
 }
@@ -126,6 +139,7 @@ class Store:
         for table, (cols, pk) in TABLES.items():
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, PRIMARY KEY ({', '.join(pk)}))")
         self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_asset ON alerts (asset, ev_ms)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS indicators_sensor ON indicators (site, gateway, sensor, t_ms)")
         self._migrate_severities()
 
     def _migrate_severities(self) -> None:
@@ -252,6 +266,15 @@ class Store:
         rows = self.query(sql + " WHERE type = ? ORDER BY ts_ms", (type_,)) if type_ else self.query(sql + " ORDER BY ts_ms")
         return [dict(zip(names, r, strict=True)) for r in rows]
 
+    def indicator_rollups(self, resolution_s: int | None = None) -> list[dict[str, Any]]:
+        """Rollup rows (oldest window first), of one resolution or all."""
+        names = _col_names("indicator_rollups")
+        sql = f"SELECT {', '.join(names)} FROM indicator_rollups"
+        order = " ORDER BY site, gateway, sensor, resolution_s, window_start"
+        rows = (self.query(sql + " WHERE resolution_s = ?" + order, (resolution_s,)) if resolution_s is not None
+                else self.query(sql + order))
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
     def summary(self) -> dict[str, int]:
         """Row counts per table plus late alerts: the CLI's ``edgevib cloud status``."""
         out = {t: int(self.query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in TABLES}
@@ -271,4 +294,5 @@ KIND_TABLE = {
     "fleet_event": "fleet_events", "dead": "dead_letters",
     "evidence": "evidence", "label": "labels", "retrain_trigger": "retrain_triggers", "retrain_run": "retrain_runs",
     "rollout": "rollouts", "model_status": "model_status", "alert_ack": "alert_acks",
+    "indicator": "indicators", "indicator_rollup": "indicator_rollups",
 }

@@ -257,6 +257,13 @@ def test_postgres_store_same_upserts(pg_url: str) -> None:
     assert s.asset_counts() == {("a", 0, "B007", "info"): 4}
     assert s.query("SELECT COUNT(*) FROM alerts")[0][0] == 2
     assert s.summary()["alerts"] == 2
+    roll = {"site": "p", "gateway": "g", "sensor": "de", "resolution_s": 60, "window_start": 0, "window_end": 60_000,
+            "n": 6, "vel_min": 1.0, "vel_mean": 2.0, "vel_max": 3.0, "worst_zone": "C"}
+    s.apply("indicator_rollup", roll)
+    s.apply("indicator_rollup", {**roll, "n": 7})
+    s.apply_many("indicator", [{"id": "i1", "t_ms": 1, "vel_rms_mm_s": 2.5, "iso_group": 2}] * 2)
+    assert [(r["n"], r["worst_zone"]) for r in s.indicator_rollups(60)] == [(7, "C")]
+    assert s.query("SELECT id, vel_rms_mm_s, iso_group FROM indicators") == [("i1", 2.5, 2)]
     s.close()
 
 
@@ -348,3 +355,79 @@ def test_bridge_spools_model_status_verdicts(broker: object, tmp_path: Path) -> 
     rows = [dict(zip(SPOOL_COLUMN_NAMES, r, strict=True)) for p in sorted(Path(cfg.spool_dir).glob("*.csv"))
             for r in csv.reader(io.StringIO(p.read_text()))]
     assert [(r["kind"], r["status"], r["reason"]) for r in rows] == [("model_status", "rolled_back", "probation_failed")]
+
+
+def _indicators(**kw: object) -> dict[str, object]:
+    from edgevib.edge.protocol import make_indicators
+
+    base: dict[str, object] = dict(
+        site="p1", gateway="g1", sensor="de", asset="pump-3", t_ns=T_NS, duration_s=2.0, sample_rate=12000.0,
+        acc_rms_g=0.29, acc_peak_g=1.57, crest=5.41, kurtosis=5.6, vel_rms_mm_s=3.1, iso_zone="C", iso_group=2,
+        iso_foundation="rigid", env_db={"bpfo": 4.1, "bpfi": 27.2, "bsf2": 3.0, "ftf": 1.0}, rpm=1797.0,
+        rpm_source="estimated", anomaly_ratio=None)
+    base.update(kw)
+    return make_indicators(**base)  # type: ignore[arg-type]
+
+
+def test_indicators_are_ingested_as_store_ready_records(tmp_path: Path) -> None:
+    from edgevib.cloud.bridge import BRIDGED_KINDS
+    from edgevib.cloud.sql import INDICATOR_COLUMNS, plain_query
+    from edgevib.cloud.store import _col_names
+
+    assert "indicators" in BRIDGED_KINDS
+    r = normalize("edgevib/v1/p1/g1/indicators", dumps(_indicators()), RECV, "m1")
+    assert (r["kind"], r["sensor"], r["asset"], r["ev_ms"]) == ("indicator", "de", "pump-3", T_NS // 1_000_000)
+    assert (r["vel_rms_mm_s"], r["iso_zone"], r["iso_group"], r["env_bpfi_db"], r["rpm_source"]) == (
+        3.1, "C", 2, 27.2, "estimated")
+    assert r["anomaly_ratio"] is None and len(r["id"]) == 24
+    # the id is the sensor and signal time: a re-delivered message is the same row, the next one is not
+    assert normalize("edgevib/v1/p1/g1/indicators", dumps(_indicators()), RECV, "m2")["id"] == r["id"]
+    assert normalize("edgevib/v1/p1/g1/indicators", dumps(_indicators(t_ns=T_NS + 1)), RECV, "m3")["id"] != r["id"]
+    # every spool column the job forwards exists in the spool and, renamed t_ms, in the store
+    assert set(INDICATOR_COLUMNS) <= set(SPOOL_COLUMN_NAMES)
+    assert set(INDICATOR_COLUMNS) | {"t_ms"} == set(_col_names("indicators"))
+    line = dumps_line(r)
+    (row,) = list(csv.reader(io.StringIO(line.decode())))
+    got = dict(zip(SPOOL_COLUMN_NAMES, row, strict=True))
+    assert (got["kind"], got["vel_rms_mm_s"], got["iso_zone"], got["anomaly_ratio"]) == ("indicator", "3.1", "C", "")
+    q = plain_query(load_config(None, env={}))
+    assert "'indicator_rollup'" in q and "INTERVAL '0 00:01:00.000'" in q and "INTERVAL '0 01:00:00.000'" in q
+    # the store takes the job's rows as they come (raw and rolled up), idempotently
+    s = Store(f"sqlite:///{tmp_path}/s.db")
+    raw = {c: r.get(c) for c in INDICATOR_COLUMNS} | {"t_ms": r["ev_ms"]}
+    s.apply_many("indicator", [raw, raw])
+    assert s.query("SELECT sensor, t_ms, vel_rms_mm_s, iso_zone, env_bpfi_db FROM indicators") == [
+        ("de", T_NS // 1_000_000, 3.1, "C", 27.2)]
+    roll = {"site": "p1", "gateway": "g1", "sensor": "de", "asset": "pump-3", "resolution_s": 60, "window_start": 0,
+            "window_end": 60_000, "n": 6, "vel_min": 1.0, "vel_mean": 2.0, "vel_max": 3.0, "worst_zone": "C"}
+    s.apply("indicator_rollup", roll)
+    s.apply("indicator_rollup", roll)
+    (got_roll,) = s.indicator_rollups(60)
+    assert got_roll["n"] == 6 and got_roll["vel_mean"] == 2.0 and got_roll["worst_zone"] == "C"
+    assert s.indicator_rollups(3600) == []
+    s.close()
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (json.dumps({**_indicators(), "vel_rms_mm_s": -1}).encode(), "bad_field"),
+    (json.dumps({**_indicators(), "iso_zone": "Z"}).encode(), "bad_field"),
+    (json.dumps({k: v for k, v in _indicators().items() if k != "kurtosis"}).encode(), "missing_field"),
+    (json.dumps({**_indicators(), "gateway": "g2"}).encode(), "bad_field"),
+    (json.dumps({**_indicators(), "t_ns": T_NS + (MAX_FUTURE_MS + 1000) * 10**6}).encode(), "bad_time"),
+])
+def test_bad_indicators_become_dead_letters(payload: bytes, reason: str) -> None:
+    r = normalize("edgevib/v1/p1/g1/indicators", payload, RECV, "m")
+    assert (r["kind"], r["reason"]) == ("dead", reason), r
+
+
+def test_indicator_rollup_windows_are_validated() -> None:
+    import tomllib
+
+    from edgevib.cloud.config import to_toml
+
+    cfg = load_config(None, env={"EDGEVIB_JOB__INDICATOR_ROLLUPS_S": "60,600"})
+    assert cfg.job.indicator_rollups_s == (60.0, 600.0)
+    # the job process reads the config back from TOML (cloud/runner.py)
+    assert tomllib.loads(to_toml(cfg))["job"]["indicator_rollups_s"] == [60.0, 600.0]
+    with pytest.raises(ConfigError, match="indicator_rollups_s"):
+        load_config(None, env={"EDGEVIB_JOB__INDICATOR_ROLLUPS_S": "60,0.5"})
