@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +31,13 @@ from edgevib.edge.errors import BrokerUnavailable, EdgeError
 from edgevib.edge.frames import Frame, FrameDtype, encode
 from edgevib.edge.protocol import Topics
 from edgevib.edge.sink import Sink
-from edgevib.models.data import Recording, load_recording
 from edgevib.models.errors import DataError
 from edgevib.models.simulate import Simulator
+
+from edgevib.extras import require
+
+if TYPE_CHECKING:  # edgevib.models.data needs scipy, which an edge-only install lacks
+    from edgevib.models.data import Recording
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,14 @@ class Replay:
     label: str = ""
 
 
+def _load_recording(p: Path) -> Recording:
+    # CWRU .mat files are read with scipy.io: the `train` extra, not the gateway's `edge`
+    require("scipy", extra="train", feature="replaying a CWRU .mat recording (a .npz needs no scipy)")
+    from edgevib.models.data import load_recording
+
+    return load_recording(p, label="normal", rpm=1.0)
+
+
 def load_replay(path: str | Path) -> Replay:
     """Samples and rate of a ``.npz`` (keys ``signal``, ``fs``) or CWRU ``.mat`` recording.
 
@@ -97,7 +110,7 @@ def load_replay(path: str | Path) -> Replay:
         try:
             # A CWRU .mat gets its rate from its name or the manifest; the overrides only stop
             # load_recording from refusing an unknown label or speed, which are not streamed.
-            rec = load_recording(p, label="normal", rpm=1.0)
+            rec = _load_recording(p)
         except DataError as exc:
             raise EdgeError("edge.stream", str(exc), "pass a readable recording with a known sample rate") from exc
         return Replay(rec.signal, rec.fs, p.name)

@@ -97,3 +97,50 @@ def test_agent_import_and_model_load_never_import_scipy() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SCIPY []" in r.stdout
+
+
+@pytest.mark.parametrize("sizes", [[4096], [333, 5000, 17], [30000]])
+def test_history_ring_holds_the_last_seconds(sizes: list[int], rng: np.random.Generator) -> None:
+    from edgevib.edge.frames import Frame
+    from edgevib.edge.windowing import SensorWindower
+
+    x = rng.normal(size=60_000).astype(np.float32)
+    w = SensorWindower(2048, 1024, 12000.0, history_s=0.5)
+    i = k = 0
+    while i < len(x):
+        w.push(Frame(k, 0, 12000.0, x[i : i + sizes[k % len(sizes)]]))
+        i, k = min(i + sizes[k % len(sizes)], len(x)), k + 1
+        np.testing.assert_array_equal(w.recent(), x[max(0, i - w.history_len) : i])
+    w.push(Frame(k + 5, 0, 12000.0, x[:100]))  # a gap resets the stream and its history
+    np.testing.assert_array_equal(w.recent(), x[:100])
+
+
+def test_edge_commands_work_without_scipy(tmp_path: Path) -> None:
+    """An edge-only install has no scipy (it is in the train/cloud extras): the agent and the
+    publisher still run, and a CWRU .mat replay names the extra that adds it."""
+    np.savez(tmp_path / "r.npz", signal=np.zeros(100, np.float32), fs=12000.0)
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        sys.modules["scipy"] = None  # any `import scipy...` now fails as if it were not installed
+        from edgevib.cli import main
+        for cmd in ("agent", "stream"):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                try:
+                    main([cmd, "--help"])
+                except SystemExit as e:
+                    assert e.code == 0, (cmd, e.code)
+            assert "needs: pip install" not in out.getvalue() and "--broker" in out.getvalue(), cmd
+        from edgevib.edge.stream import load_replay
+        assert len(load_replay({str(tmp_path / "r.npz")!r}).signal) == 100
+        from edgevib.errors import MissingExtraError
+        try:
+            load_replay({str(tmp_path / "x.mat")!r})
+        except MissingExtraError as e:
+            assert "edgevib[train]" in str(e)
+        else:
+            raise AssertionError("a .mat replay without scipy must name the extra")
+        print("OK")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
