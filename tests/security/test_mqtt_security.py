@@ -116,6 +116,18 @@ def test_gateway_over_tls_publishes_under_its_prefix(secure_broker: SecureBroker
     assert got == [(A.heartbeat, b'{"hb": 1}')]
 
 
+def test_gateway_publishes_its_own_indicators_only(secure_broker: SecureBroker) -> None:
+    # the agent publishes condition indicators on .../indicators (QoS 0): the shipped ACL lets
+    # a gateway write its own, not another's
+    ca = Tls(ca=str(secure_broker.pki.ca))
+    with link(secure_broker.url("tls"), user="cloud", tls=ca, subscribe=("edgevib/v1/#",)) as cloud, \
+            link(secure_broker.url("tls"), user="gw-a", tls=ca) as gw:
+        publish_acked(gw, B.indicators, b"forged")
+        publish_acked(gw, A.indicators, b'{"ind": 1}')
+        got = receive_until(cloud, A.indicators)
+    assert got == [(A.indicators, b'{"ind": 1}')]
+
+
 def test_gateway_cannot_publish_as_another_gateway(secure_broker: SecureBroker) -> None:
     ca = Tls(ca=str(secure_broker.pki.ca))
     with link(secure_broker.url("tls"), user="cloud", tls=ca, subscribe=("edgevib/v1/#",)) as cloud, \
