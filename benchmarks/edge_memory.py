@@ -79,8 +79,9 @@ def feed_agent(outbox, model, n, seconds, trace=False):
     from edgevib.models.simulate import simulate
     cfg = load_agent_config(None, env={}, site="mem", gateway="gw", heartbeat_s=3600,
                             outbox={"path": outbox.path if hasattr(outbox, "path") else ":memory:"})
-    bus = MemoryBus()
-    agent = Agent(cfg, model, MemoryLink(bus, "agent", inbox_size=100_000), outbox)
+    bus, now = MemoryBus(), [0.0]
+    clock = lambda: now[0]  # noqa: E731 - agent time = signal time, as with real-time sensors
+    agent = Agent(cfg, model, MemoryLink(bus, "agent", inbox_size=100_000, clock=clock), outbox, clock=clock)
     pub = MemoryLink(bus, "sensors")
     topics = Topics("mem", "gw")
     base = {f: simulate(f, duration_s=seconds + 1, seed=i) for i, f in enumerate(("normal", "IR"))}
@@ -89,6 +90,7 @@ def feed_agent(outbox, model, n, seconds, trace=False):
         for i in range(n):
             x = np.roll(base["IR" if i % 4 == 0 else "normal"], -i * 97)[k * 4096:(k + 1) * 4096]
             pub.publish(topics.raw(f"s{i}"), encode(Frame(k, k * 341_333_333, 12000.0, x), "int16"))
+        now[0] += 4096 / 12000.0  # one frame period per round: time-based work (speed estimates) as in real time
         while agent.link.stats()["depth"] or agent._pending:
             agent.step()
     agent.flush(0.1)
@@ -291,6 +293,7 @@ def main() -> int:
     rows = memory_table(model, counts[0], {})
     below = rows[len(STEPS) - 2]  # the rows above the agent's do not depend on N
     for n in counts[1:]:
+        print(f"(agent row for N = {n}: running)", flush=True)
         rss, info = _child_rss(_steps_upto(len(STEPS) - 1), model, n, {})
         rows.append((STEPS[-1][0].replace("N sensors", f"{n} sensors"), rss, rss - below[1],
                      info["file_mb"] - below[4], info["file_mb"]))
