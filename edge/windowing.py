@@ -140,7 +140,9 @@ class SensorWindower:
         self._fs: float | None = None
         self._resampler: StreamResampler | None = None
         self._expect: int | None = None
-        self._hist = np.zeros(self.history_len, np.float32)  # ring buffer, allocated once
+        # ring buffer, grown to history_len as signal arrives: a sensor that sent one frame
+        # (or a flood of invented names, up to max_sensors) does not cost 2 s of samples each
+        self._hist = np.zeros(0, np.float32)
         self._reset_stream()
 
     def _reset_stream(self) -> None:
@@ -218,7 +220,12 @@ class SensorWindower:
     def _remember(self, y: F32) -> None:
         """Append to the history ring: only the new samples are copied, not the whole history
         (a 2 s history at 12 kHz is 96 kB that concatenating would copy on every frame)."""
-        ring, n = self._hist, len(y)
+        n = len(y)
+        if len(self._hist) < self.history_len and self._hist_n + n > len(self._hist):
+            grown = np.zeros(min(self.history_len, max(2 * len(self._hist), self._hist_n + n)), np.float32)
+            grown[: self._hist_n] = self._hist[: self._hist_n]  # not wrapped yet: data is [0, n)
+            self._hist, self._hist_pos = grown, self._hist_n
+        ring = self._hist
         size = len(ring)
         if n >= size:
             ring[:] = y[n - size :]
