@@ -28,12 +28,20 @@ from edgevib.cloud.errors import CloudError
 from edgevib.cloud.store import TABLES, Store
 from edgevib.edge.collect import TokenBucket
 from edgevib.edge.errors import FrameError, ProtocolError
-from edgevib.edge.evidence_wire import EvidenceRecord, decode
+from edgevib.edge.evidence_wire import BEARING_KEYS, EvidenceRecord, decode, geometry_of
 from edgevib.edge.protocol import PREFIX, parse_topic
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 COLS = [c.split()[0] for c in TABLES["evidence"][0]]
+
+
+def row_geometry(row: dict[str, Any]) -> Any:
+    """The sensor's :class:`~edgevib.models.bearing.BearingGeometry` of an evidence row, or None
+    (a record from an agent that did not send its bearing)."""
+    if any(row.get(k) is None for k in BEARING_KEYS):
+        return None
+    return geometry_of(row)
 
 
 class EvidenceReader:
@@ -167,7 +175,8 @@ class EvidenceStore(EvidenceReader):
             "model_name": rec.model["name"], "model_version": rec.model["version"],
             "model_sha256": rec.model["sha256"], "label": label, "labelled_ms": labelled_ms,
             "path": str(path.relative_to(self.root)), "nbytes": nbytes,
-            "stored_ms": old[0]["stored_ms"] if old else int(self.clock() * 1000)}])
+            "stored_ms": old[0]["stored_ms"] if old else int(self.clock() * 1000),
+            **(rec.bearing or dict.fromkeys(BEARING_KEYS))}])
         self.stored += 1
         return rec.id
 

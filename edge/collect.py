@@ -37,6 +37,7 @@ from edgevib.edge.protocol import Topics
 
 if TYPE_CHECKING:  # the cloud imports TokenBucket without the edge's psutil
     from edgevib.edge.metrics import Metrics
+    from edgevib.models.bearing import BearingGeometry
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -71,6 +72,7 @@ class _Seen:
     rpm: float | None
     model: Model
     sent: str | None = None  # the reason it went out with
+    geometry: BearingGeometry | None = None  # the sensor's bearing: the cloud computes order features from it
 
 
 @dataclass
@@ -97,10 +99,11 @@ class EvidenceSampler:
         self._follow: dict[str, tuple[str, int]] = {}
         self._rng = random.Random(self.seed)
 
-    def observe(self, sensor: str, t_ns: int, x: F32, probs: F32, rpm: float | None) -> None:
+    def observe(self, sensor: str, t_ns: int, x: F32, probs: F32, rpm: float | None,
+                geometry: BearingGeometry | None = None) -> None:
         """Remember the window; upload it now if it is low-confidence or a healthy sample."""
         m = self.model()
-        seen = _Seen(sensor, t_ns, x, probs, rpm, m)
+        seen = _Seen(sensor, t_ns, x, probs, rpm, m, geometry=geometry)
         ring = self._rings.setdefault(sensor, deque(maxlen=max(1, self.cfg.alert_windows)))
         ring.append(seen)
         follow = self._follow.get(sensor)
@@ -137,7 +140,7 @@ class EvidenceSampler:
                 site=self.topics.site, gateway=self.topics.gateway, sensor=seen.sensor, t_ns=seen.t_ns,
                 rpm=seen.rpm, sample_rate=m.meta.sample_rate, reason=reason, alert_id=alert_id,
                 model=describe(m), probs=dict(zip(m.meta.classes, (float(v) for v in seen.probs), strict=True)),
-                window=seen.x))
+                window=seen.x, bearing=seen.geometry))
         except (FrameError, ValueError) as exc:  # e.g. a window longer than a record may carry
             self._drop("invalid", exc)
             return False

@@ -10,6 +10,10 @@ model's sample rate), stored as float32: int16 would quantise exactly the low-co
 windows whose fine detail decides a retrain, for a saving of only 4 KiB per 2048-sample
 window. :func:`decode` raises :class:`FrameError` (reasons from ``FRAME_REASONS``).
 
+The header's optional ``bearing`` ({n_balls, ball_diameter, pitch_diameter,
+contact_angle_deg}: the sensor's bearing) lets the cloud compute order features of the
+window (:mod:`edgevib.models.orders`) from it and ``rpm``; records without it still parse.
+
 >>> import numpy as np
 >>> r = EvidenceRecord.build(site="p", gateway="g", sensor="de", t_ns=5, rpm=1797.0, sample_rate=12000.0,
 ...                          reason="healthy_sample", alert_id=None, probs={"normal": 0.9, "IR007": 0.1},
@@ -33,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import FrameError, ProtocolError
 from edgevib.edge.protocol import check_name
+from edgevib.models.bearing import BearingGeometry
 from edgevib.models.classes import fault_type
 
 MAGIC = b"EVEV"
@@ -42,6 +47,7 @@ PREFIX = struct.Struct("<4sBBHII")  # magic, version, dtype, flags, header_len, 
 MAX_HEADER = 16 * 1024
 MAX_SAMPLES = 32768  # 128 KiB of float32: a record stays under the protocol's 256 KiB
 REASONS: tuple[str, ...] = ("alert", "low_confidence", "healthy_sample")
+BEARING_KEYS: tuple[str, ...] = ("n_balls", "ball_diameter", "pitch_diameter", "contact_angle_deg")
 _C = "edge.evidence_wire"
 
 
@@ -72,25 +78,46 @@ class EvidenceRecord:
     probs: dict[str, float]
     model: dict[str, str]
     window: npt.NDArray[np.float32] = field(repr=False)
+    bearing: dict[str, float] | None = None  # BEARING_KEYS of the sensor's bearing (optional)
 
     @classmethod
     def build(cls, *, site: str, gateway: str, sensor: str, t_ns: int, rpm: float | None, sample_rate: float,
               reason: str, alert_id: str | None, probs: Mapping[str, float], model: Mapping[str, str],
-              window: npt.ArrayLike) -> EvidenceRecord:
+              window: npt.ArrayLike, bearing: BearingGeometry | Mapping[str, float] | None = None) -> EvidenceRecord:
         """A validated record; ``pred_cls``/``probability`` are the arg-max of ``probs``."""
         p = {str(k): round(float(v), 6) for k, v in probs.items()}
         top = max(p, key=lambda k: p[k]) if p else ""
         rec = cls(evidence_id(site, gateway, sensor, t_ns), site, gateway, sensor, int(t_ns), rpm,
                   float(sample_rate), reason, alert_id, top, p.get(top, 0.0), p, dict(model),
-                  np.ascontiguousarray(window, dtype=np.float32))
+                  np.ascontiguousarray(window, dtype=np.float32), _bearing_dict(bearing))
         _validate(rec.header(), rec.window)
         return rec
+
+    def geometry(self) -> BearingGeometry | None:
+        """The sensor's bearing, if the record carries it."""
+        return None if self.bearing is None else geometry_of(self.bearing)
 
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "site": self.site, "gateway": self.gateway, "sensor": self.sensor,
                 "t_ns": self.t_ns, "rpm": self.rpm, "sample_rate": self.sample_rate, "reason": self.reason,
                 "alert_id": self.alert_id, "pred_cls": self.pred_cls, "probability": self.probability,
-                "probs": self.probs, "model": self.model}
+                "probs": self.probs, "model": self.model,
+                **({"bearing": self.bearing} if self.bearing is not None else {})}
+
+
+def _bearing_dict(b: BearingGeometry | Mapping[str, float] | None) -> dict[str, float] | None:
+    if b is None:
+        return None
+    if isinstance(b, BearingGeometry):
+        return {"n_balls": b.n_balls, "ball_diameter": float(b.ball_diameter),
+                "pitch_diameter": float(b.pitch_diameter), "contact_angle_deg": float(b.contact_angle_deg)}
+    return dict(b)  # validated as a header field
+
+
+def geometry_of(b: Mapping[str, float]) -> BearingGeometry:
+    """:class:`BearingGeometry` of a header's ``bearing`` (or a dataset row with those keys)."""
+    return BearingGeometry(int(b["n_balls"]), float(b["ball_diameter"]), float(b["pitch_diameter"]),
+                           float(b["contact_angle_deg"]))
 
 
 def _num(h: Mapping[str, Any], k: str, lo: float, hi: float, integer: bool = False) -> None:
@@ -113,6 +140,19 @@ def _validate(h: Any, window: npt.NDArray[np.float32]) -> None:
         raise _bad(f"header id={str(h.get('id'))[:40]!r}", "use evidence_id(site, gateway, sensor, t_ns)")
     if h.get("rpm") is not None:
         _num(h, "rpm", 1e-9, 1e6)
+    b = h.get("bearing")
+    if b is not None:
+        fix = f"send {{{', '.join(BEARING_KEYS)}}} with 3 <= n_balls, 0 < ball < pitch diameter, 0 <= angle < 90"
+        if not isinstance(b, dict) or sorted(b) != sorted(BEARING_KEYS):
+            raise _bad(f"header bearing={str(b)[:60]}", fix)
+        try:
+            _num(b, "n_balls", 3, 1000, integer=True)
+            for k in ("ball_diameter", "pitch_diameter", "contact_angle_deg"):
+                _num(b, k, 0.0, 1e6)
+        except FrameError as exc:
+            raise _bad(f"header bearing: {exc.problem}", fix) from exc
+        if not (0 < b["ball_diameter"] < b["pitch_diameter"] and b["contact_angle_deg"] < 90):
+            raise _bad(f"header bearing={str(b)[:60]}", fix)
     _num(h, "sample_rate", 1e-9, 1e7)
     _num(h, "probability", 0.0, 1.0)
     if h.get("reason") not in REASONS:
@@ -186,4 +226,6 @@ def decode(payload: bytes) -> EvidenceRecord:
     return EvidenceRecord(h["id"], h["site"], h["gateway"], h["sensor"], h["t_ns"],
                           None if h.get("rpm") is None else float(h["rpm"]), float(h["sample_rate"]), h["reason"],
                           h.get("alert_id"), h["pred_cls"], float(h["probability"]),
-                          {str(k): float(v) for k, v in h["probs"].items()}, dict(h["model"]), window)
+                          {str(k): float(v) for k, v in h["probs"].items()}, dict(h["model"]), window,
+                          None if h.get("bearing") is None else
+                          {k: (int if k == "n_balls" else float)(h["bearing"][k]) for k in BEARING_KEYS})

@@ -156,3 +156,32 @@ def test_labelled_windows_filters_and_stacks(tmp_path: Path, clock: Clock) -> No
         es.labelled_windows()
     with pytest.raises(CloudError, match="unknown evidence"):
         es.windows(["nope"])
+
+
+def test_bearing_is_stored_and_returned_and_an_older_store_gains_the_columns(tmp_path: Path, clock: Clock) -> None:
+    import sqlite3
+
+    from edgevib.cloud.dataset import row_geometry
+    from edgevib.models.bearing import BearingGeometry
+
+    # a store written before the bearing columns existed
+    con = sqlite3.connect(tmp_path / "s.db")
+    con.execute("CREATE TABLE evidence (id TEXT, site TEXT, gateway TEXT, sensor TEXT, t_ms BIGINT, rpm DOUBLE "
+                "PRECISION, sample_rate BIGINT, reason TEXT, alert_id TEXT, pred_cls TEXT, probability DOUBLE "
+                "PRECISION, model_name TEXT, model_version TEXT, model_sha256 TEXT, label TEXT, labelled_ms BIGINT, "
+                "path TEXT, nbytes BIGINT, stored_ms BIGINT, PRIMARY KEY (id))")
+    con.commit()
+    con.close()
+    es = _es(tmp_path, clock)
+    geo = BearingGeometry(12, 7.5, 46.0, 15.0)
+    old, new = rec(1, "alert", "a1"), rec(2, "alert", "a1")
+    new = EvidenceRecord.build(site=new.site, gateway=new.gateway, sensor=new.sensor, t_ns=new.t_ns, rpm=new.rpm,
+                               sample_rate=new.sample_rate, reason="alert", alert_id="a1", probs=new.probs,
+                               model=new.model, window=new.window, bearing=geo)
+    assert es.put(encode(old), T.evidence) == old.id and es.put(encode(new), T.evidence) == new.id
+    es.set_label("alert_id = ?", ("a1",), "OR007", 1000)
+    _, _, rows = es.labelled_windows()
+    by_id = {r["id"]: r for r in rows}
+    assert row_geometry(by_id[old.id]) is None  # an agent that did not send its bearing
+    assert by_id[new.id]["n_balls"] == 12 and by_id[new.id]["contact_angle_deg"] == 15.0
+    assert row_geometry(by_id[new.id]) == BearingGeometry(12, 7.5, 46.0, 15.0)

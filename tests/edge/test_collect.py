@@ -185,6 +185,9 @@ def test_agent_uploads_evidence_behind_its_alert(tmp_path: Path) -> None:
     assert {r.alert_id for r in ev} == {raised[0]["id"]} and {r.reason for r in ev} == {"alert"}
     assert max(r.t_ns for r in ev) == raised[0]["t_ns"], "the window that raised the alert is included"
     assert all(r.window.shape == (2048,) for r in ev)
+    # the sensor's bearing (the agent's default: CWRU 6205) rides along, so the cloud can compute order features
+    assert {r.geometry().orders() for r in ev} == {agent.sensors["de"].evidence.geometry.orders()}  # type: ignore[union-attr]
+    assert all(r.bearing is not None and r.bearing["n_balls"] == 9 for r in ev)
     assert agent.metrics.counters["evidence_sent"] == 3
     # the outbox holds both; the agent's alert counters count alerts only
     assert agent.metrics.counters["alerts_sent"] == len(alerts)

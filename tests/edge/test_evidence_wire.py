@@ -133,3 +133,36 @@ def test_fuzz_resealed_garbage_headers(over: dict[str, object], n: int) -> None:
     except ValueError:  # NaN in json.dumps is allowed by default, so this is rare
         return
     _decode_or_reason(payload)
+
+
+def test_bearing_is_optional_and_round_trips() -> None:
+    from edgevib.models.bearing import CWRU_DE_6205
+
+    old = _rec()
+    assert "bearing" not in old.header() and decode(encode(old)).bearing is None  # records without it still parse
+    assert decode(encode(old)).geometry() is None
+    x = old.window
+    r = EvidenceRecord.build(site="plant", gateway="gw-7", sensor="de", t_ns=5, rpm=1797.0, sample_rate=12000.0,
+                             reason="low_confidence", alert_id=None, probs={"normal": 0.6, "OR": 0.4}, model=MODEL,
+                             window=x, bearing=CWRU_DE_6205)
+    d = decode(encode(r))
+    assert d.bearing == {"n_balls": 9, "ball_diameter": CWRU_DE_6205.ball_diameter,
+                         "pitch_diameter": CWRU_DE_6205.pitch_diameter, "contact_angle_deg": 0.0}
+    g = d.geometry()
+    assert g is not None and g.orders() == CWRU_DE_6205.orders()
+
+
+@pytest.mark.parametrize("bearing", [
+    {"n_balls": 9, "ball_diameter": 8.0, "pitch_diameter": 39.0},  # a key missing
+    {"n_balls": 2, "ball_diameter": 8.0, "pitch_diameter": 39.0, "contact_angle_deg": 0.0},
+    {"n_balls": 9.5, "ball_diameter": 8.0, "pitch_diameter": 39.0, "contact_angle_deg": 0.0},
+    {"n_balls": 9, "ball_diameter": 40.0, "pitch_diameter": 39.0, "contact_angle_deg": 0.0},
+    {"n_balls": 9, "ball_diameter": 8.0, "pitch_diameter": 39.0, "contact_angle_deg": 90.0},
+    {"n_balls": 9, "ball_diameter": 8.0, "pitch_diameter": 39.0, "contact_angle_deg": 0.0, "extra": 1},
+    "6205",
+])
+def test_a_bad_bearing_is_bad_value(bearing: object) -> None:
+    r = _rec()
+    with pytest.raises(FrameError) as ei:
+        decode(_reseal({**r.header(), "bearing": bearing}, r.window))
+    assert ei.value.reason == "bad_value" and "bearing" in str(ei.value)
