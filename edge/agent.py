@@ -332,8 +332,8 @@ class Agent:
                    probs=probs_map,
                    stats={k: round(v, 4) for k, v in window_stats(p.x).items()}, rpm=s.rpm)
         self.metrics.inc(f"alerts_{kind}_{ev.state}", sensor=p.sensor)
-        log.info("%s alert %s: sensor %s class %s p=%.2f physics=%s", kind, ev.state, p.sensor,
-                 doc["class"], ev.value, doc["physics"])
+        log.info("%s alert %s: sensor %s class %s p=%s physics=%s verdict=%s", kind, ev.state, p.sensor,
+                 doc["class"], doc["probability"], doc["physics"], (doc.get("verdict") or {}).get("fault_type"))
         self.send_reliably(self.topics.alerts, proto.dumps(doc), sensor=p.sensor)
         if raised and self.sampler is not None:  # after the alert, so it is published first
             self.sampler.on_alert(p.sensor, doc["id"])

@@ -67,7 +67,9 @@ def _line(kind: str, doc: dict[str, Any]) -> str:
         prob = doc.get("probability")
         return (f"ALERT  {doc.get('state', ''):7} {doc.get('kind', ''):7} sensor={doc.get('sensor')} {what} "
                 + (f"p={prob:.2f} " if isinstance(prob, float) else "")
-                + f"severity={doc.get('severity')} physics={doc.get('physics')} agrees={doc.get('agree')}")
+                + f"severity={doc.get('severity')} physics={doc.get('physics')} agrees={doc.get('agree')}"
+                + (f" verdict={v.get('fault_type')} ({v.get('confidence', 0):.2f}, {'+'.join(v.get('carried_by', []))})"
+                   if isinstance(v := doc.get("verdict"), dict) else ""))
     if kind == "heartbeat":
         c, r = doc.get("counters", {}), doc.get("resources", {})
         return (f"beat   sensors={len(doc.get('sensors', {}))} frames={c.get('frames_in', 0)} "
