@@ -30,16 +30,22 @@ F32 = npt.NDArray[np.float32]
 # (2 %): lets e.g. MFPT's 48,828 Hz (29/118 of 12 kHz, 8 ppm off) stream without a publisher
 # resampling it first.
 RATE_TOLERANCE = 1e-4
+MAX_RATIO_TERM = 1000  # fallback when no p/q <= 160 fits: the filter grows with q (20 q taps)
 
 
 def rate_ratio(fs_in: float, fs_out: float, max_den: int = 160) -> tuple[int, int]:
     """``(up, down)`` with ``fs_out / fs_in == up / down`` (to :data:`RATE_TOLERANCE`), or WindowingError."""
     if not (fs_in > 0 and fs_out > 0):
         raise WindowingError("edge.windowing", f"rates {fs_in} -> {fs_out} Hz", "use positive sample rates")
-    r = Fraction(fs_out / fs_in).limit_denominator(max_den)
-    if r.numerator == 0 or abs(float(r) - fs_out / fs_in) > RATE_TOLERANCE * fs_out / fs_in or r.numerator > max_den:
+    want = fs_out / fs_in
+    r = Fraction(want).limit_denominator(max_den)
+    if abs(float(r) - want) > RATE_TOLERANCE * want:  # e.g. 97,656 Hz: a longer filter, still exact enough
+        r = Fraction(want).limit_denominator(MAX_RATIO_TERM)
+        max_den = MAX_RATIO_TERM
+    if r.numerator == 0 or abs(float(r) - want) > RATE_TOLERANCE * want or r.numerator > max_den:
         raise WindowingError("edge.windowing", f"sensor rate {fs_in} Hz has no small ratio to {fs_out} Hz",
-                             "use a sensor rate whose ratio to the model rate is a fraction p/q with p, q <= 160")
+                             "use a sensor rate whose ratio to the model rate is within 1e-4 of a fraction p/q with "
+                             f"p, q <= {MAX_RATIO_TERM}, or resample before publishing")
     return r.numerator, r.denominator
 
 

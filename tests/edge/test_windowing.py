@@ -39,9 +39,11 @@ def test_chunked_resampling_equals_one_shot(fs_in: float, up: int, down: int, rn
 
 
 def test_rate_ratio_rejects_odd_rates() -> None:
-    # 12 kHz / 97,656 Hz has no fraction p/q <= 160 within 1e-4
-    with pytest.raises(WindowingError, match="edge.windowing"):
-        rate_ratio(97656.0, 12000.0)
+    # no fraction p/q with p, q <= 1000 within 1e-4: ratios beyond 1000:1 either way
+    for odd in (13e6, 5.0):
+        with pytest.raises(WindowingError, match="edge.windowing"):
+            rate_ratio(odd, 12000.0)
+    assert rate_ratio(97656.0, 12000.0) == (29, 236)  # none <= 160 fits: the longer fallback filter
     # MFPT's 48,828 Hz: 29/118 is 8 ppm off, far below slip; accepted rather than dropped
     assert rate_ratio(48828.0, 12000.0) == (29, 118)
     with pytest.raises(WindowingError):
