@@ -10,6 +10,11 @@ never sees a file grow), and only then are its messages acknowledged to the brok
 
 A batch is written when it holds ``max_batch`` messages or ``flush_ms`` after its first
 message. Files older than ``retention_s`` are deleted.
+
+Bounded (cloud/spool_guard.py): dead letters per gateway per minute (the rest counted,
+one ``rate_limited`` dead letter per gateway per ``dead_summary_s`` carries the count),
+and the spool's bytes (``spool_max_bytes``: consumed files go first, then dead letters;
+alerts, heartbeats, labels and indicators are always written).
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from pathlib import Path
 
 from edgevib.cloud.config import CloudConfig
 from edgevib.cloud.errors import CloudError, CloudRetryableError
-from edgevib.cloud.ingest import dumps_line, normalize
+from edgevib.cloud.ingest import dead, dumps_line, normalize
+from edgevib.cloud.spool_guard import (
+    DEAD_SHARE,
+    SUMMARY_REASON,
+    DeadLetterLimiter,
+    JobProgress,
+    SpoolQuota,
+)
 from edgevib.edge.protocol import subscription
 
 from edgevib.broker import parse_url
@@ -48,12 +60,17 @@ class BridgeStats:
     files: int = 0
     deleted_files: int = 0
     connects: int = 0
+    dead_suppressed: int = 0  # over the per-gateway rate: counted, not written
+    dead_over_quota: int = 0  # dropped because the spool was over spool_max_bytes
+    quota_freed_files: int = 0  # consumed spool files deleted early to stay within the quota
+    over_quota_writes: int = 0  # batches of alerts etc. written although over quota
 
 
 class Bridge:
     """Runs in background threads: ``start()``, ``stop()``; counters in ``stats``."""
 
-    def __init__(self, cfg: CloudConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: CloudConfig, *, clock: Callable[[], float] = time.time,
+                 consumed_before: Callable[[], float | None] | None = None) -> None:
         self.mqtt = require("paho.mqtt.client", extra="cloud", feature="cloud bridge")
         self.cfg = cfg
         self.bcfg = cfg.bridge
@@ -75,6 +92,11 @@ class Bridge:
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_cleanup = 0.0
+        b = self.bcfg
+        self.limiter = DeadLetterLimiter(b.dead_letters_per_min, b.dead_letters_total_per_min, b.dead_summary_s,
+                                         clock=clock)
+        self._progress = JobProgress(cfg.store_url, cfg.checkpoint_dir) if consumed_before is None else None
+        self.quota = SpoolQuota(self.spool, b.spool_max_bytes, consumed_before or self._progress, suffix=SPOOL_SUFFIX)  # type: ignore[arg-type]
         self.client = self._make_client()
 
     def _make_client(self) -> object:
@@ -152,6 +174,8 @@ class Bridge:
             self._thread = None
         self.client.disconnect()  # type: ignore[attr-defined]
         self.client.loop_stop()  # type: ignore[attr-defined]
+        if self._progress is not None:
+            self._progress.close()
 
     def __enter__(self) -> Bridge:
         self.start()
@@ -171,9 +195,9 @@ class Bridge:
                     # Let a batch fill for up to flush_ms after its first message.
                     self._cond.wait(max(0.0, flush_s - (self.clock() - self._pending[0][2] / 1000)))
                 batch, self._pending = self._pending, []
-            if batch:
+            if batch or self.limiter.due_soon(force=self._stop.is_set()):
                 try:
-                    self._write(batch)
+                    self._write(batch, final=self._stop.is_set())
                 except OSError as exc:
                     # Nothing acked: the broker redelivers these after a reconnect.
                     log.error("bridge: cannot write spool batch (%s); dropping connection so the broker redelivers", exc)
@@ -188,14 +212,44 @@ class Bridge:
             if self._stop.is_set() and not batch:
                 return
 
-    def _write(self, batch: list[tuple[str, bytes, int, int, int]]) -> None:
-        lines = []
-        dead = 0
+    def _write(self, batch: list[tuple[str, bytes, int, int, int]], *, final: bool = False) -> None:
+        lines: list[bytes] = []
+        dead_lines: list[bytes] = []
         for topic, payload, recv_ms, _, _ in batch:
             self._seq += 1
             rec = normalize(topic, payload, recv_ms, f"{self._run}-{self._seq}", self.bcfg.topic_prefix)
-            dead += rec["kind"] == "dead"
-            lines.append(dumps_line(rec))
+            if rec["kind"] != "dead":
+                lines.append(dumps_line(rec))
+            elif self.limiter.allow(f"{rec['site']}/{rec['gateway']}", recv_ms / 1000):
+                dead_lines.append(dumps_line(rec))
+            else:
+                self.stats.dead_suppressed += 1
+        summaries = []
+        for key, n, first_ms, last_ms in self.limiter.due(force=final):
+            self._seq += 1
+            site, _, gateway = key.partition("/")
+            summaries.append(dumps_line(dead(
+                f"{self.bcfg.topic_prefix}/{key or '?'}", b"", last_ms, f"{self._run}-{self._seq}", SUMMARY_REASON,
+                f"{n} dead letters from {key or 'unparseable topics'} not stored between {first_ms} and {last_ms} ms "
+                f"(over bridge.dead_letters_per_min={self.bcfg.dead_letters_per_min:g}); fix: repair or block the publisher",
+                site, gateway)))
+        need = sum(map(len, lines)) + sum(map(len, summaries))
+        if dead_lines and not self.quota.make_room(need + sum(map(len, dead_lines)), DEAD_SHARE):
+            self.stats.dead_over_quota += len(dead_lines)
+            log.warning("bridge: spool over bridge.spool_max_bytes=%d: %d dead letters dropped",
+                        self.bcfg.spool_max_bytes, len(dead_lines))
+            dead_lines = []
+        if need and not dead_lines and not self.quota.make_room(need):
+            self.stats.over_quota_writes += 1
+            log.error("bridge: spool over bridge.spool_max_bytes=%d and nothing consumed to delete; writing %d "
+                      "records anyway (alerts are never dropped); is the job running?", self.bcfg.spool_max_bytes,
+                      len(lines))
+        self.stats.quota_freed_files = self.quota.freed_files
+        lines += summaries + dead_lines
+        self.stats.dead += len(summaries) + len(dead_lines)
+        self.stats.written += len(batch)
+        if not lines:
+            return  # every message was a suppressed dead letter: nothing to write, all to ack
         self._file_seq += 1
         name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(self.clock()))}-{self._run}-{self._file_seq:08d}{SPOOL_SUFFIX}"
         tmp = self.spool / f".{name}.tmp"
@@ -204,13 +258,12 @@ class Bridge:
             fh.flush()
             os.fsync(fh.fileno())
         os.rename(tmp, self.spool / name)
+        self.quota.added(sum(map(len, lines)))
         dfd = os.open(self.spool, os.O_RDONLY)
         try:
             os.fsync(dfd)  # the rename itself must survive a crash before we ack
         finally:
             os.close(dfd)
-        self.stats.written += len(batch)
-        self.stats.dead += dead
         self.stats.files += 1
 
     def _cleanup(self) -> None:
@@ -223,6 +276,7 @@ class Bridge:
                     self.stats.deleted_files += 1
             except FileNotFoundError:
                 pass
+        self.quota.rescan()
 
 
 def run_bridge(cfg: CloudConfig, stop: threading.Event) -> BridgeStats:
@@ -232,7 +286,8 @@ def run_bridge(cfg: CloudConfig, stop: threading.Event) -> BridgeStats:
     try:
         while not stop.wait(10):
             s = bridge.stats
-            log.info("bridge: received %d written %d dead %d files %d", s.received, s.written, s.dead, s.files)
+            log.info("bridge: received %d written %d dead %d (suppressed %d, over quota %d) files %d, spool %d bytes",
+                     s.received, s.written, s.dead, s.dead_suppressed, s.dead_over_quota, s.files, bridge.quota.used)
     finally:
         bridge.stop()
     return bridge.stats

@@ -38,11 +38,31 @@ class BridgeConfig:
     # Files older than this are deleted; keep it far above the checkpoint interval so a
     # restart from the last checkpoint never needs a deleted file.
     retention_s: float = 3600.0
+    # Dead letters (rejected messages) written per gateway per minute (a token bucket holding
+    # one minute's worth); beyond it they are counted, and one 'rate_limited' dead letter per
+    # gateway every dead_summary_s carries the count. dead_letters_total_per_min caps all
+    # gateways together (invented gateway names, unparseable topics).
+    dead_letters_per_min: float = 60.0
+    dead_letters_total_per_min: float = 600.0
+    dead_summary_s: float = 60.0
+    # Disk quota of the spool directory (bytes). Over it, spool files the job has consumed
+    # are deleted oldest first, then dead letters are dropped (counted); alerts, heartbeats,
+    # labels and indicators are always written.
+    spool_max_bytes: int = 2**30
 
     def __post_init__(self) -> None:
         _positive("bridge.flush_ms", self.flush_ms)
         _positive("bridge.max_batch", self.max_batch)
         _positive("bridge.retention_s", self.retention_s)
+        _positive("bridge.dead_letters_per_min", self.dead_letters_per_min)
+        _positive("bridge.dead_summary_s", self.dead_summary_s)
+        _positive("bridge.spool_max_bytes", self.spool_max_bytes)
+        if self.dead_letters_total_per_min < self.dead_letters_per_min:
+            raise ConfigError("cloud.config", f"bridge.dead_letters_total_per_min={self.dead_letters_total_per_min}",
+                              f"use at least bridge.dead_letters_per_min={self.dead_letters_per_min}")
+        if self.spool_max_bytes < 2**20:
+            raise ConfigError("cloud.config", f"bridge.spool_max_bytes={self.spool_max_bytes}",
+                              "use at least 1 MiB (1048576); a spool batch alone can be hundreds of kB")
         try:
             check_prefix(self.topic_prefix)
         except ProtocolError as exc:
@@ -114,8 +134,14 @@ class DashboardConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str = ""
+    # Live alert streams (SSE) open at once; the next client gets 503.
+    max_sse_clients: int = 32
+    # Most rows one API page returns (?limit= above it is refused with 400).
+    max_page: int = 2000
 
     def __post_init__(self) -> None:
+        _positive("dashboard.max_sse_clients", self.max_sse_clients)
+        _positive("dashboard.max_page", self.max_page)
         if not 0 <= self.port <= 65535:
             raise ConfigError("cloud.config", f"dashboard.port={self.port}", "use a TCP port (0 = any free one)")
         if not self.host:
@@ -140,6 +166,44 @@ class EvidenceConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """``[retention]``: days each store table keeps (0 = forever), run by ``edgevib cloud maintain``.
+
+    Raw indicators are downsampled before they go: hours that have no hourly rollup get one
+    computed from the raw rows first (cloud/retention.py).
+    """
+
+    indicators_days: float = 14.0  # raw condition indicators
+    fine_rollups_days: float = 31.0  # indicator rollups finer than an hour (job.indicator_rollups_s, e.g. 60 s)
+    rollups_days: float = 400.0  # indicator rollups of an hour or coarser
+    dead_letters_days: float = 7.0
+    fleet_events_days: float = 90.0  # online/offline/inventory history (gateways holds one row per gateway)
+    counts_days: float = 400.0  # asset_counts, site_counts, asset_health (windowed alert counts)
+    model_status_days: float = 180.0
+    retrain_days: float = 365.0  # retrain_triggers, retrain_runs, finished rollouts
+    evidence_days: float = 0.0  # unlabelled evidence windows (row and file); labelled ones stay
+    alerts_days: float = 0.0  # alerts with their acks and notes, resolved incidents
+    labels_days: float = 0.0
+    interval_s: float = 3600.0  # how often `edgevib cloud run` runs it
+    batch_rows: int = 50_000  # rows deleted per statement (short locks for the job's writes)
+    vacuum: bool = True  # SQLite: VACUUM when over a quarter of the file is free pages
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith("_days") and not (v >= 0):
+                raise ConfigError("cloud.config", f"retention.{f.name}={v!r}", "use days >= 0 (0 keeps forever)")
+        _positive("retention.interval_s", self.interval_s)
+        _positive("retention.batch_rows", self.batch_rows)
+        if 0 < self.rollups_days < self.fine_rollups_days:
+            raise ConfigError("cloud.config", f"retention.rollups_days={self.rollups_days}",
+                              f"keep hourly rollups at least as long as finer ones (fine_rollups_days={self.fine_rollups_days})")
+        if 0 < self.fine_rollups_days < self.indicators_days:
+            raise ConfigError("cloud.config", f"retention.fine_rollups_days={self.fine_rollups_days}",
+                              f"keep rollups at least as long as raw indicators (indicators_days={self.indicators_days})")
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """``[retrain]`` of the cloud config (``EDGEVIB_RETRAIN__...``)."""
 
@@ -155,7 +219,8 @@ class RetrainConfig:
     push_timeout_s: float = 60.0
     poll_s: float = 1.0
     seed: int = 0
-    arch: str = "nsae-lcn"  # what the worker retrains: "nsae-lcn" (about 30 s here) or "cnn" (minutes)
+    arch: str = "nsae-lcn"  # what the worker retrains: "nsae-lcn" (about 30 s here), "cnn" (minutes) or "faulttype"
+    method: str = "finetune"  # arch "faulttype": how the fleet model adapts to the labels (docs/adapt.md)
     nsae_iters: int = 150
     clf_iters: int = 300
     cnn_epochs: int = 30
@@ -164,8 +229,11 @@ class RetrainConfig:
     def __post_init__(self) -> None:
         if not 0 < self.new_eval_frac < 1:
             raise ConfigError("cloud.config", f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
-        if self.arch not in ("nsae-lcn", "cnn"):
-            raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", "use 'nsae-lcn' or 'cnn'")
+        if self.arch not in ("nsae-lcn", "cnn", "faulttype"):
+            raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", "use 'nsae-lcn', 'cnn' or 'faulttype'")
+        if self.method not in ("finetune", "rkd", "ke", "mlp"):
+            raise ConfigError("cloud.config", f"retrain.method={self.method!r}",
+                              "use 'finetune', 'rkd', 'ke' or 'mlp' (EDGEVIB_RETRAIN__METHOD; docs/adapt.md)")
         if self.push_to not in ("model", "trigger"):
             raise ConfigError("cloud.config", f"retrain.push_to={self.push_to!r}", "use 'model' or 'trigger'")
         if min(self.tolerance_pt, self.min_gain_pt, self.canary_pct) < 0 or self.poll_s <= 0:
@@ -185,6 +253,7 @@ class CloudConfig:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     job: JobConfig = field(default_factory=JobConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     # Not written by to_toml: the job does not need it, and the token stays out of job files.
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
