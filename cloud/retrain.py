@@ -15,6 +15,16 @@ more than ``tolerance_pt`` points and better on the new data by at least ``min_g
 The decision and every number go to ``retrain_runs`` and the model card; a promoted model is
 signed into the registry and pushed (staged, see :mod:`edgevib.cloud.rollout`).
 
+``retrain.arch = "faulttype"`` (the default model's arch) *adapts* the running fault-type
+model instead of retraining from scratch (``retrain.method``: finetune, rkd, ke or mlp,
+:mod:`edgevib.models.adapt`). The base is then a set of order features (the fleet's replay
+and held-out windows, :func:`save_faulttype_base`); the labelled evidence windows become
+order features from their stored ``rpm`` and bearing (rows without either are left out);
+labels count as fault types (``OR007`` -> ``OR``). The running model's weights are read back
+from its ONNX initializers when it is a logistic regression (the fleet model or a fine-tuned
+one); when it is an adapted MLP, the fleet logistic regression is refitted on the base's
+replay set (deterministic) and adaptation starts from there.
+
 >>> g = gate(old_holdout=98.9, new_holdout=98.5, old_new=0.0, new_new=100.0, tolerance_pt=1.0, min_gain_pt=5.0)
 >>> g.promote, g.reasons
 (True, [])
@@ -77,6 +87,8 @@ class Base:
     x_holdout: np.ndarray
     y_holdout: np.ndarray
     fs: float
+    kind: str = "windows"  # "orders": x_* are order features [N, 20] (save_faulttype_base)
+    rig_train: np.ndarray | None = None  # "orders": each training window's rig (the replay set's cells)
 
 
 def save_base(path: str | Path, train: Any, holdout: Any) -> Path:
@@ -89,12 +101,28 @@ def save_base(path: str | Path, train: Any, holdout: Any) -> Path:
     return p
 
 
+def save_faulttype_base(path: str | Path, train: Any, holdout: Any) -> Path:
+    """Write two :class:`~edgevib.models.faulttype.FeatureSet` (order features of the fleet's
+    windows: the replay set and the fixed held-out set) as a ``faulttype`` base ``.npz``."""
+    from edgevib.models.data import MODEL_FS  # noqa: PLC0415
+    from edgevib.models.faulttype import CLASSES  # noqa: PLC0415
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    names = np.asarray(CLASSES)
+    np.savez(p, kind=np.str_("orders"), x_train=train.x.astype(np.float32), y_train=names[train.y],
+             rig_train=train.rig.astype(str), x_holdout=holdout.x.astype(np.float32), y_holdout=names[holdout.y],
+             fs=np.float64(MODEL_FS))
+    return p
+
+
 def load_base(path: str | Path) -> Base:
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as z:
+            kind = str(z["kind"]) if "kind" in z.files else "windows"
             return Base(z["x_train"], z["y_train"].astype(str), z["x_holdout"], z["y_holdout"].astype(str),
-                        float(z["fs"]))
+                        float(z["fs"]), kind, z["rig_train"].astype(str) if kind == "orders" else None)
     except (OSError, KeyError, ValueError) as exc:
         raise CloudError(_COMP, f"base dataset {str(p)!r}: {exc}",
                          "write it with edgevib.cloud.retrain.save_base (set retrain.base)") from exc
@@ -121,22 +149,55 @@ def split_new(rows: Sequence[dict[str, Any]], frac: float, window_s: float) -> t
     return np.asarray(sorted(tr), dtype=np.int64), np.asarray(sorted(ev), dtype=np.int64)
 
 
-def accuracy(model: bytes | str | Path, *sets: tuple[np.ndarray, np.ndarray]) -> list[float]:
-    """Percent of windows ``x`` [N, W] whose top class name equals ``y``, per ``(x, y)`` set
-    (0 for an empty set); one onnxruntime session for all of them."""
+def accuracy(model: bytes | str | Path, *sets: tuple[Any, ...]) -> list[float]:
+    """Percent of windows whose top class name equals ``y``, per set (0 for an empty set); one
+    onnxruntime session for all of them. A set is ``(x, y)`` with windows ``x`` [N, W], or
+    ``(x, y, orders)`` for a two-input model (``orders`` [N, 20]; ``x`` may then be None: the
+    fault-type graph does not read it, so zeros are fed)."""
     from edgevib.models.contract import meta_of_session, open_session  # noqa: PLC0415
 
     sess, name = open_session(model)
-    classes = np.asarray(meta_of_session(sess, name).classes)
+    meta = meta_of_session(sess, name)
+    classes = np.asarray(meta.classes)
     out = []
-    for x, y in sets:
-        if len(x) == 0:
+    for x, y, *aux in sets:
+        n = len(y)
+        if n == 0:
             out.append(0.0)
             continue
-        pred = np.concatenate([sess.run(None, {"x": x[i:i + 256, None, :].astype(np.float32)})[0].argmax(1)
-                               for i in range(0, len(x), 256)])
-        out.append(float(np.mean(classes[pred] == np.asarray(y)) * 100))
+        if meta.aux_size and not aux:
+            raise CloudError(_COMP, f"{name} takes a second input ({meta.aux_input}) and the set has none",
+                             "pass (x, y, orders) sets for a two-input model")
+        preds = []
+        for i in range(0, n, 256):
+            j = min(n, i + 256)
+            xb = np.zeros((j - i, 1, meta.window), np.float32) if x is None else x[i:j, None, :].astype(np.float32)
+            feed = {"x": xb} | ({"orders": np.asarray(aux[0][i:j], np.float32)} if meta.aux_size else {})
+            preds.append(sess.run(None, feed)[0].argmax(1))
+        out.append(float(np.mean(classes[np.concatenate(preds)] == np.asarray(y)) * 100))
     return out
+
+
+def fleet_lr(model: bytes | str | Path) -> Any:
+    """The :class:`~edgevib.models.faulttype.FaultTypeModel` of a logistic-regression ONNX model
+    (its ``mean``/``scale``/``weight``/``bias`` initializers; the temperature is already folded
+    into weight and bias), or None when the graph is something else (an adapted MLP)."""
+    require("onnx", extra="train", feature="reading a model's weights")
+    import onnx  # noqa: PLC0415
+    from edgevib.models.faulttype import FaultTypeModel  # noqa: PLC0415
+
+    proto = onnx.load_model_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    w = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in proto.graph.initializer}
+    if not {"mean", "scale", "weight", "bias"} <= set(w):
+        return None
+    return FaultTypeModel(w["mean"], w["scale"], w["weight"], w["bias"], 1.0)
+
+
+def n_params(model: Any) -> int:
+    """Trained weights and biases of an adapted model (standardisation not counted)."""
+    if hasattr(model, "layers"):
+        return int(sum(w.size + b.size for w, b in model.layers))
+    return int(model.weight.size + model.bias.size)
 
 
 # -- the worker ----------------------------------------------------------------------------------------
@@ -165,6 +226,10 @@ class Worker:
             raise CloudError(_COMP, "retrain.base is empty", "build the base dataset (save_base) and set retrain.base")
         self.cfg, self.store, self.evidence, self.broker_url, self.clock = cfg, store, evidence, broker_url, clock
         self.base = load_base(cfg.base)
+        if (cfg.arch == "faulttype") != (self.base.kind == "orders"):
+            raise CloudError(_COMP, f"retrain.arch={cfg.arch!r} with a base of {self.base.kind} ({cfg.base})",
+                             "build the base for that arch: edgevib cloud base --arch "
+                             f"{'faulttype' if cfg.arch == 'faulttype' else 'windows'} ...")
 
     def pending(self) -> list[dict[str, Any]]:
         cols = ("id", "reason", "model_name", "site", "gateway", "n_windows", "ts_ms", "detail")
@@ -219,6 +284,8 @@ class Worker:
                             if self.cfg.private_key else None)
         entry = self._current(registry, trig["model_name"])
         cur, cur_path = entry.manifest, entry.model_path
+        if self.cfg.arch == "faulttype":
+            return self._run_faulttype(trig, registry, entry, t0, secs)
         x, y, rows = self.evidence.labelled_windows(model_name=trig["model_name"])
         if len(x) == 0:
             return RunResult(trig["id"], "skipped", "no labelled evidence windows for this model")
@@ -238,13 +305,19 @@ class Worker:
         metrics = {**g.numbers, "n_new_train": int(len(tr)), "n_new_eval": int(len(ev)),
                    "n_holdout": int(len(b.y_holdout)), "new_classes": sorted(set(y.tolist())),
                    "from_version": cur.version}
+        return self._finish(trig, registry, cur, g, metrics, version, onnx_bytes, _card(trig, g, metrics, version),
+                            t0, secs)
+
+    def _finish(self, trig: dict[str, Any], registry: Any, cur: Any, g: Gate, metrics: dict[str, Any], version: str,
+                onnx_bytes: bytes, card_text: str, t0: float, secs: dict[str, float]) -> RunResult:
+        """Gate decided: reject, or sign into the registry (with the card) and push."""
         if not g.promote:
             return RunResult(trig["id"], "rejected", "; ".join(g.reasons), version, metrics, seconds=secs)
         path = Path(self.cfg.registry) / f".candidate-{version}.onnx"
         card = path.with_suffix(".md")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(onnx_bytes)
-        card.write_text(_card(trig, g, metrics, version))
+        card.write_text(card_text)
         try:
             man = registry.add(path, version=version, metrics=metrics, card=card, name=cur.name)
         finally:
@@ -256,6 +329,68 @@ class Worker:
         return RunResult(trig["id"], "promoted" if ok else "rollout_halted",
                          "promoted: " + _summary(g) + ("" if ok else f"; rollout {rollout}"),
                          version, metrics, rollout, secs)
+
+    def _run_faulttype(self, trig: dict[str, Any], registry: Any, entry: Any, t0: float,
+                       secs: dict[str, float]) -> RunResult:
+        """``retrain.arch = "faulttype"``: adapt the running fault-type model to the labels."""
+        require("onnx", extra="train", feature="adapting the fault-type model")
+        from edgevib.cloud.dataset import row_geometry  # noqa: PLC0415
+        from edgevib.models import adapt  # noqa: PLC0415
+        from edgevib.models.classes import fault_type  # noqa: PLC0415
+        from edgevib.models.contract import ModelMeta, attach, read_meta  # noqa: PLC0415
+        from edgevib.models.faulttype import CLASSES, FeatureSet, train  # noqa: PLC0415
+        from edgevib.models.orders import KIND, fault_frequencies, order_features  # noqa: PLC0415
+
+        cur, cur_path, b, cfg = entry.manifest, entry.model_path, self.base, self.cfg
+        x, labels, rows = self.evidence.labelled_windows(model_name=trig["model_name"])
+        keep = [i for i, r in enumerate(rows) if r.get("rpm") and row_geometry(r) is not None]
+        if not keep:
+            return RunResult(trig["id"], "skipped", f"{len(rows)} labelled windows, none with rpm and bearing "
+                             "(agents older than the bearing in evidence records): no order features")
+        x, rows = x[keep], [rows[i] for i in keep]
+        y = np.asarray([fault_type(str(labels[i])) for i in keep])
+        tr, ev = split_new(rows, cfg.new_eval_frac, x.shape[1] / b.fs)
+        if len(ev) == 0:
+            return RunResult(trig["id"], "skipped", f"{len(x)} labelled windows: too few to hold any out for evaluation")
+        feats = np.zeros((len(x), b.x_train.shape[1]), np.float32)
+        groups: dict[tuple[Any, float, float], list[int]] = {}
+        for i, r in enumerate(rows):  # one order_features call per (bearing, speed, rate)
+            groups.setdefault((row_geometry(r), float(r["rpm"]), float(r["sample_rate"])), []).append(i)
+        for (geo, rpm, fs), idx in groups.items():
+            feats[idx] = order_features(x[idx], fs, fault_frequencies(geo, rpm))
+        secs["data"] = time.perf_counter() - t0
+
+        cidx = {c: i for i, c in enumerate(CLASSES)}
+        rig = b.rig_train if b.rig_train is not None else np.full(len(b.y_train), "fleet")
+        replay = FeatureSet(b.x_train, np.asarray([cidx[c] for c in b.y_train], np.int64), rig,
+                            np.zeros(len(b.y_train), np.int64), np.zeros(len(b.y_train), np.float32))
+        fleet_model = fleet_lr(cur_path)
+        start = "the running model's weights"
+        if fleet_model is None:  # an adapted MLP runs: start again from the fleet logistic regression
+            fleet_model, start = train(replay), "the fleet logistic regression refitted on the base"
+        site = FeatureSet(feats[tr], np.asarray([cidx[c] for c in y[tr]], np.int64), np.full(len(tr), "site"),
+                          np.zeros(len(tr), np.int64), np.zeros(len(tr), np.float32))
+        model = adapt.adapt(cfg.method, adapt.Fleet(fleet_model, replay), site, seed=cfg.seed)
+        old_meta = read_meta(cur_path)
+        version = _next_version(cur.version)
+        n_labels = len({r.get("alert_id") or r["id"] for r in (rows[i] for i in tr)})
+        meta = ModelMeta(CLASSES, b.fs, old_meta.window, old_meta.hop, model.arch, version,
+                         trained_on=f"{cfg.method} of v{cur.version} on {len(tr)} labelled evidence windows "
+                                    f"({n_labels} labels) + the fleet replay set", aux_input=KIND)
+        onnx_bytes = bytes(attach(model.to_onnx(old_meta.window), meta).SerializeToString())
+        secs["train"] = time.perf_counter() - t0 - sum(secs.values())
+
+        sets = ((None, b.y_holdout, b.x_holdout), (x[ev], y[ev], feats[ev]))
+        (old_hold, old_new), (new_hold, new_new) = accuracy(cur_path, *sets), accuracy(onnx_bytes, *sets)
+        g = gate(old_hold, new_hold, old_new, new_new, cfg.tolerance_pt, cfg.min_gain_pt)
+        secs["evaluate"] = time.perf_counter() - t0 - sum(secs.values())
+        metrics = {**g.numbers, "n_new_train": int(len(tr)), "n_new_eval": int(len(ev)),
+                   "n_holdout": int(len(b.y_holdout)), "new_classes": sorted(set(y.tolist())),
+                   "from_version": cur.version, "method": cfg.method, "n_labels": n_labels, "arch": model.arch,
+                   "n_params": n_params(model), "onnx_bytes": len(onnx_bytes), "adapted_from": start,
+                   "n_left_out_no_bearing": len(labels) - len(keep)}
+        return self._finish(trig, registry, cur, g, metrics, version, onnx_bytes,
+                            _card(trig, g, metrics, version) + _adapt_card(metrics), t0, secs)
 
     def _train(self, x_new: np.ndarray, y_new: np.ndarray, version: str) -> bytes:
         require("onnx", extra="train", feature="exporting retrained models")
@@ -328,3 +463,20 @@ def _card(trig: dict[str, Any], g: Gate, metrics: dict[str, Any], version: str) 
             f"New classes seen in labels: {', '.join(metrics['new_classes'])}; new windows: "
             f"{metrics['n_new_train']} trained on, {metrics['n_new_eval']} held out by time; fixed held-out "
             f"set: {metrics['n_holdout']} windows.\n")
+
+
+def _adapt_card(m: dict[str, Any]) -> str:
+    lr = m["arch"].startswith("faulttype-lr")
+    return (f"\n## Site adaptation\n\nMethod `{m['method']}` (docs/adapt.md), adapted from {m['adapted_from']}, on "
+            f"{m['n_labels']} labels ({m['n_new_train']} labelled windows; labels count as fault types"
+            f"{'; ' + str(m['n_left_out_no_bearing']) + ' windows without rpm/bearing left out' if m['n_left_out_no_bearing'] else ''}"
+            f").\n\n| | running v{m['from_version']} | candidate |\n|---|---:|---:|\n"
+            f"| fixed fleet feature set ({m['n_holdout']} windows) | {m['old_holdout']:.2f} % | {m['new_holdout']:.2f} % |\n"
+            f"| site's held-out labelled windows ({m['n_new_eval']}) | {m['old_new']:.2f} % | {m['new_new']:.2f} % |\n"
+            f"\nWhat ships: `{m['arch']}`, {m['n_params']:,} trained parameters (plus 40 of standardisation), "
+            f"{m['onnx_bytes']:,} bytes of ONNX, the same two-input contract as the fleet model (`x` + `orders`, "
+            f"`edgevib.orders/1`). "
+            + ("A logistic regression that small needs no compression." if lr else
+               "Shipped as float32 without compression: a few KB, microseconds per window beside the "
+               "~0.6 ms of order features; compressing it would save nothing that matters on the gateway.")
+            + "\n")
