@@ -27,6 +27,7 @@ The cloud derives two fields the alert schema does not carry:
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from edgevib.edge.errors import ProtocolError
@@ -48,6 +49,7 @@ SEVERITY_WEIGHT = dict(zip(SEVERITIES, (0.25, 1.0, 3.0), strict=True))
 # would push the watermark past every honest record and make them all late.
 MAX_FUTURE_MS = 60_000
 RAW_KEEP = 1000  # characters of a rejected payload kept for the dead-letter table
+ALERT_DETAIL_KEEP = 4000  # characters of an alert's detail JSON (verdict, physics evidence) kept in the store
 
 
 # The spool's columns, in file order, with their Flink SQL types.
@@ -66,6 +68,8 @@ SPOOL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("vel_rms_mm_s", "DOUBLE"), ("iso_zone", "STRING"), ("iso_group", "BIGINT"), ("iso_foundation", "STRING"),
     ("env_bpfo_db", "DOUBLE"), ("env_bpfi_db", "DOUBLE"), ("env_bsf2_db", "DOUBLE"), ("env_ftf_db", "DOUBLE"),
     ("rpm", "DOUBLE"), ("rpm_source", "STRING"), ("anomaly_ratio", "DOUBLE"),
+    # an alert's fused verdict (edgevib.edge.verdict); its detail (verdict, physics evidence) goes in `detail`
+    ("verdict", "STRING"), ("verdict_confidence", "DOUBLE"),
 )
 SPOOL_COLUMN_NAMES: tuple[str, ...] = tuple(n for n, _ in SPOOL_COLUMNS)
 
@@ -155,7 +159,7 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
         rec.update({
             "id": doc["id"], "sensor": doc["sensor"], "asset": asset_of(doc), "akind": doc["kind"],
             "state": doc["state"], "cls": doc.get("class") or doc["kind"], "severity": severity_of(doc),
-            "probability": doc.get("probability"), "agree": doc.get("agree"),
+            "probability": doc.get("probability"), "agree": doc.get("agree"), **_alert_verdict(doc),
         })
     else:
         rec.update({
@@ -164,6 +168,26 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
             "drops_total": int(sum(doc["drops"].values())),
         })
     return rec
+
+
+def _alert_verdict(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fused verdict as columns, and the alert's explanation (verdict, physics, evidence) as ``detail`` JSON.
+
+    An alert without ``verdict`` (agents before it) gets its class's ``fault_type`` and no
+    confidence. The evidence is dropped when the JSON would exceed :data:`ALERT_DETAIL_KEEP`.
+    """
+    v = doc.get("verdict") if isinstance(doc.get("verdict"), dict) else None
+    detail: dict[str, Any] = {k: doc.get(k) for k in ("fault_type", "physics", "agree", "verdict", "evidence")
+                              if doc.get(k) is not None}
+    text = json.dumps(detail, separators=(",", ":"), default=str)
+    if len(text) > ALERT_DETAIL_KEEP:
+        detail.pop("evidence", None)
+        detail["evidence_dropped"] = True
+        text = json.dumps(detail, separators=(",", ":"), default=str)[:ALERT_DETAIL_KEEP]
+    conf = v.get("confidence") if v else None
+    return {"verdict": str(v["fault_type"]) if v and v.get("fault_type") else doc.get("fault_type"),
+            "verdict_confidence": float(conf) if isinstance(conf, (int, float)) else None,
+            "detail": text}
 
 
 def _label_record(payload: bytes, site: str, gateway: str) -> dict[str, Any]:

@@ -81,7 +81,8 @@ def plain_query(cfg: CloudConfig) -> str:
     weighted = " + ".join(f"{SEVERITY_WEIGHT[s]} * n_{s}" for s in SEVERITIES)
     parts = [
         _batch("alert", ("id", "site", "gateway", "sensor", "asset", "akind", "state", "cls", "severity",
-                         "probability", "ev_ms", "recv_ms", "model_name", "model_version", "mid"),
+                         "probability", "ev_ms", "recv_ms", "model_name", "model_version", "mid",
+                         "verdict", "verdict_confidence", "detail"),
                "alerts_in", cfg, {"late": "CASE WHEN late THEN 1 ELSE 0 END"}),
         _batch("dead", ("mid", "recv_ms", "topic", "site", "gateway", "reason", "detail", "raw"),
                "spool WHERE kind = 'dead'", cfg),

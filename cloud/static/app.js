@@ -19,7 +19,9 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
   b.classList.add("active");
   $("#tab-" + b.dataset.tab).classList.add("active");
   if (b.dataset.tab === "sensor") loadSensors();
+  if (b.dataset.tab === "trends") loadSensors();
 }));
+function showTab(name) { document.querySelector(`nav button[data-tab="${name}"]`).click(); }
 
 // ---- alerts (live over server-sent events) ----
 let source = null;
@@ -30,11 +32,12 @@ function alertRow(a, isNew) {
   if (isNew) tr.className = "new";
   const p = typeof a.probability === "number" ? a.probability.toFixed(2) : "-";
   const opts = CLASSES.map((c) => `<option${c === (a.label || a.cls) ? " selected" : ""}>${c}</option>`).join("");
-  tr.innerHTML = `<td>${fmtTime(a.ev_ms)}</td><td>${esc(a.asset)}</td><td>${esc(a.akind)}</td><td>${esc(a.state)}</td>
+  tr.innerHTML = `<td><a href="#" class="open-alert" title="alert detail">${fmtTime(a.ev_ms)}</a></td><td>${esc(a.asset)}</td><td>${esc(a.akind)}</td><td>${esc(a.state)}</td>
     <td class="cls">${esc(a.cls)}</td><td>${p}</td><td class="sev-${esc(a.severity)}">${esc(a.severity)}</td>
     <td>${esc(a.model_name)} ${esc(a.model_version)}</td>
     <td class="ack">${a.acked_by ? "✓ " + esc(a.acked_by) : '<button class="small do-ack">Ack</button>'}</td>
     <td class="label"><select>${opts}</select> <button class="small do-label">Label</button> <span>${esc(a.label || "")}</span></td>`;
+  tr.querySelector(".open-alert").addEventListener("click", (e) => { e.preventDefault(); openAlert(a.id); });
   tr.querySelector(".do-ack")?.addEventListener("click", async () => {
     try { const r = await api(`/api/alerts/${encodeURIComponent(a.id)}/ack`, {method: "POST", body: "{}"});
           tr.querySelector(".ack").textContent = "✓ " + r.acked_by; } catch (e) { alert("ack failed: " + e.message); }
@@ -94,35 +97,79 @@ async function loadFleet() {
   }).join("");
 }
 
-// ---- sensor view: canvas plots ----
-function plot(canvas, xs, ys, opt) {
-  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, P = 40;
-  ctx.clearRect(0, 0, W, H);
-  if (!xs || !xs.length) { ctx.fillText("no data", W / 2, H / 2); return; }
-  const x0 = opt.xmin ?? Math.min(...xs), x1 = opt.xmax ?? Math.max(...xs);
-  let y0 = opt.ymin ?? Math.min(...ys), y1 = opt.ymax ?? Math.max(...ys);
-  if (y1 === y0) y1 = y0 + 1;
-  const X = (x) => P + (x - x0) / (x1 - x0 || 1) * (W - P - 10), Y = (y) => H - 20 - (y - y0) / (y1 - y0) * (H - 30);
-  ctx.strokeStyle = "#999"; ctx.strokeRect(P, 10, W - P - 10, H - 30);
-  ctx.fillStyle = "#444"; ctx.font = "11px sans-serif";
-  ctx.fillText(x0.toFixed(opt.xdec ?? 0), P, H - 6); ctx.fillText(x1.toFixed(opt.xdec ?? 0) + " " + (opt.xunit || ""), W - 80, H - 6);
-  ctx.fillText(y1.toPrecision(3), 2, 18);
-  (opt.markers || []).forEach(([name, f]) => {
-    if (f < x0 || f > x1) return;
-    ctx.strokeStyle = MARK_COLORS[name.split(" ")[0]] || "#000"; ctx.setLineDash([4, 3]);
-    ctx.beginPath(); ctx.moveTo(X(f), 10); ctx.lineTo(X(f), H - 20); ctx.stroke(); ctx.setLineDash([]);
-    ctx.fillStyle = ctx.strokeStyle; ctx.fillText(name, X(f) + 2, 22);
-  });
-  ctx.strokeStyle = opt.color || "#1f77b4"; ctx.beginPath();
-  xs.forEach((x, i) => (i ? ctx.lineTo(X(x), Y(ys[i])) : ctx.moveTo(X(x), Y(ys[i]))));
-  ctx.stroke();
+// ---- charts: uPlot (cloud/static/vendor, MIT) ----
+const charts = {};
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
+const ZONE_COLORS = {B: "#2e9d4a", C: "#e0a100", D: "#c62828"};
+
+// A uPlot line chart in the div `el`: data = [xs, ys...]; opt.markers = [[name, x]] (dashed vertical, coloured by
+// name), opt.hlines = [[name, y, color]] (horizontal), opt.vlines = [[name, x, color]], opt.time (x in s since epoch).
+function lineChart(el, data, opt) {
+  if (charts[el.id]) { charts[el.id].destroy(); delete charts[el.id]; }
+  el.innerHTML = "";
+  if (!data[0] || !data[0].length) { el.innerHTML = '<p class="note">no data</p>'; return null; }
+  const names = opt.names || ["y"];
+  const drawLines = (u) => {
+    const ctx = u.ctx, {left, top, width, height} = u.bbox;
+    ctx.save(); ctx.font = `${11 * devicePixelRatio}px sans-serif`; ctx.lineWidth = devicePixelRatio;
+    ctx.textAlign = "left"; ctx.textBaseline = "alphabetic";
+    ctx.beginPath(); ctx.rect(left, top, width, height); ctx.clip();
+    const vline = (name, x, color, dash) => {
+      if (x < u.scales.x.min || x > u.scales.x.max) return;
+      const px = u.valToPos(x, "x", true);
+      ctx.strokeStyle = ctx.fillStyle = color; ctx.setLineDash(dash);
+      ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + height); ctx.stroke();
+      ctx.fillText(name, px + 3, top + 12 * devicePixelRatio);
+    };
+    (opt.markers || []).forEach(([name, x]) => vline(name, x, MARK_COLORS[name.split(" ")[0]] || "#000", [4, 3]));
+    (opt.vlines || []).forEach(([name, x, color]) => vline(name, x, color, [2, 2]));
+    (opt.hlines || []).forEach(([name, y, color]) => {
+      const py = u.valToPos(y, "y", true);
+      if (py < top || py > top + height) return;
+      ctx.strokeStyle = ctx.fillStyle = color; ctx.setLineDash([6, 4]);
+      ctx.beginPath(); ctx.moveTo(left, py); ctx.lineTo(left + width, py); ctx.stroke();
+      ctx.fillText(name, left + 4, py - 3);
+    });
+    ctx.restore();
+  };
+  const yr = opt.yrange || ((u, mn, mx) => [opt.ymin ?? mn, Math.max(mx, ...(opt.hlines || []).map((h) => h[1] * 1.15)) || 1]);
+  const u = new uPlot({
+    width: Math.min(1100, el.clientWidth || 1100), height: opt.height || 200,
+    scales: {x: {time: !!opt.time}, y: {range: yr}},
+    axes: [{label: opt.xlabel || ""}, {label: opt.ylabel || "", size: 60}],
+    legend: {show: names.length > 1},
+    cursor: {drag: {x: true, y: false}},
+    series: [{label: opt.xlabel || "x"}, ...names.map((n, i) => ({label: n, stroke: (opt.colors || PALETTE)[i], width: 1,
+      points: {show: !!opt.points}, spanGaps: false}))],
+    hooks: {draw: [drawLines]},
+  }, data, el);
+  charts[el.id] = u;
+  return u;
 }
+
+function faultMarkers(mk) {
+  const marks = [];
+  for (const k of ["BPFO", "BPFI"]) for (const h of [1, 2, 3]) marks.push([h === 1 ? k : `${k} ${h}x`, mk[k] * h]);
+  marks.push(["BSF", mk.BSF], ["BSF 2x", 2 * mk.BSF], ["FTF", mk.FTF], ["shaft", mk.shaft]);
+  return marks;
+}
+
+// Waveform, spectrum and envelope spectrum (with fault-frequency markers) of one sensor_view into three divs.
+function drawView(v, ids) {
+  lineChart($(ids[0]), [v.waveform.t, v.waveform.x], {xlabel: "s", ylabel: "g", height: 180});
+  lineChart($(ids[1]), [v.spectrum.f, v.spectrum.a], {xlabel: "Hz", ylabel: "spectrum", ymin: 0, height: 180});
+  lineChart($(ids[2]), [v.envelope.f, v.envelope.a], {xlabel: "Hz", ylabel: "envelope", ymin: 0, height: 220,
+    markers: faultMarkers(v.markers)});
+}
+function clearCharts(ids) { ids.forEach((c) => lineChart($(c), [[]], {})); }
 
 async function loadSensors() {
   const body = await api("/api/sensors");
-  const sel = $("#sensor-pick"), cur = sel.value;
-  sel.innerHTML = body.sensors.map((s) => { const v = `${s.site}/${s.gateway}/${s.sensor}`;
-    return `<option${v === cur ? " selected" : ""}>${esc(v)}</option>`; }).join("");
+  for (const sel of [$("#sensor-pick"), $("#trend-pick")]) {
+    const cur = sel.value;
+    sel.innerHTML = body.sensors.map((s) => { const v = `${s.site}/${s.gateway}/${s.sensor}`;
+      return `<option${v === cur ? " selected" : ""}>${esc(v)}</option>`; }).join("");
+  }
 }
 
 async function showSensor() {
@@ -133,19 +180,14 @@ async function showSensor() {
   const v = d.view;
   if (!v) {
     $("#sensor-note").textContent = "No evidence windows stored for this sensor (the agent uploads them when [evidence] is enabled); probabilities below come from its alerts.";
-    ["#c-wave", "#c-spec", "#c-env"].forEach((c) => plot($(c), [], [], {}));
+    clearCharts(["#c-wave", "#c-spec", "#c-env"]);
   } else {
     const mk = v.markers;
     $("#sensor-note").textContent = `Newest of ${d.n_windows} windows: ${fmtTime(v.t_ms)}, ${v.n} samples at ${v.fs} Hz, ${v.rpm} rpm` +
       (v.rpm_assumed ? " (assumed)" : "") + `, ${v.geometry}; model said ${v.pred_cls} (p=${(v.probability ?? 0).toFixed(2)}), ` +
       `envelope check says ${v.physics}; band ${v.envelope.band_hz[0]}-${v.envelope.band_hz[1]} Hz. ` +
       `BPFO ${mk.BPFO.toFixed(1)} Hz, BPFI ${mk.BPFI.toFixed(1)} Hz, BSF ${mk.BSF.toFixed(1)} Hz.`;
-    plot($("#c-wave"), v.waveform.t, v.waveform.x, {xunit: "s", xdec: 3});
-    plot($("#c-spec"), v.spectrum.f, v.spectrum.a, {xunit: "Hz", ymin: 0});
-    const marks = [];
-    for (const k of ["BPFO", "BPFI"]) for (const h of [1, 2, 3]) marks.push([h === 1 ? k : `${k} ${h}x`, mk[k] * h]);
-    marks.push(["BSF", mk.BSF], ["BSF 2x", 2 * mk.BSF], ["FTF", mk.FTF], ["shaft", mk.shaft]);
-    plot($("#c-env"), v.envelope.f, v.envelope.a, {xunit: "Hz", ymin: 0, markers: marks});
+    drawView(v, ["#c-wave", "#c-spec", "#c-env"]);
   }
   const series = {};
   d.probabilities.forEach((p) => Object.entries(p.probs).forEach(([c, val]) => { (series[c] = series[c] || []).push([p.t_ms, val]); }));
@@ -171,6 +213,89 @@ function plotOver(canvas, pts, t0, t1, color, frame) {
   pts.forEach(([t, p]) => ctx.fillRect(X(t) - 2, Y(p) - 2, 4, 4));
 }
 $("#sensor-load").addEventListener("click", () => showSensor().catch((e) => { $("#sensor-note").textContent = e.message; }));
+
+// ---- alert detail ----
+let current = null;
+const pct = (p) => (typeof p === "number" ? (100 * p).toFixed(0) + " %" : "-");
+async function openAlert(id) {
+  showTab("alert");
+  const d = await api(`/api/alerts/${encodeURIComponent(id)}/detail?geometry=${encodeURIComponent($("#geometry").value)}`);
+  current = d;
+  const a = d.alert, v = d.verdict;
+  $("#alert-none").hidden = true; $("#alert-body").hidden = false;
+  $("#ad-title").textContent = `${a.asset} · ${a.akind} ${a.state} · ${fmtTime(a.ev_ms)} UTC · severity ${a.severity}`;
+  $("#ad-verdict").textContent = `${v.fault_type}` + (v.confidence != null ? ` (${pct(v.confidence)})` : "");
+  $("#ad-verdict").className = "big sev-" + a.severity;
+  $("#ad-verdict-note").textContent = v.fused
+    ? `fused verdict, carried by ${(v.carried_by || []).join(" + ") || "-"}` + (v.anomaly_ratio != null ? `; anomaly ratio ${Number(v.anomaly_ratio).toFixed(2)}` : "")
+    : `no fused verdict (agent before it): the fault type of class ${a.cls}`;
+  $("#ad-probs tbody").innerHTML = Object.entries(d.class_probabilities).sort((x, y) => y[1] - x[1])
+    .map(([c, p]) => `<tr><td>${esc(c)}</td><td>${pct(p)}</td></tr>`).join("") || "<tr><td>-</td></tr>";
+  const pe = d.physics_evidence;
+  let ph = `physics says <b>${esc(v.physics ?? "-")}</b>; ` + (v.agree == null ? "agreement unknown" : v.agree ? "<b>agrees</b> with the model" : "<b>disagrees</b> with the model");
+  if (pe) {
+    ph += `<br>band ${esc((pe.band_hz || []).join("-"))} Hz` + (pe.band_kurtosis != null ? ` (kurtosis ${Number(pe.band_kurtosis).toFixed(2)})` : "");
+    ph += "<br>scores: " + Object.entries(pe.scores_db || {}).map(([k, x]) => `${esc(k)} ${Number(x).toFixed(1)} dB`).join(", ");
+    ph += "<br>peaks: " + Object.entries(pe.peaks || {}).map(([k, x]) => `${esc(k)} ${Number(x[0]).toFixed(1)} Hz/${Number(x[1]).toFixed(1)} dB`).join(", ");
+  } else ph += "<br>(the alert carried no physics evidence)";
+  $("#ad-physics").innerHTML = ph;
+  $("#ad-label-cls").innerHTML = CLASSES.map((c) => `<option${c === (d.label || a.cls) ? " selected" : ""}>${c}</option>`).join("");
+  $("#ad-label-now").textContent = d.label ? "labelled " + d.label : "";
+  $("#ad-ack").disabled = !!d.ack; $("#ad-ack").textContent = d.ack ? "✓ acked by " + d.ack.by : "Ack";
+  if (d.view) {
+    const w = d.view;
+    $("#ad-ev-note").textContent = `${w.for_alert ? "The window uploaded for this alert" : "The sensor's nearest window"}: ${fmtTime(w.t_ms)}, ` +
+      `${w.n} samples at ${w.fs} Hz, ${w.rpm} rpm${w.rpm_assumed ? " (assumed)" : ""}, ${w.geometry}; envelope check says ${w.physics}. ` +
+      `BPFO ${w.markers.BPFO.toFixed(1)} Hz, BPFI ${w.markers.BPFI.toFixed(1)} Hz.`;
+    drawView(w, ["#ad-wave", "#ad-spec", "#ad-env"]);
+  } else {
+    $("#ad-ev-note").textContent = "No evidence window at this alert (the agent uploads them when [evidence] is enabled).";
+    clearCharts(["#ad-wave", "#ad-spec", "#ad-env"]);
+  }
+  const tr = d.trend.filter((r) => r.vel_rms_mm_s != null);
+  $("#ad-trend-note").textContent = tr.length ? `${tr.length} indicator readings; the alert is the purple line.` : "No indicators stored for this sensor around the alert.";
+  lineChart($("#ad-trend"), [tr.map((r) => r.t_ms / 1000), tr.map((r) => r.vel_rms_mm_s)],
+    {time: true, ylabel: "mm/s", ymin: 0, points: true, vlines: [["alert", a.ev_ms / 1000, "#6a1b9a"]]});
+  $("#ad-history tbody").innerHTML = d.history.map((h) => `<tr class="h-${esc(h.what)}"><td>${fmtTime(h.t_ms)}</td><td>${esc(h.what)}</td>
+    <td>${esc(h.by)}</td><td class="wrap">${esc(h.text)}</td></tr>`).join("");
+}
+$("#ad-ack").addEventListener("click", async () => {
+  try { await api(`/api/alerts/${encodeURIComponent(current.alert.id)}/ack`, {method: "POST", body: "{}"}); openAlert(current.alert.id); }
+  catch (e) { alert("ack failed: " + e.message); }
+});
+$("#ad-label").addEventListener("click", async () => {
+  try { await api(`/api/alerts/${encodeURIComponent(current.alert.id)}/label`, {method: "POST", body: JSON.stringify({cls: $("#ad-label-cls").value})});
+        openAlert(current.alert.id); } catch (e) { alert("label failed: " + e.message); }
+});
+$("#ad-note-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try { await api(`/api/alerts/${encodeURIComponent(current.alert.id)}/note`, {method: "POST", body: JSON.stringify({note: $("#ad-note").value})});
+        $("#ad-note").value = ""; $("#ad-note-msg").textContent = "stored"; openAlert(current.alert.id); }
+  catch (err) { $("#ad-note-msg").textContent = "not stored: " + err.message; }
+});
+
+// ---- sensor trends ----
+async function showTrends() {
+  const [site, gateway, sensor] = $("#trend-pick").value.split("/");
+  if (!sensor) return;
+  const until = Date.now(), since = until - Number($("#trend-range").value) * 3600e3;
+  const d = await api("/api/trends?" + new URLSearchParams({site, gateway, sensor, since_ms: since, until_ms: until}));
+  const z = d.iso.zones, s = d.series.filter((r) => r.vel != null);
+  const res = {raw: "raw indicators", 60: "1-min rollups (mean, min-max)", 3600: "1-h rollups (mean, min-max)"}[d.resolution];
+  $("#trend-note").textContent = `${s.length} points, ${res}` + (d.requested !== d.resolution ? ` (no ${d.requested}-s rollups yet)` : "") +
+    `; ISO 10816-3 group ${d.iso.group}, ${d.iso.foundation} foundation: zone B from ${z.B}, C from ${z.C}, D from ${z.D} mm/s; ` +
+    `latest ${d.iso.latest_vel != null ? Number(d.iso.latest_vel).toFixed(2) + " mm/s, zone " + d.iso.latest_zone : "-"}; ${d.alerts.length} alerts.`;
+  const t = s.map((r) => r.t_ms / 1000);
+  const alerts = d.alerts.map((a) => [a.verdict || a.cls, a.t_ms / 1000, "#6a1b9a"]);
+  const hl = Object.entries(z).map(([k, y]) => ["zone " + k, y, ZONE_COLORS[k]]);
+  const velData = [t, s.map((r) => r.vel)], names = ["velocity RMS"];
+  if (d.resolution !== "raw") { velData.push(s.map((r) => r.vel_min), s.map((r) => r.vel_max)); names.push("min", "max"); }
+  lineChart($("#tr-vel"), velData, {time: true, ylabel: "mm/s", ymin: 0, height: 260, names, hlines: hl, vlines: alerts,
+    colors: ["#1f77b4", "#9ecae1", "#9ecae1"], points: s.length < 200});
+  lineChart($("#tr-acc"), [t, s.map((r) => r.acc_rms), s.map((r) => r.kurtosis)], {time: true, names: ["acc RMS (g)", "kurtosis"],
+    height: 200, vlines: alerts, yrange: (u, mn, mx) => [0, mx || 1]});
+}
+$("#trend-load").addEventListener("click", () => showTrends().catch((e) => { $("#trend-note").textContent = e.message; }));
 
 // ---- models ----
 const targets = () => $("#targets").value.split(",").map((s) => s.trim()).filter(Boolean);

@@ -133,10 +133,92 @@ def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(drive
         note = driver.find_element(By.ID, "sensor-note").text
         assert "BPFO 104.6 Hz" in note and "1750 rpm" in note, note  # 3.5848 orders x 1750/60 Hz
         drawn = driver.execute_script(  # the envelope canvas is not blank
-            "const c = document.getElementById('c-env'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            "const c = document.querySelector('#c-env canvas'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
             "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;")
         assert drawn > 1000
         driver.save_screenshot(str(artifacts() / "dashboard-sensor.png"))
+    finally:
+        srv.close()
+        s.close()
+
+
+def _drawn(driver: Any, sel: str) -> int:
+    """Non-transparent pixels of the uPlot canvas inside ``sel`` (0: no canvas or blank)."""
+    return int(driver.execute_script(
+        "const c = document.querySelector(arguments[0] + ' canvas'); if (!c) return 0;"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;", sel))
+
+
+def test_alert_detail_and_trends_pages_draw_store_data(driver: Any, tmp_path: Path) -> None:
+    """An alert through the ingest (fused verdict, physics evidence), its evidence window, a day of indicators and
+    1-min rollups: the alert page shows the verdict, the charts and a note typed into it; the trends page the zones."""
+    from selenium.webdriver.common.by import By
+
+    from tests.cloud.test_alert_pages import EVIDENCE
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    s = Store(url)
+    now = int(time.time() * 1000)
+    t_alert = now - 1_800_000
+    a = proto.make_alert(site="plant", gateway="gw", sensor="de", kind="fault", state="raised", t_ns=t_alert * 1_000_000,
+                         cls="OR021", probability=0.91, physics="OR", agree=True, evidence=EVIDENCE,
+                         model={"name": "cnn_small", "version": "1", "sha256": "ab" * 32})
+    a["verdict"] = {"fault_type": "OR", "confidence": 0.87, "carried_by": ["model", "physics"], "model": "OR", "physics": "OR"}
+    from edgevib.cloud.ingest import normalize
+
+    rec = normalize("edgevib/v1/plant/gw/alerts", proto.dumps(a), recv_ms=t_alert + 50, mid="m-detail")
+    s.apply("alert", {**rec, "late": 0})
+    (tmp_path / "dataset").mkdir()
+    es = EvidenceStore(s, tmp_path / "dataset")
+    ev = EvidenceRecord.build(site="plant", gateway="gw", sensor="de", t_ns=t_alert * 1_000_000, rpm=1750.0,
+                              sample_rate=12000.0, reason="alert", alert_id=rec["id"], probs={"OR021": 0.91, "normal": 0.09},
+                              model={"name": "cnn_small", "version": "1", "sha256": "ab" * 32},
+                              window=outer_race_window(np.random.default_rng(5), 12000.0, 1750.0))
+    assert es.put(encode_evidence(ev), proto.Topics("plant", "gw").evidence) is not None
+    # a day of indicators every 5 min, drifting from zone A into zone C (group 2, rigid: B 1.4, C 2.8, D 4.5 mm/s)
+    for k in range(289):
+        t = now - 86_400_000 + k * 300_000
+        vel = 1.0 + 2.6 * (k / 288) ** 3
+        zone = "A" if vel <= 1.4 else "B" if vel <= 2.8 else "C"
+        s.apply("indicator", {"id": f"i{k}", "site": "plant", "gateway": "gw", "sensor": "de", "asset": "plant/gw/de",
+                              "t_ms": t, "recv_ms": t, "acc_rms_g": vel / 8, "acc_peak_g": vel / 2, "crest": 4.0,
+                              "kurtosis": 3.0 + k / 100, "vel_rms_mm_s": vel, "iso_zone": zone, "iso_group": 2,
+                              "iso_foundation": "rigid"})
+        s.apply("indicator_rollup", {"site": "plant", "gateway": "gw", "sensor": "de", "asset": "plant/gw/de",
+                                     "resolution_s": 60, "window_start": t, "window_end": t + 60_000, "n": 6,
+                                     "vel_min": vel * 0.9, "vel_mean": vel, "vel_max": vel * 1.1, "acc_rms_min": vel / 9,
+                                     "acc_rms_mean": vel / 8, "acc_rms_max": vel / 7, "kurtosis_min": 3.0,
+                                     "kurtosis_mean": 3.0 + k / 100, "kurtosis_max": 3.5 + k / 100, "worst_zone": zone})
+    srv = Served(url, evidence_dir=tmp_path / "dataset")
+    try:
+        driver.get(f"{srv.base}/login?token={TOKEN}")
+        wait_until(lambda: bool(driver.find_elements(By.ID, f"alert-{rec['id']}")), 15, "the alert in the table")
+        driver.find_element(By.CSS_SELECTOR, f"#alert-{rec['id']} a.open-alert").click()
+        wait_until(lambda: driver.find_element(By.ID, "ad-verdict").text == "OR (87 %)", 15, "the fused verdict")
+        assert "carried by model + physics" in driver.find_element(By.ID, "ad-verdict-note").text
+        physics = driver.find_element(By.ID, "ad-physics").text
+        assert "agrees" in physics and "OR 14.2 dB" in physics and "bpfo 107.5 Hz" in physics, physics
+        assert "The window uploaded for this alert" in driver.find_element(By.ID, "ad-ev-note").text
+        for sel in ("#ad-wave", "#ad-spec", "#ad-env", "#ad-trend"):
+            assert _drawn(driver, sel) > 1000, sel
+        driver.find_element(By.ID, "ad-note").send_keys("bearing noise confirmed on site")
+        driver.find_element(By.CSS_SELECTOR, "#ad-note-form button").click()
+        wait_until(lambda: "bearing noise confirmed on site" in driver.find_element(By.ID, "ad-history").text, 10,
+                   "the note in the history")
+        assert s.query("SELECT note FROM alert_notes WHERE alert_id = ?", (rec["id"],)) == [("bearing noise confirmed on site",)]
+        driver.save_screenshot(str(artifacts() / "dashboard-alert-detail.png"))
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        driver.save_screenshot(str(artifacts() / "dashboard-alert-detail-history.png"))
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="trends"]').click()
+        wait_until(lambda: "plant/gw/de" in driver.find_element(By.ID, "trend-pick").text, 10, "the sensor list")
+        driver.find_element(By.ID, "trend-load").click()
+        wait_until(lambda: "1-min rollups" in driver.find_element(By.ID, "trend-note").text, 15, "the trend")
+        note = driver.find_element(By.ID, "trend-note").text
+        assert "zone B from 1.4, C from 2.8, D from 4.5 mm/s" in note and "zone C" in note and "1 alerts" in note, note
+        assert _drawn(driver, "#tr-vel") > 1000 and _drawn(driver, "#tr-acc") > 1000
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(artifacts() / "dashboard-trends.png"))
     finally:
         srv.close()
         s.close()
