@@ -87,10 +87,42 @@ def _base(args: argparse.Namespace) -> int:
     from edgevib.models.data import load_dir  # noqa: PLC0415
     from edgevib.models.split import time_split  # noqa: PLC0415
 
+    if args.arch == "faulttype":
+        return _faulttype_base(args)
+    if len(args.data) != 1:
+        from edgevib.errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError("cloud.base", f"{len(args.data)} --data folders", "pass one folder (or use --arch faulttype)")
     classes = tuple(args.classes or CLASSES_10)
-    train, holdout = time_split(load_dir(args.data, classes), classes=classes, test_frac=args.holdout)
+    train, holdout = time_split(load_dir(args.data[0], classes), classes=classes, test_frac=args.holdout)
     path = save_base(args.out, train, holdout)
     print(f"{path}: {len(train)} training and {len(holdout)} held-out windows, classes {', '.join(classes)}")
+    return 0
+
+
+def _faulttype_base(args: argparse.Namespace) -> int:
+    """Order features of every rig's recordings (+ simulated bearings, as the fleet model is
+    trained): the newest ``--holdout`` of each recording's windows held out, one window of gap."""
+    import numpy as np  # noqa: PLC0415
+    from edgevib.cloud.retrain import save_faulttype_base  # noqa: PLC0415
+    from edgevib.models import faulttype as ft  # noqa: PLC0415
+    from edgevib.models.data import load_dir  # noqa: PLC0415
+    from edgevib.models.faulttype_cli import SIM_RECORDINGS  # noqa: PLC0415
+
+    feats = ft.features_of([r for d in args.data for r in load_dir(d)])
+    hold = np.zeros(len(feats.y), bool)
+    gap = np.zeros(len(feats.y), bool)
+    for rec in np.unique(feats.rec):
+        idx = np.flatnonzero(feats.rec == rec)  # in time order
+        n = int(np.ceil(len(idx) * args.holdout)) if len(idx) >= 3 else 0
+        if n:
+            hold[idx[-n:]] = True
+            gap[idx[-n - 1]] = True  # overlaps the first held-out window (hop = window / 2)
+    sims = [ft.features_of(ft.simulated(SIM_RECORDINGS if args.sim is None else args.sim, seed=0))] if args.sim != 0 else []
+    train = ft.FeatureSet.concat([feats.select(~hold & ~gap), *sims])
+    path = save_faulttype_base(args.out, train, feats.select(hold))
+    print(f"{path}: {len(train.y)} training and {int(hold.sum())} held-out order-feature windows "
+          f"(rigs {', '.join(sorted(set(feats.rig.tolist())))})")
     return 0
 
 
@@ -167,7 +199,13 @@ def register(subparsers: Any) -> None:
     rt.add_argument("--once", action="store_true", help="run pending triggers once, print results as JSON")
     rt.set_defaults(func=_retrain)
     b = sub.add_parser("base", help="write the retrain worker's fixed training + held-out set (.npz)")
-    b.add_argument("--data", type=Path, required=True, help="directory of recordings (.npz / .mat)")
+    b.add_argument("--data", type=Path, required=True, nargs="+",
+                   help="directory of recordings (.npz / .mat); --arch faulttype: one per rig, e.g. ../shared/cwru "
+                        "../shared/bearings")
+    b.add_argument("--arch", choices=("windows", "faulttype"), default="windows",
+                   help="windows: for retrain.arch nsae-lcn/cnn; faulttype: order features for retrain.arch faulttype")
+    b.add_argument("--sim", type=int, default=None, help="faulttype: simulated recordings in the replay set "
+                                                          "(default: as the fleet model; 0: none)")
     b.add_argument("--classes", nargs="+", help="classes to keep (default: the 10 CWRU classes)")
     b.add_argument("--holdout", type=float, default=0.3, help="newest share of each recording held out")
     b.add_argument("--out", type=Path, required=True)

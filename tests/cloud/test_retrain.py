@@ -314,3 +314,16 @@ def test_faulttype_config_and_base_mismatch_name_the_fix(tmp_path: Path) -> None
              x_holdout=np.zeros((2, 8), np.float32), y_holdout=np.array(["normal", "OR"]), fs=np.float64(12000))
     with pytest.raises(CloudError, match="--arch faulttype"):
         Worker(RetrainConfig(base=str(b), arch="faulttype"), Store("sqlite:///:memory:"), None, broker_url="x")
+
+
+def test_cli_faulttype_base(cwru_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgevib.models.faulttype import CLASSES, FEATURES
+
+    from edgevib.cli import main
+
+    out = tmp_path / "ft.npz"
+    assert main(["cloud", "base", "--arch", "faulttype", "--data", str(cwru_dir), "--sim", "0", "--out", str(out)]) == 0
+    b = load_base(out)
+    assert b.kind == "orders" and b.x_train.shape[1] == b.x_holdout.shape[1] == len(FEATURES)
+    assert b.rig_train is not None and len(b.rig_train) == len(b.y_train) > 0 and len(b.y_holdout) > 0
+    assert set(b.y_train.tolist()) <= set(CLASSES) and "order-feature windows" in capsys.readouterr().out
