@@ -58,6 +58,7 @@ RPM_SOURCES = {"configured": 0, "topic": 1, "estimated": 2}
 # busiest) and stays under HEARTBEAT_MAX_BYTES whatever names arrive (docs/protocol.md).
 HEARTBEAT_SENSORS = 100
 HEARTBEAT_MAX_BYTES = 60_000
+SPEED_ESTIMATES_PER_STEP = 2  # sensors whose speed one step estimates at most (estimate_speeds)
 INDICATORS_PER_STEP = 4  # sensors whose indicators one step computes at most (publish_indicators)
 
 
@@ -206,13 +207,17 @@ class Agent:
         2 s around the configured ``rpm``; a confident estimate becomes the speed in use, a
         refusal keeps the speed in use as it was."""
         fs = self.model.meta.sample_rate
+        done = 0
         for name, s in self.sensors.items():
             sc = self.cfg.sensor(name)
             if sc.rpm_topic or not sc.speed_estimate or now < s.next_speed:
                 continue
+            if done >= SPEED_ESTIMATES_PER_STEP:  # ~16 ms each: 50 sensors due at once stalled the loop 0.8 s
+                break
             x = s.windower.recent()
             if x.size < SPEED_HISTORY_S * fs:  # just started or reset by a gap: wait for 2 s
                 continue
+            done += 1
             s.next_speed = now + sc.speed_interval_s
             try:
                 est = estimate_speed(x, fs, sc.rpm, search=sc.speed_search)
@@ -293,7 +298,7 @@ class Agent:
             s = self.sensors[p.sensor]
             self.metrics.inc("windows", sensor=p.sensor)
             if self.sampler is not None:  # before the alerter: an alert's windows include this one
-                self.sampler.observe(p.sensor, p.t_end_ns, p.x, row, s.rpm)
+                self.sampler.observe(p.sensor, p.t_end_ns, p.x, row, s.rpm, s.evidence.geometry)
             for ev in s.alerter.update_probs(row, classes):
                 self._alert(p, s, "fault", ev, row)
             s.seen += 1
