@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import uvicorn
-from edgevib.cloud import ops
+from edgevib.cloud import alert_view, ops
+from edgevib.cloud.dashboard_guard import RequestGuard, StreamSlots
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.models_view import ModelsView
 from edgevib.cloud.sensor_data import sensor_payload, sensors
@@ -94,6 +95,8 @@ class Dashboard:
     def __init__(self, store_url: str, *, broker_url: str | None = None, evidence_dir: Path | None = None,
                  registry_dir: Path | None = None, poll_s: float = 0.5) -> None:
         self.store_url, self.broker_url, self.evidence_dir, self.poll_s = store_url, broker_url, evidence_dir, poll_s
+        self.max_page = 2000
+        self.streams = StreamSlots(32)  # live alert streams open at once
         self.store = Store(store_url)
         self.lock = threading.Lock()
         self.models = ModelsView(store_url, broker_url, registry_dir)
@@ -127,7 +130,7 @@ def routes(d: Dashboard) -> list[Route | Mount]:
         return FileResponse(STATIC / "index.html")
 
     async def list_alerts(req: Request) -> Response:
-        flt, limit = _filter(req), min(int(req.query_params.get("limit", "200")), 2000)
+        flt, limit = _filter(req), min(int(req.query_params.get("limit", "200")), d.max_page)
         cursor = await run_in_threadpool(d.db, ops.cursor_now)  # before the query: SSE resumes from here
         rows = await run_in_threadpool(d.db, lambda s: ops.alerts(s, flt, limit=limit))
         return JSONResponse({"alerts": rows, "cursor": list(cursor)})
@@ -136,21 +139,27 @@ def routes(d: Dashboard) -> list[Route | Mount]:
         flt, q = _filter(req), req.query_params
         cursor = ((int(q["after_ms"]), q.get("after_id", "")) if "after_ms" in q
                   else await run_in_threadpool(d.db, ops.cursor_now))
+        refused = d.streams.acquire()  # dashboard.max_sse_clients: the next stream gets 503
+        if refused is not None:
+            return refused
 
         async def events() -> AsyncIterator[str]:
             nonlocal cursor
-            yield "retry: 2000\n: connected\n\n"
-            quiet = 0.0
-            while not await req.is_disconnected():
-                rows = await run_in_threadpool(d.db, lambda s, c=cursor: ops.alerts_since(s, c, flt))
-                for r in rows:
-                    cursor = ops.cursor_of(r)
-                    yield f"event: alert\ndata: {json.dumps(r)}\n\n"
-                quiet = 0.0 if rows else quiet + d.poll_s
-                if quiet >= 15:  # keep proxies from closing an idle stream
-                    quiet = 0.0
-                    yield ": keepalive\n\n"
-                await anyio.sleep(d.poll_s)
+            try:
+                yield "retry: 2000\n: connected\n\n"
+                quiet = 0.0
+                while not await req.is_disconnected():
+                    rows = await run_in_threadpool(d.db, lambda s, c=cursor: ops.alerts_since(s, c, flt))
+                    for r in rows:
+                        cursor = ops.cursor_of(r)
+                        yield f"event: alert\ndata: {json.dumps(r)}\n\n"
+                    quiet = 0.0 if rows else quiet + d.poll_s
+                    if quiet >= 15:  # keep proxies from closing an idle stream
+                        quiet = 0.0
+                        yield ": keepalive\n\n"
+                    await anyio.sleep(d.poll_s)
+            finally:
+                d.streams.release()
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -202,6 +211,48 @@ def routes(d: Dashboard) -> list[Route | Mount]:
             return _err(exc, 400)
         return JSONResponse(out)
 
+    async def alert_page(req: Request) -> Response:
+        q = req.query_params
+        try:
+            out = await run_in_threadpool(d.db, lambda s: alert_view.alert_detail(
+                s, req.path_params["id"], geometry=q.get("geometry") or "cwru-de-6205", evidence_dir=d.evidence_dir))
+        except ops.NotFound as exc:
+            return _err(exc, 404)
+        except CloudError as exc:
+            return _err(exc, 400)
+        return JSONResponse(json.loads(json.dumps(out, default=str)))
+
+    async def note(req: Request) -> Response:
+        try:
+            body = await req.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"error": 'send a JSON object {"note": "text"}'}, status_code=400)
+        try:
+            row = await run_in_threadpool(d.db, lambda s: alert_view.add_note(
+                s, req.path_params["id"], body.get("note"), by=body.get("by", "dashboard"), now_ms=int(time.time() * 1000)))
+        except ops.NotFound as exc:
+            return _err(exc, 404)
+        except ValueError as exc:
+            return _err(exc, 400)
+        return JSONResponse(row)
+
+    async def trends(req: Request) -> Response:
+        q = req.query_params
+        try:
+            now = int(time.time() * 1000)
+            until = int(q.get("until_ms") or now)
+            since = int(q.get("since_ms") or until - 86_400_000)
+            out = await run_in_threadpool(d.db, lambda s: alert_view.sensor_trends(
+                s, q["site"], q["gateway"], q["sensor"], since_ms=since, until_ms=until,
+                resolution=q.get("resolution") or "auto"))
+        except KeyError as exc:
+            return JSONResponse({"error": f"missing query parameter {exc}"}, status_code=400)
+        except ValueError as exc:
+            return _err(exc, 400)
+        return JSONResponse(out)
+
     async def models(_req: Request) -> Response:
         return JSONResponse(await run_in_threadpool(d.db, d.models.overview))
 
@@ -225,6 +276,8 @@ def routes(d: Dashboard) -> list[Route | Mount]:
     return [
         Route("/", index), Route("/api/alerts", list_alerts), Route("/api/alerts/stream", stream),
         Route("/api/alerts/{id}/ack", ack, methods=["POST"]), Route("/api/alerts/{id}/label", label, methods=["POST"]),
+        Route("/api/alerts/{id}/detail", alert_page), Route("/api/alerts/{id}/note", note, methods=["POST"]),
+        Route("/api/trends", trends),
         Route("/api/fleet", fleet), Route("/api/sensors", sensor_list), Route("/api/sensor", sensor),
         Route("/api/models", models), Route("/api/models/push", push, methods=["POST"]),
         Route("/api/models/rollback", rollback, methods=["POST"]),
@@ -241,14 +294,21 @@ async def _json(req: Request) -> dict[str, Any]:
 
 
 def create_app(store_url: str, token: str, *, broker_url: str | None = None, evidence_dir: Path | None = None,
-               registry_dir: Path | None = None, poll_s: float = 0.5) -> Starlette:
-    """The dashboard app; ``app.state.dashboard`` holds the store and watches (``close()`` them)."""
+               registry_dir: Path | None = None, poll_s: float = 0.5, max_sse_clients: int = 32,
+               max_page: int = 2000) -> Starlette:
+    """The dashboard app; ``app.state.dashboard`` holds the store and watches (``close()`` them).
+
+    Query strings are checked and live streams counted (cloud/dashboard_guard.py) behind the token check.
+    """
     if len(token) < 16:
         raise CloudError("cloud.dashboard", "token shorter than 16 characters", "use new_token() or a long random string")
     d = Dashboard(store_url, broker_url=broker_url, evidence_dir=evidence_dir, registry_dir=registry_dir, poll_s=poll_s)
     app = Starlette(routes=routes(d))
+    d.max_page = max_page  # the default page is cut to it; a larger ?limit= gets 400 (RequestGuard)
     app.state.dashboard = d
-    app.add_middleware(TokenGate, token=token)
+    d.streams = StreamSlots(max_sse_clients)
+    app.add_middleware(RequestGuard, max_page=max_page)
+    app.add_middleware(TokenGate, token=token)  # added last: runs first
     return app
 
 

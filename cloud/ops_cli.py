@@ -181,7 +181,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         print(f"edgevib dashboard: no store at {store_url} yet: it stays empty until the cloud job "
               "(edgevib cloud run) writes there; check --store if that is not what you meant", file=sys.stderr)
     app = create_app(store_url, token, broker_url=args.broker, evidence_dir=args.evidence_dir or cfg.evidence.dataset_dir,
-                     registry_dir=args.registry)
+                     registry_dir=args.registry, max_sse_clients=dc.max_sse_clients, max_page=dc.max_page)
     if port == 0:
         from edgevib.cloud.dashboard import free_port  # noqa: PLC0415
 

@@ -32,7 +32,8 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "alerts": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "asset TEXT", "akind TEXT",
                 "state TEXT", "cls TEXT", "severity TEXT", "probability DOUBLE PRECISION", "ev_ms BIGINT",
                 "recv_ms BIGINT", "stored_ms BIGINT", "late INTEGER", "model_name TEXT",
-                "model_version TEXT", "mid TEXT"), ("id",)),
+                "model_version TEXT", "mid TEXT", "verdict TEXT", "verdict_confidence DOUBLE PRECISION",
+                "detail TEXT"), ("id",)),
     "asset_counts": (("asset TEXT", "site TEXT", "window_start BIGINT", "window_end BIGINT", "cls TEXT",
                       "severity TEXT", "n BIGINT"), ("asset", "window_start", "cls", "severity")),
     "site_counts": (("site TEXT", "window_start BIGINT", "window_end BIGINT", "cls TEXT", "severity TEXT",
@@ -53,7 +54,10 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "evidence": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "t_ms BIGINT", "rpm DOUBLE PRECISION",
                   "sample_rate BIGINT", "reason TEXT", "alert_id TEXT", "pred_cls TEXT",
                   "probability DOUBLE PRECISION", "model_name TEXT", "model_version TEXT", "model_sha256 TEXT",
-                  "label TEXT", "labelled_ms BIGINT", "path TEXT", "nbytes BIGINT", "stored_ms BIGINT"), ("id",)),
+                  "label TEXT", "labelled_ms BIGINT", "path TEXT", "nbytes BIGINT", "stored_ms BIGINT",
+                  # the sensor's bearing, when the record carries it (order features need it and rpm)
+                  "n_balls BIGINT", "ball_diameter DOUBLE PRECISION", "pitch_diameter DOUBLE PRECISION",
+                  "contact_angle_deg DOUBLE PRECISION"), ("id",)),
     # Operators' labels of alerts (the class they confirmed or corrected).
     "labels": (("alert_id TEXT", "site TEXT", "gateway TEXT", "cls TEXT", "labelled_by TEXT", "labelled_ms BIGINT",
                 "n_windows BIGINT"), ("alert_id",)),
@@ -71,6 +75,8 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                       "result TEXT", "reason TEXT"), ("site", "gateway", "ts_ms")),
     # Operators' acknowledgements of alerts (dashboard / `edgevib alerts ack`); one per alert.
     "alert_acks": (("alert_id TEXT", "acked_by TEXT", "acked_ms BIGINT", "note TEXT"), ("alert_id",)),
+    # Operators' free-text notes on an alert (dashboard alert page); many per alert, shown in its history.
+    "alert_notes": (("id TEXT", "alert_id TEXT", "noted_by TEXT", "noted_ms BIGINT", "note TEXT"), ("id",)),
     # Condition indicators (edgevib.indicators/1), one row per sensor and interval ...
     "indicators": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "asset TEXT", "t_ms BIGINT", "recv_ms BIGINT",
                     "acc_rms_g DOUBLE PRECISION", "acc_peak_g DOUBLE PRECISION", "crest DOUBLE PRECISION",
@@ -90,6 +96,9 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 # Severity names before the protocol had one vocabulary (edgevib.edge.protocol.SEVERITIES).
 _OLD_SEVERITY = {"low": "info", "medium": "warning", "high": "critical"}
+
+# Tables that gained columns after stores were written (checked at open, added when missing).
+_ADDED_COLUMNS = ("alerts", "evidence")
 
 # Columns a replay must not overwrite: the first store time is what latency is measured on.
 _KEEP_FIRST = {"stored_ms"}
@@ -138,9 +147,25 @@ class Store:
     def init_schema(self) -> None:
         for table, (cols, pk) in TABLES.items():
             self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, PRIMARY KEY ({', '.join(pk)}))")
+        self._add_new_columns()
         self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_asset ON alerts (asset, ev_ms)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS indicators_sensor ON indicators (site, gateway, sensor, t_ms)")
         self._migrate_severities()
+
+    def _columns(self, table: str) -> set[str]:
+        if self.kind == "sqlite":
+            return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
+        return {r[0] for r in self.query("SELECT column_name FROM information_schema.columns WHERE "
+                                         "table_name = ? AND table_schema = current_schema()", (table,))}
+
+    def _add_new_columns(self) -> None:
+        """A store written before a column was added to a table (alerts' verdict): add it, empty (NULL)."""
+        for table in _ADDED_COLUMNS:
+            have = self._columns(table)
+            for col in TABLES[table][0]:
+                if col.split()[0] not in have:
+                    log.warning("store %s: adding column %s.%s (an older store)", self.url, table, col.split()[0])
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
 
     def _migrate_severities(self) -> None:
         """A store written before the one severity vocabulary: rename low/medium/high in place, once.
@@ -293,6 +318,6 @@ KIND_TABLE = {
     "health": "asset_health", "incident": "incidents", "gateway": "gateways",
     "fleet_event": "fleet_events", "dead": "dead_letters",
     "evidence": "evidence", "label": "labels", "retrain_trigger": "retrain_triggers", "retrain_run": "retrain_runs",
-    "rollout": "rollouts", "model_status": "model_status", "alert_ack": "alert_acks",
+    "rollout": "rollouts", "model_status": "model_status", "alert_ack": "alert_acks", "alert_note": "alert_notes",
     "indicator": "indicators", "indicator_rollup": "indicator_rollups",
 }
