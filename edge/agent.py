@@ -132,7 +132,7 @@ class Agent:
         if s is None:
             sc, meta = self.cfg.sensor(name), self.model.meta
             # 2 s of history: the speed estimate needs them (1 s is refused far more often)
-            s = _Sensor(SensorWindower(meta.window, self.cfg.hop, meta.sample_rate, history_s=SPEED_HISTORY_S),
+            s = _Sensor(SensorWindower(meta.window, self.cfg.hop or meta.hop, meta.sample_rate, history_s=SPEED_HISTORY_S),
                         Alerter(self._fault_policy, self.clock),
                         AnomalyDetector(self._anomaly_baseline) if self.cfg.alert.anomaly else None,
                         Alerter(self._anomaly_policy, self.clock), sc.rpm, sc.asset or name,

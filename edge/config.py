@@ -230,7 +230,7 @@ class AgentConfig:
     threads: int = 1
     batch_size: int = 32
     batch_deadline_ms: float = 20.0
-    hop: int = 1024
+    hop: int = 0  # samples between windows; 0: the model's own (its edgevib.hop)
     heartbeat_s: float = 5.0
     keepalive_s: int = 30
     inbox_size: int = 20_000
@@ -259,7 +259,9 @@ class AgentConfig:
             except Exception as exc:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)!r}",
                                   "use 1-64 characters of A-Z a-z 0-9 _ - . :") from exc
-        for key in ("threads", "batch_size", "hop", "inbox_size", "max_frame_samples", "keepalive_s",
+        if self.hop < 0:
+            raise ConfigError("edge.config.hop", f"hop={self.hop}", "use hop >= 1 samples, or 0 for the model's own hop")
+        for key in ("threads", "batch_size", "inbox_size", "max_frame_samples", "keepalive_s",
                     "max_sensors"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)}", f"use {key} >= 1")

@@ -37,7 +37,9 @@ from edgevib.models.simulate import simulate
 
 log = logging.getLogger(__name__)
 WINDOW, HOP = 8192, 4096  # 0.68 s at 12 kHz: 1.5 Hz lines, enough to part BPFO, 2xBSF and BPFI at 600 rpm
-# The agent's hop (its metadata's): a new window every 85 ms, so k-of-n confirms within 1 s of signal.
+# The agent's hop (the model's edgevib.hop): a new window every 85 ms, so 3 of 5 windows
+# confirm an alert 0.85 s after a fault's signal begins. A gateway short of CPU sets
+# `hop = 4096` (1.37 s, a quarter of the feature work; docs/edge_footprint.md).
 AGENT_HOP = 1024
 CLASSES: tuple[str, ...] = FAULT_TYPES  # ("normal", "B", "IR", "OR")
 _COMP = "models.faulttype"

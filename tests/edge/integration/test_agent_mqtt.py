@@ -201,7 +201,9 @@ def test_sigkill_with_alerts_in_the_outbox_then_restart_delivers_them(
     # it raises alerts it cannot send. Then it is killed before it could ever send them.
     os.kill(p1.pid, signal.SIGSTOP)
     for s in ("k1", "k2", "k3"):
-        stream_recording(tx, T, s, rec, frame=4096)
+        # int16: 2 s of three sensors (144 kB) fit the stopped agent's socket buffer, as 1 s of
+        # float32 did when the default model's window was 2048 samples
+        stream_recording(tx, T, s, rec, frame=4096, dtype="int16")
     time.sleep(1.0)
     broker.stop()
     os.kill(p1.pid, signal.SIGCONT)
