@@ -1,4 +1,4 @@
-"""``edgevib cloud run|bridge|collect|job|retrain|base|status|config``: the fleet aggregation job and its tools."""
+"""``edgevib cloud run|bridge|collect|job|retrain|base|status|maintain|config``: the fleet aggregation job and its tools."""
 
 from __future__ import annotations
 
@@ -172,6 +172,22 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintain(args: argparse.Namespace) -> int:
+    """Apply ``[retention]`` to the store once: per table rows deleted and kept (cloud/retention.py)."""
+    from edgevib.cloud.retention import Retention, format_report  # noqa: PLC0415
+    from edgevib.cloud.store import Store  # noqa: PLC0415
+
+    cfg = _cfg(args)
+    store = Store(cfg.store_url)
+    try:
+        report = Retention(store, cfg.retention, evidence_dir=cfg.evidence.dataset_dir).run(
+            vacuum=True if args.vacuum else None)
+    finally:
+        store.close()
+    print(json.dumps(report.as_dict(), indent=2, sort_keys=True) if args.json else format_report(report))
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     print("\n".join(describe(CloudConfig)))
     return 0
@@ -211,5 +227,11 @@ def register(subparsers: Any) -> None:
     b.add_argument("--out", type=Path, required=True)
     b.set_defaults(func=_base)
     sub.add_parser("status", parents=[common], help="store summary as JSON").set_defaults(func=_status)
+    m = sub.add_parser("maintain", parents=[common], help="apply [retention] to the store once (batched deletes)")
+    m.add_argument("--vacuum", action="store_true",
+                   help="SQLite: VACUUM after the deletes (default: only when retention.vacuum and a quarter of the "
+                        "file is free); PostgreSQL: VACUUM (ANALYZE) the tables that lost rows")
+    m.add_argument("--json", action="store_true", help="print the report as JSON")
+    m.set_defaults(func=_maintain)
     sub.add_parser("config", help="list settings and their EDGEVIB_ variables").set_defaults(func=_config)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

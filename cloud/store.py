@@ -100,6 +100,22 @@ _OLD_SEVERITY = {"low": "info", "medium": "warning", "high": "critical"}
 # Tables that gained columns after stores were written (checked at open, added when missing).
 _ADDED_COLUMNS = ("alerts", "evidence")
 
+# (name, table, columns): what retention's batched age deletes and the trend page's alert list read.
+_INDEXES = (
+    ("indicators_t", "indicators", "t_ms"),
+    ("indicator_rollups_age", "indicator_rollups", "resolution_s, window_start"),
+    ("dead_letters_recv", "dead_letters", "recv_ms"),
+    ("fleet_events_ts", "fleet_events", "ts_ms"),
+    ("asset_counts_ws", "asset_counts", "window_start"),
+    ("site_counts_ws", "site_counts", "window_start"),
+    ("asset_health_ws", "asset_health", "window_start"),
+    ("model_status_ts", "model_status", "ts_ms"),
+    ("evidence_t", "evidence", "t_ms"),
+    ("alerts_ev", "alerts", "ev_ms"),
+    ("alerts_sensor", "alerts", "site, gateway, sensor, ev_ms"),
+    ("alert_notes_alert", "alert_notes", "alert_id"),
+)
+
 # Columns a replay must not overwrite: the first store time is what latency is measured on.
 _KEEP_FIRST = {"stored_ms"}
 
@@ -150,6 +166,10 @@ class Store:
         self._add_new_columns()
         self.conn.execute("CREATE INDEX IF NOT EXISTS alerts_asset ON alerts (asset, ev_ms)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS indicators_sensor ON indicators (site, gateway, sensor, t_ms)")
+        # Age deletes of cloud/retention.py (one time column per table) and the dashboard's
+        # per-sensor alert list (trends); rollups' trend reads use their primary key.
+        for name, on, columns in _INDEXES:
+            self.conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on} ({columns})")
         self._migrate_severities()
 
     def _columns(self, table: str) -> set[str]:
