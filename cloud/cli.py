@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         threading.Thread(target=_worker(cfg).run, args=(stop,), name="retrain", daemon=True).start()
     else:
         log.info("cloud: no retrain worker (set retrain.base to a dataset from `edgevib cloud base`)")
+    threading.Thread(target=_retention_loop, args=(cfg, stop), name="retention", daemon=True).start()
     try:
         restore = None if args.fresh else latest_checkpoint(cfg.checkpoint_dir)
         log.info("cloud: job starting (restore from %s); store %s", restore or "nothing", cfg.store_url)
@@ -50,6 +51,30 @@ def _run(args: argparse.Namespace) -> int:
         collector.stop()
         bridge.stop()
     return 0
+
+
+def _retention_loop(cfg: CloudConfig, stop: threading.Event, first_s: float = 60.0) -> None:
+    """``[retention]`` every ``retention.interval_s`` (the first run ``first_s`` after start), until ``stop``.
+
+    Never VACUUMs: on SQLite that would hold the write lock while the job writes (freed pages
+    are reused by new rows; shrink the file with ``edgevib cloud maintain --vacuum``).
+    """
+    from edgevib.cloud.retention import Retention  # noqa: PLC0415
+    from edgevib.cloud.store import Store  # noqa: PLC0415
+
+    wait = min(first_s, cfg.retention.interval_s)
+    while not stop.wait(wait):
+        wait = cfg.retention.interval_s
+        try:
+            store = Store(cfg.store_url)
+            try:
+                report = Retention(store, cfg.retention, evidence_dir=cfg.evidence.dataset_dir).run(vacuum=False)
+            finally:
+                store.close()
+            log.info("cloud: retention deleted %d rows in %.1f s (%s)", report.deleted, report.seconds,
+                     ", ".join(f"{t.name} {t.deleted}" for t in report.tables if t.deleted) or "nothing due")
+        except Exception:  # noqa: BLE001 - the next interval tries again; the job goes on
+            log.exception("cloud: retention failed")
 
 
 def _worker(cfg: CloudConfig) -> Any:

@@ -196,6 +196,31 @@ def test_maintain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], mo
     assert "retention.indicators_days" in capsys.readouterr().err
 
 
+def test_cloud_run_applies_retention_every_interval(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from edgevib.cloud.cli import _retention_loop
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = Store(url)
+    s.apply_many("dead", [{"mid": f"d{i}", "recv_ms": i, "reason": "bad_json"} for i in range(5)])
+    cfg = load_config(None, env={}, overrides={"store_url": url, "evidence": {"dataset_dir": str(tmp_path / "ds")},
+                                               "retention": {"interval_s": 0.05}})
+    stop = threading.Event()
+    th = threading.Thread(target=_retention_loop, args=(cfg, stop), daemon=True)
+    th.start()
+    deadline = time.monotonic() + 10
+    while s.query("SELECT COUNT(*) FROM dead_letters WHERE mid LIKE 'd%'")[0][0] and time.monotonic() < deadline:
+        s.apply("dead", {"mid": "late", "recv_ms": 0, "reason": "bad_json"})  # the job goes on writing meanwhile
+        time.sleep(0.02)
+    stop.set()
+    th.join(5)
+    assert not th.is_alive()
+    assert s.query("SELECT COUNT(*) FROM dead_letters WHERE mid LIKE 'd%'")[0][0] == 0
+    s.close()
+
+
 def test_config_refuses_rollups_kept_shorter_than_raw_rows() -> None:
     from edgevib.errors import ConfigError
 
