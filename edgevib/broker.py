@@ -1,8 +1,10 @@
 """Find an MQTT broker, or run a private Mosquitto for tests and the demo.
 
->>> b = MosquittoProcess()          # doctest: +SKIP
->>> b.start(); b.url                # doctest: +SKIP
-'mqtt://127.0.0.1:40123'
+>>> b = MosquittoProcess()          # a private Mosquitto on a free port
+>>> b.start(); reachable("127.0.0.1", b.port), b.url == f"mqtt://127.0.0.1:{b.port}"
+(True, True)
+>>> b.stop(); reachable("127.0.0.1", b.port, 0.2)
+False
 """
 
 from __future__ import annotations

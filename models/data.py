@@ -1,9 +1,9 @@
 """Load CWRU recordings (``.mat`` as downloaded, the single-variable ``x`` form, the
 project's ``.npz``) into :class:`Recording` objects, and resample them.
 
->>> rec = load_recording("../shared/cwru/mat/12k_Drive_End_IR007_0_105.mat")  # doctest: +SKIP
->>> rec.class_name, rec.fs, rec.rpm                                           # doctest: +SKIP
-('IR007', 12000.0, 1797.0)
+>>> rec = load_recording("../shared/cwru/mat/12k_Drive_End_IR007_0_105.mat")  # from the repo root
+>>> rec.class_name, rec.fs, rec.rpm, rec.rig
+('IR007', 12000.0, 1797.0, 'cwru')
 """
 
 from __future__ import annotations

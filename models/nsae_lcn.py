@@ -8,10 +8,10 @@ averages the ReLU responses over segments (shift invariance) and ends in a softm
 classifier. Both stages are fitted with L-BFGS on analytic gradients; no deep-learning
 framework is involved. ``to_onnx`` lives in :mod:`edgevib.models.nsae_lcn_onnx`.
 
->>> ws = ...                                      # doctest: +SKIP
->>> model = train(ws, seed=0)                     # doctest: +SKIP
->>> model.predict_proba(ws.x3d()).shape           # doctest: +SKIP
-(N, 10)
+Use (``ws`` a :class:`edgevib.models.split.WindowSet`; tests/models/test_nsae_lcn.py runs it)::
+
+    model = train(ws, seed=0)
+    model.predict_proba(ws.x3d()).shape   # (N, len(ws.classes))
 """
 
 from __future__ import annotations
