@@ -37,7 +37,9 @@ EVIDENCE_NEAR_MS = 60_000  # an evidence window this close to the alert stands f
 TREND_AROUND_MS = 3_600_000  # the alert page's indicator trend: +-1 h
 MAX_TREND_POINTS = 5000
 RAW_MAX_SPAN_MS = 6 * 3_600_000  # up to this range: raw indicators rows
-MINUTE_MAX_SPAN_MS = 7 * 86_400_000  # up to this: 1-min rollups; beyond: 1-h rollups
+# up to this: 1-min rollups; beyond: 1-h rollups. 3 days = 4,320 points, inside MAX_TREND_POINTS
+# (7 days of minutes, 10,080 points, showed only the first 3.5 days)
+MINUTE_MAX_SPAN_MS = 3 * 86_400_000
 
 
 def _notes(store: Store, alert_id: str) -> list[dict[str, Any]]:
@@ -163,7 +165,7 @@ def sensor_trends(store: Store, site: str, gateway: str, sensor: str, *, since_m
     """Indicators of one sensor in [since_ms, until_ms]: rollups or raw rows, zone lines and alerts.
 
     ``resolution``: ``raw``, ``60`` (1-min rollups), ``3600`` (1-h) or ``auto`` (by the span:
-    raw up to 6 h, 1 min up to 7 days, then 1 h). A rollup resolution with no rows falls back
+    raw up to 6 h, 1 min up to 3 days, then 1 h). A rollup resolution with no rows falls back
     to the raw rows (a store the job has not rolled up yet).
     """
     if until_ms <= since_ms:

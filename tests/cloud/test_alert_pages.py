@@ -158,3 +158,11 @@ def test_an_older_store_gains_the_verdict_columns(tmp_path: Path) -> None:
         assert ("unknown", 0.6) in s.query("SELECT verdict, verdict_confidence FROM alerts")
     finally:
         s.close()
+
+
+def test_auto_resolution_never_truncates_a_span() -> None:
+    """Each automatic resolution fits its whole span in one page of points."""
+    from edgevib.cloud.alert_view import MAX_TREND_POINTS, MINUTE_MAX_SPAN_MS, RAW_MAX_SPAN_MS
+
+    assert RAW_MAX_SPAN_MS / 10_000 <= MAX_TREND_POINTS  # raw indicators every 10 s (the default interval)
+    assert MINUTE_MAX_SPAN_MS / 60_000 <= MAX_TREND_POINTS  # 1-min rollups
