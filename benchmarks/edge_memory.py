@@ -39,7 +39,7 @@ STEPS: list[tuple[str, str]] = [
     ("numpy", "import numpy as np"),
     ("onnxruntime import", "import onnxruntime"),
     ("model session + batches 1..32", """
-        from edgevib.edge.onnx import OnnxModel
+        from edgevib.edge.runtime import OnnxModel
         from edgevib.models.bearing import CWRU_DE_6205
         from edgevib.models.orders import fault_frequencies
         model = OnnxModel(MODEL, threads=1, **ORT)
@@ -204,7 +204,7 @@ def import_and_load(model: str) -> dict[str, float]:
         import edgevib.edge.agent, edgevib.edge.mqtt, edgevib.edge.cli
         from edgevib.cli import build_parser
         build_parser("agent")
-        from edgevib.edge.onnx import OnnxModel
+        from edgevib.edge.runtime import OnnxModel
         _t1 = time.perf_counter()
         OnnxModel(MODEL)
         _t2 = time.perf_counter()

@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 from edgevib.edge import protocol as proto
 from edgevib.edge.cli import model_path
 from edgevib.edge.frames import Frame, encode
-from edgevib.edge.onnx import OnnxModel
+from edgevib.edge.runtime import OnnxModel
 from edgevib.models.bearing import CWRU_DE_6205
 from edgevib.models.orders import fault_frequencies
 from edgevib.models.simulate import simulate

@@ -137,7 +137,7 @@ def _card_accuracy(zoo: Path, name: str) -> dict[str, Any]:
 
 
 def part_models(calls: int) -> dict[str, Any]:
-    from edgevib.edge.onnx import OnnxModel
+    from edgevib.edge.runtime import OnnxModel
     from edgevib.models.simulate import simulate
 
     zoo = REPO / "models" / "zoo"

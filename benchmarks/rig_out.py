@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from edgevib.edge.evidence import EvidenceConfig, analyze
-from edgevib.edge.onnx import OnnxModel
+from edgevib.edge.runtime import OnnxModel
 from edgevib.models.classes import fault_type
 from edgevib.models.data import MODEL_FS, load_dir, resample
 from edgevib.models.faulttype import features_of, simulated

@@ -94,7 +94,7 @@ else
 fi
 "$VENV/bin/python" -m pip check -q >/dev/null 2>&1 || "$VENV/bin/python" -m pip check >&2 \
     || die "the installed packages are inconsistent" "rebuild the bundle from an environment with edgevib[edge]"
-"$VENV/bin/python" -c 'import edgevib.edge.agent, edgevib.edge.mqtt, edgevib.edge.onnx' \
+"$VENV/bin/python" -c 'import edgevib.edge.agent, edgevib.edge.mqtt, edgevib.edge.runtime' \
     || die "the edge agent cannot be imported" "see the error above; rebuild the bundle"
 "$VENV/bin/edgevib" --version >/dev/null || die "the installed edgevib does not run" "see the pip output above"
 

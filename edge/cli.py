@@ -35,8 +35,8 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     from edgevib.edge.agent import Agent
     from edgevib.edge.limits import max_packet, message_limit
     from edgevib.edge.mqtt import MqttLink, Tls
-    from edgevib.edge.onnx import OnnxModel
     from edgevib.edge.outbox import Outbox
+    from edgevib.edge.runtime import OnnxModel
     from edgevib.edge.updater import load_active
 
     # a model pushed earlier (update.model_dir/current.json) wins over the configured file

@@ -5,7 +5,7 @@ from the sensor's bearing and speed); a model that declares an ``orders`` input 
 others ignore it.
 
 :class:`FunctionModel` wraps a plain function (tests, the in-memory demo);
-:class:`edgevib.edge.onnx.OnnxModel` runs an ONNX file.
+:class:`edgevib.edge.runtime.OnnxModel` runs an ONNX file.
 
 >>> import numpy as np
 >>> from edgevib.models.contract import ModelMeta

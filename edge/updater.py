@@ -43,7 +43,7 @@ SHADOW_RUNS = 3  # timed shadow runs per model; the fastest of each counts
 
 def load_active(cfg: AgentConfig) -> Model | None:
     """The model ``model_dir/current.json`` names, if any and intact (a pushed model survives restarts)."""
-    from edgevib.edge.onnx import OnnxModel
+    from edgevib.edge.runtime import OnnxModel
 
     slot = ModelStore(cfg.update.model_dir).active()
     if not slot:
@@ -101,7 +101,7 @@ class Updater:
             self._status(r.update_id, r.manifest, "rejected", r.reason, r.detail)
 
     def _install(self, up: Update) -> None:
-        from edgevib.edge.onnx import OnnxModel
+        from edgevib.edge.runtime import OnnxModel
 
         a = self.agent
         try:
@@ -225,7 +225,7 @@ class Updater:
 
     def rollback(self, update_id: str, reason: str, detail: str) -> bool:
         """Go back to the previous model (memory, else the store's previous slot); report either way."""
-        from edgevib.edge.onnx import OnnxModel
+        from edgevib.edge.runtime import OnnxModel
 
         prev, bad = self.previous, dict(describe(self.agent.model))
         slot = self.store.previous()

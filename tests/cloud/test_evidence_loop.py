@@ -21,8 +21,8 @@ from edgevib.edge.agent import Agent
 from edgevib.edge.cli import model_path
 from edgevib.edge.config import load_agent_config
 from edgevib.edge.mqtt import MqttLink
-from edgevib.edge.onnx import OnnxModel
 from edgevib.edge.outbox import Outbox
+from edgevib.edge.runtime import OnnxModel
 from edgevib.edge.stream import stream_recording
 from edgevib.models.data import load_recording
 

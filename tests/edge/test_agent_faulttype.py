@@ -10,8 +10,8 @@ from edgevib.edge.agent import Agent
 from edgevib.edge.config import load_agent_config
 from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
-from edgevib.edge.onnx import OnnxModel
 from edgevib.edge.outbox import Outbox
+from edgevib.edge.runtime import OnnxModel
 from edgevib.models.bearing import BearingGeometry
 from edgevib.models.simulate import simulate
 

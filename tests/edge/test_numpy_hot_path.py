@@ -84,9 +84,9 @@ def test_anomaly_features_numpy_fft_matches_scipy(rng: np.random.Generator) -> N
 def test_agent_import_and_model_load_never_import_scipy() -> None:
     code = textwrap.dedent(f"""
         import sys
-        import edgevib.edge.agent, edgevib.edge.onnx, edgevib.edge.mqtt
+        import edgevib.edge.agent, edgevib.edge.runtime, edgevib.edge.mqtt
         from edgevib.cli import build_parser
-        from edgevib.edge.onnx import OnnxModel
+        from edgevib.edge.runtime import OnnxModel
         build_parser("agent")  # what `edgevib agent` imports
         m = OnnxModel({str(ZOO / "cnn_small.onnx")!r})
         assert m.meta.window > 0

@@ -18,8 +18,8 @@ from edgevib.edge.agent import Agent
 from edgevib.edge.config import describe, load_agent_config
 from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
-from edgevib.edge.onnx import OnnxModel
 from edgevib.edge.outbox import Outbox
+from edgevib.edge.runtime import OnnxModel
 from edgevib.edge.updates import (
     Assembler,
     Manifest,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgevib.edge.errors import ModelError
-from edgevib.edge.onnx import OnnxModel
+from edgevib.edge.runtime import OnnxModel
 from edgevib.models.bearing import CWRU_DE_6205, DG_6308, BearingGeometry
 from edgevib.models.contract import AUX_INPUT, ModelMeta, check_contract, save
 from edgevib.models.errors import ContractError, ModelsError

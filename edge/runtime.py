@@ -1,7 +1,7 @@
 """ONNX Runtime model wrapper following the edgevib ONNX contract (docs/design.md).
 
-Named ``onnx.py`` inside the edge package, but it imports ``onnxruntime`` only,
-never the ``onnx`` package.
+It imports ``onnxruntime`` only, never the ``onnx`` package (which a gateway does not
+install); the module was ``edge/onnx.py`` until that name was seen to shadow ``onnx``.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ class OnnxModel:
                  memory_arena: bool = True, mem_pattern: bool = False) -> None:
         ort = require("onnxruntime", extra="edge", feature="ONNX inference")
         if threads < 1:
-            raise ModelError("edge.onnx", f"threads={threads}", "use 1 or more intra-op threads")
+            raise ModelError("edge.runtime", f"threads={threads}", "use 1 or more intra-op threads")
         if isinstance(model, bytes):
             data, where = model, "model bytes"
         else:
             p = Path(model)
             if not p.is_file():
-                raise ModelError("edge.onnx", f"model file {str(p)!r} not found", "pass the path of an .onnx model")
+                raise ModelError("edge.runtime", f"model file {str(p)!r} not found", "pass the path of an .onnx model")
             data, where = p.read_bytes(), str(p)
         self.path = None if isinstance(model, bytes) else Path(model)
         self.sha256 = hashlib.sha256(data).hexdigest()
@@ -67,12 +67,12 @@ class OnnxModel:
         try:
             self.session: Any = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own unrelated exception types
-            raise ModelError("edge.onnx", f"{where} is not a loadable ONNX model ({str(exc)[:200]})",
+            raise ModelError("edge.runtime", f"{where} is not a loadable ONNX model ({str(exc)[:200]})",
                              "pass an .onnx file written by `edgevib models train`") from exc
         try:
             self.meta: ModelMeta = meta_of_session(self.session, where)
         except ContractError as exc:
-            raise ModelError("edge.onnx", exc.problem, exc.fix) from exc
+            raise ModelError("edge.runtime", exc.problem, exc.fix) from exc
         self.threads = threads
         self.name = name or self.meta.arch
         self.version = self.meta.version
@@ -85,30 +85,30 @@ class OnnxModel:
         c = len(self.meta.classes)
         problem = input_problem(ins, self.meta)
         if problem:
-            raise ModelError("edge.onnx", f"{where} inputs {problem[0]}", problem[1])
+            raise ModelError("edge.runtime", f"{where} inputs {problem[0]}", problem[1])
         oshape = list(outs[0].shape) if outs else []
         if not outs or outs[0].name != OUTPUT or outs[0].type != "tensor(float)" or len(oshape) != 2 \
                 or (isinstance(oshape[1], int) and oshape[1] != c):
             got = [(o.name, o.type, o.shape) for o in outs]
-            raise ModelError("edge.onnx", f"{where} outputs {got} for {c} classes", f"output float32 'probs' [N, {c}]")
+            raise ModelError("edge.runtime", f"{where} outputs {got} for {c} classes", f"output float32 'probs' [N, {c}]")
 
     def predict(self, batch: F32, context: Sequence[FaultHz] | None = None) -> F32:
         """float32 [N, 1, W] -> float32 [N, C]; ``context`` (one per row) feeds an ``orders`` input."""
-        x = check_batch(batch, self.meta.window, "edge.onnx")
+        x = check_batch(batch, self.meta.window, "edge.runtime")
         feeds = {INPUT: x}
         if self.meta.aux_size:
             feeds[AUX_INPUT] = self._orders(x, context)
         try:
             out = self.session.run([OUTPUT], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
-            raise ModelError("edge.onnx", f"inference on {x.shape} failed ({str(exc)[:200]})",
+            raise ModelError("edge.runtime", f"inference on {x.shape} failed ({str(exc)[:200]})",
                              "check the model accepts any batch size") from exc
-        return check_probs(np.asarray(out), len(x), len(self.meta.classes), "edge.onnx")
+        return check_probs(np.asarray(out), len(x), len(self.meta.classes), "edge.runtime")
 
     def _orders(self, x: F32, context: Sequence[FaultHz] | None) -> F32:
         """The ``orders`` input: each row's envelope features at its own fault frequencies."""
         if context is None or len(context) != len(x):
-            raise ModelError("edge.onnx", f"model {self.name} needs each window's bearing fault frequencies "
+            raise ModelError("edge.runtime", f"model {self.name} needs each window's bearing fault frequencies "
                              f"(got {None if context is None else len(context)} for {len(x)} windows)",
                              "run it through the agent, which derives them from each sensor's bearing and rpm")
         out = np.empty((len(x), self.meta.aux_size), np.float32)
@@ -119,5 +119,5 @@ class OnnxModel:
             for f, idx in rows.items():  # one batched call per distinct bearing + speed
                 out[idx] = order_features(x[idx, 0, :], self.meta.sample_rate, f)
         except ModelsError as exc:
-            raise ModelError("edge.onnx", exc.problem, exc.fix) from exc
+            raise ModelError("edge.runtime", exc.problem, exc.fix) from exc
         return out

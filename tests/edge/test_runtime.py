@@ -10,7 +10,7 @@ import onnx
 import pytest
 from edgevib.edge.errors import ModelError
 from edgevib.edge.model import FunctionModel, Model, describe
-from edgevib.edge.onnx import OnnxModel
+from edgevib.edge.runtime import OnnxModel
 from edgevib.models.contract import ModelMeta, attach
 from onnx import TensorProto, helper, numpy_helper
 
@@ -65,7 +65,7 @@ def test_loads_meta_and_predicts(tmp_path: Path, rng: np.random.Generator) -> No
 @pytest.mark.parametrize("shape", [(2, 2, W), (2, 1, W + 1), (W,), (0, 1, W)])
 def test_bad_batch_shapes(tmp_path: Path, shape: tuple[int, ...]) -> None:
     m = OnnxModel(_write(tmp_path, _proto()))
-    with pytest.raises(ModelError, match=r"edge.onnx: input shape .*fix: pass float32 \[N, 1, 64\]"):
+    with pytest.raises(ModelError, match=r"edge.runtime: input shape .*fix: pass float32 \[N, 1, 64\]"):
         m.predict(np.zeros(shape, np.float32))
 
 
@@ -102,7 +102,7 @@ def test_function_model_checks_its_output() -> None:
 def test_edge_modules_never_import_torch_or_onnx() -> None:
     import subprocess
     import sys
-    mods = "errors frames protocol windowing model onnx alerting evidence anomaly outbox".split()
+    mods = "errors frames protocol windowing model runtime alerting evidence anomaly outbox".split()
     code = ("import sys\n" + "".join(f"import edgevib.edge.{m}\n" for m in mods)
             + "bad = [m for m in ('torch', 'onnx', 'pyflink') if m in sys.modules]\nprint(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
