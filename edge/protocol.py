@@ -219,6 +219,22 @@ def _model(doc: Mapping[str, Any]) -> None:
         _str(m, k)
 
 
+def _object(doc: Any, what: str, schema: str) -> None:
+    """A JSON object of ``schema`` (the first check of every message), else ProtocolError."""
+    if not isinstance(doc, dict):
+        raise ProtocolError("bad_json", f"{what} is a {type(doc).__name__}", "send a JSON object")
+    if doc.get("schema") != schema:
+        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {schema!r}")
+
+
+def _names(doc: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Each of ``keys`` present and a valid site/gateway/sensor name."""
+    for k in keys:
+        if k not in doc:
+            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
+        check_name(doc[k], k)
+
+
 def _alert_id(site: str, gateway: str, sensor: str, kind: str, state: str, t_ns: int) -> str:
     # Deterministic: a replayed alert keeps its id, so the cloud can de-duplicate it.
     return hashlib.sha256(f"{site}/{gateway}/{sensor}/{kind}/{state}/{t_ns}".encode()).hexdigest()[:20]
@@ -290,15 +306,9 @@ def _valid_class(cls: str) -> bool:
 
 def validate_alert(doc: Any) -> dict[str, Any]:
     """Check an alert dict against ``edgevib.alert/1``; return it or raise ProtocolError."""
-    if not isinstance(doc, dict):
-        raise ProtocolError("bad_json", f"alert is a {type(doc).__name__}", "send a JSON object")
-    if doc.get("schema") != ALERT_SCHEMA:
-        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {ALERT_SCHEMA!r}")
+    _object(doc, "alert", ALERT_SCHEMA)
     _str(doc, "id")
-    for k in ("site", "gateway", "sensor"):
-        if k not in doc:
-            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
-        check_name(doc[k], k)
+    _names(doc, ("site", "gateway", "sensor"))
     _str(doc, "kind", ALERT_KINDS)
     _str(doc, "state", ALERT_STATES)
     _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
@@ -366,14 +376,8 @@ def _numbers(doc: Mapping[str, Any], key: str) -> None:
 
 def validate_heartbeat(doc: Any) -> dict[str, Any]:
     """Check a heartbeat dict against ``edgevib.heartbeat/1``; return it or raise ProtocolError."""
-    if not isinstance(doc, dict):
-        raise ProtocolError("bad_json", f"heartbeat is a {type(doc).__name__}", "send a JSON object")
-    if doc.get("schema") != HEARTBEAT_SCHEMA:
-        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {HEARTBEAT_SCHEMA!r}")
-    for k in ("site", "gateway"):
-        if k not in doc:
-            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
-        check_name(doc[k], k)
+    _object(doc, "heartbeat", HEARTBEAT_SCHEMA)
+    _names(doc, ("site", "gateway"))
     _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
     _num(doc, "uptime_s", 0.0)
     _num(doc, "outbox_pending", 0, integer=True)
@@ -416,14 +420,8 @@ def parse_heartbeat(payload: bytes) -> dict[str, Any]:
 
 def validate_model_status(doc: Any) -> dict[str, Any]:
     """Check an agent's verdict against ``edgevib.model_status/1`` (docs/protocol.md); return it or raise."""
-    if not isinstance(doc, dict):
-        raise ProtocolError("bad_json", f"model_status is a {type(doc).__name__}", "send a JSON object")
-    if doc.get("schema") != STATUS_SCHEMA:
-        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {STATUS_SCHEMA!r}")
-    for k in ("site", "gateway"):
-        if k not in doc:
-            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
-        check_name(doc[k], k)
+    _object(doc, "model_status", STATUS_SCHEMA)
+    _names(doc, ("site", "gateway"))
     _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
     _str(doc, "update_id")
     _str(doc, "result", UPDATE_RESULTS)
@@ -461,14 +459,8 @@ def make_indicators(*, site: str, gateway: str, sensor: str, t_ns: int, duration
 
 def validate_indicators(doc: Any) -> dict[str, Any]:
     """Check an indicators dict against ``edgevib.indicators/1``; return it or raise ProtocolError."""
-    if not isinstance(doc, dict):
-        raise ProtocolError("bad_json", f"indicators is a {type(doc).__name__}", "send a JSON object")
-    if doc.get("schema") != INDICATORS_SCHEMA:
-        raise ProtocolError("bad_schema", f"schema={str(doc.get('schema'))[:40]!r}", f"use {INDICATORS_SCHEMA!r}")
-    for k in ("site", "gateway", "sensor"):
-        if k not in doc:
-            raise ProtocolError("missing_field", f"field {k!r} missing", f"set {k}")
-        check_name(doc[k], k)
+    _object(doc, "indicators", INDICATORS_SCHEMA)
+    _names(doc, ("site", "gateway", "sensor"))
     _str(doc, "asset", optional=True)
     _num(doc, "t_ns", -(2**63), 2**63 - 1, integer=True)
     _num(doc, "duration_s", 0.0, 3600.0)
