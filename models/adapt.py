@@ -53,7 +53,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 from edgevib.models.errors import ModelsError
-from edgevib.models.faulttype import CLASSES, WINDOW, FaultTypeModel, FeatureSet, cell_weights
+from edgevib.models.faulttype import (
+    CLASSES,
+    WINDOW,
+    FaultTypeModel,
+    FeatureSet,
+    cell_weights,
+    two_input_graph,
+)
 
 _COMP = "models.adapt"
 SITE_WEIGHT = 4.0  # a site (rig, class) cell weighs as much as four fleet cells (3 rigs + simulation)
@@ -147,7 +154,7 @@ class MLPModel:
         from edgevib.extras import require
 
         onnx = require("onnx", extra="train", feature="exporting an adapted fault-type model")
-        h, tp = onnx.helper, onnx.TensorProto
+        h = onnx.helper
         arr = onnx.numpy_helper.from_array
         inits = [arr(self.mean.astype(np.float32), "mean"), arr(self.scale.astype(np.float32), "scale")]
         nodes = [h.make_node("Sub", ["orders", "mean"], ["centred"]), h.make_node("Div", ["centred", "scale"], ["h0"])]
@@ -161,13 +168,7 @@ class MLPModel:
                 cur = f"r{i}"
         nodes.append(h.make_node("Softmax", [cur], ["probs"], axis=1))
         f, c = self.layers[0][0].shape[1], self.layers[-1][0].shape[0]
-        graph = h.make_graph(nodes, "faulttype_mlp", [h.make_tensor_value_info("x", tp.FLOAT, ["N", 1, window]),
-                                                      h.make_tensor_value_info("orders", tp.FLOAT, ["N", f])],
-                             [h.make_tensor_value_info("probs", tp.FLOAT, ["N", c])], inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], producer_name="edgevib")
-        model.ir_version = 8  # readable by onnxruntime >= 1.14
-        onnx.checker.check_model(model)
-        return model
+        return two_input_graph(onnx, nodes, inits, "faulttype_mlp", f, c, window)
 
 
 def build_mlp(sizes: Sequence[int], seed: int) -> Any:

@@ -25,6 +25,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -138,7 +139,7 @@ class FaultTypeModel:
         from edgevib.extras import require
 
         onnx = require("onnx", extra="train", feature="exporting the fault-type model")
-        h, tp = onnx.helper, onnx.TensorProto
+        h = onnx.helper
         f, c = self.weight.shape
         inits = [
             onnx.numpy_helper.from_array(self.mean.astype(np.float32), "mean"),
@@ -149,13 +150,21 @@ class FaultTypeModel:
         nodes = [h.make_node("Sub", ["orders", "mean"], ["centred"]), h.make_node("Div", ["centred", "scale"], ["z"]),
                  h.make_node("MatMul", ["z", "weight"], ["zw"]), h.make_node("Add", ["zw", "bias"], ["logits"]),
                  h.make_node("Softmax", ["logits"], ["probs"], axis=1)]
-        graph = h.make_graph(nodes, "faulttype", [h.make_tensor_value_info("x", tp.FLOAT, ["N", 1, window]),
-                                                  h.make_tensor_value_info("orders", tp.FLOAT, ["N", f])],
-                             [h.make_tensor_value_info("probs", tp.FLOAT, ["N", c])], inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], producer_name="edgevib")
-        model.ir_version = 8  # readable by onnxruntime >= 1.14
-        onnx.checker.check_model(model)
-        return model
+        return two_input_graph(onnx, nodes, inits, "faulttype", f, c, window)
+
+
+def two_input_graph(onnx: Any, nodes: list[Any], inits: list[Any], name: str, n_features: int, n_classes: int,
+                    window: int) -> Any:
+    """A checked ONNX model of the fault-type contract from ``nodes`` that read ``orders`` [N, F]
+    and write ``probs`` [N, C]; ``x`` [N, 1, W] is declared (the contract's first input), unused."""
+    h, tp = onnx.helper, onnx.TensorProto
+    graph = h.make_graph(nodes, name, [h.make_tensor_value_info("x", tp.FLOAT, ["N", 1, window]),
+                                       h.make_tensor_value_info("orders", tp.FLOAT, ["N", n_features])],
+                         [h.make_tensor_value_info("probs", tp.FLOAT, ["N", n_classes])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], producer_name="edgevib")
+    model.ir_version = 8  # readable by onnxruntime >= 1.14
+    onnx.checker.check_model(model)
+    return model
 
 
 def _softmax(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -223,5 +232,5 @@ def train(data: FeatureSet, *, sim_weight: float = 1.0, l2: float = 1e-2) -> Fau
     return model
 
 
-__all__ = ["CLASSES", "FEATURES", "HOP", "KIND", "WINDOW", "FaultTypeModel", "FeatureSet", "cell_weights",
+__all__ = ["CLASSES", "FEATURES", "HOP", "two_input_graph", "KIND", "WINDOW", "FaultTypeModel", "FeatureSet", "cell_weights",
            "features_of", "fit", "fit_temperature", "simulated", "train", "window_view"]
