@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from edgevib.edge.errors import ProtocolError
@@ -90,6 +91,13 @@ def asset_of(doc: dict[str, Any]) -> str:
     return f"{doc['site']}/{doc['gateway']}/{doc['sensor']}"
 
 
+# topic kind -> (the protocol's parser, spool record kind) for the JSON messages stored as they are
+_PARSERS: dict[str, tuple[Callable[[bytes], dict[str, Any]], str]] = {
+    "alerts": (parse_alert, "alert"), "heartbeat": (parse_heartbeat, "heartbeat"),
+    "model_status": (parse_model_status, "model_status"), "indicators": (parse_indicators, "indicator"),
+}
+
+
 def dead(topic: str, payload: bytes, recv_ms: int, mid: str, reason: str, detail: str,
          site: str = "", gateway: str = "") -> dict[str, Any]:
     return {
@@ -108,12 +116,9 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
         return dead(topic, payload, recv_ms, mid, exc.reason, str(exc))
     base = {"mid": mid, "site": info.site, "gateway": info.gateway, "recv_ms": recv_ms}
     try:
-        if info.kind == "alerts":
-            doc = parse_alert(bytes(payload))
-            kind = "alert"
-        elif info.kind == "heartbeat":
-            doc = parse_heartbeat(bytes(payload))
-            kind = "heartbeat"
+        if info.kind in _PARSERS:
+            parse, kind = _PARSERS[info.kind]
+            doc = parse(bytes(payload))
         elif info.kind == "status":
             text = bytes(payload).strip().decode("utf-8", errors="replace")
             if text not in ("online", "offline"):
@@ -122,12 +127,6 @@ def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = 
             return {**base, "kind": "status", "ev_ms": recv_ms, "status": text}
         elif info.kind == "labels":
             return {**base, **_label_record(payload, info.site, info.gateway)}
-        elif info.kind == "model_status":
-            doc = parse_model_status(bytes(payload))
-            kind = "model_status"
-        elif info.kind == "indicators":
-            doc = parse_indicators(bytes(payload))
-            kind = "indicator"
         else:
             return dead(topic, payload, recv_ms, mid, "bad_topic", f"kind {info.kind!r} is not for the cloud",
                         info.site, info.gateway)
