@@ -8,8 +8,9 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgevib.cloud.config import load_config
@@ -309,51 +310,30 @@ def test_bridge_acks_only_what_is_on_disk_and_resumes_its_session(broker: object
 
 @pytest.mark.integration
 def test_bridge_with_a_non_default_topic_prefix_spools_valid_records(broker: object, tmp_path: Path) -> None:
-    from edgevib.cloud.bridge import Bridge
     from edgevib.cloud.simulate import GatewaySim
 
     cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
                                                "bridge": {"client_id": "bridge-prefix", "flush_ms": 20,
                                                           "topic_prefix": "acme/vib"}})
     sim = GatewaySim(broker.url, "p1", "g1", prefix="acme/vib")  # type: ignore[attr-defined]
-    b = Bridge(cfg)
-    b.start()
-    try:
+    def send() -> None:
         for _ in range(3):
             sim.alert("OR021")
         sim.heartbeat()
-        deadline = time.time() + 10
-        while b.stats.written < 4 and time.time() < deadline:
-            time.sleep(0.05)
-    finally:
-        b.stop()
-        sim.close()
-    rows = [dict(zip(SPOOL_COLUMN_NAMES, r, strict=True)) for p in sorted(Path(cfg.spool_dir).glob("*.csv"))
-            for r in csv.reader(io.StringIO(p.read_text()))]
+
+    rows, stats = _bridge_rows(cfg, sim, send, 4)
     assert sorted(r["kind"] for r in rows) == ["alert", "alert", "alert", "heartbeat"], rows
-    assert b.stats.dead == 0
+    assert stats.dead == 0
 
 
 @pytest.mark.integration
 def test_bridge_spools_model_status_verdicts(broker: object, tmp_path: Path) -> None:
-    from edgevib.cloud.bridge import Bridge
     from edgevib.cloud.simulate import GatewaySim
 
     cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
                                                "bridge": {"client_id": "bridge-verdicts", "flush_ms": 20}})
     sim = GatewaySim(broker.url, "p1", "g1")  # type: ignore[attr-defined]
-    b = Bridge(cfg)
-    b.start()
-    try:
-        sim.model_status(_verdict(t_ns=time.time_ns()))
-        deadline = time.time() + 10
-        while b.stats.written < 1 and time.time() < deadline:
-            time.sleep(0.05)
-    finally:
-        b.stop()
-        sim.close()
-    rows = [dict(zip(SPOOL_COLUMN_NAMES, r, strict=True)) for p in sorted(Path(cfg.spool_dir).glob("*.csv"))
-            for r in csv.reader(io.StringIO(p.read_text()))]
+    rows, _ = _bridge_rows(cfg, sim, lambda: sim.model_status(_verdict(t_ns=time.time_ns())), 1)
     assert [(r["kind"], r["status"], r["reason"]) for r in rows] == [("model_status", "rolled_back", "probation_failed")]
 
 
@@ -431,3 +411,23 @@ def test_indicator_rollup_windows_are_validated() -> None:
     assert tomllib.loads(to_toml(cfg))["job"]["indicator_rollups_s"] == [60.0, 600.0]
     with pytest.raises(ConfigError, match="indicator_rollups_s"):
         load_config(None, env={"EDGEVIB_JOB__INDICATOR_ROLLUPS_S": "60,0.5"})
+
+
+def _bridge_rows(cfg: Any, sim: Any, send: Callable[[], None], written: int) -> tuple[list[dict[str, str]], Any]:
+    """Run a real bridge while ``send`` publishes, until ``written`` records are spooled (10 s
+    at most); return the spool's rows by column name and the bridge's counters."""
+    from edgevib.cloud.bridge import Bridge
+
+    b = Bridge(cfg)
+    b.start()
+    try:
+        send()
+        deadline = time.time() + 10
+        while b.stats.written < written and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        b.stop()
+        sim.close()
+    rows = [dict(zip(SPOOL_COLUMN_NAMES, r, strict=True)) for p in sorted(Path(cfg.spool_dir).glob("*.csv"))
+            for r in csv.reader(io.StringIO(p.read_text()))]
+    return rows, b.stats
