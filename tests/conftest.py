@@ -42,22 +42,24 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _shared_data(env: str, name: str, what: str) -> Path:
+    """``$env``, else ``../shared/<name>``; fails in CI (skips elsewhere) without its manifest."""
+    d = Path(os.environ.get(env, REPO.parent / "shared" / name))
+    if not (d / "manifest.csv").exists():
+        _missing(f"{what} not found at {d}; set {env}")
+    return d
+
+
 @pytest.fixture(scope="session")
 def cwru_dir() -> Path:
     """The real CWRU recordings (``../shared/cwru`` or ``$EDGEVIB_CWRU_DIR``)."""
-    d = Path(os.environ.get("EDGEVIB_CWRU_DIR", REPO.parent / "shared" / "cwru"))
-    if not (d / "manifest.csv").exists():
-        _missing(f"CWRU data not found at {d}; set EDGEVIB_CWRU_DIR")
-    return d
+    return _shared_data("EDGEVIB_CWRU_DIR", "cwru", "CWRU data")
 
 
 @pytest.fixture(scope="session")
 def bearings_dir() -> Path:
     """The three other rigs (``../shared/bearings`` or ``$EDGEVIB_BEARINGS_DIR``)."""
-    d = Path(os.environ.get("EDGEVIB_BEARINGS_DIR", REPO.parent / "shared" / "bearings"))
-    if not (d / "manifest.csv").exists():
-        _missing(f"bearing data of the other rigs not found at {d}; set EDGEVIB_BEARINGS_DIR")
-    return d
+    return _shared_data("EDGEVIB_BEARINGS_DIR", "bearings", "bearing data of the other rigs")
 
 
 @pytest.fixture
