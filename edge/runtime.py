@@ -111,13 +111,10 @@ class OnnxModel:
             raise ModelError("edge.runtime", f"model {self.name} needs each window's bearing fault frequencies "
                              f"(got {None if context is None else len(context)} for {len(x)} windows)",
                              "run it through the agent, which derives them from each sensor's bearing and rpm")
-        out = np.empty((len(x), self.meta.aux_size), np.float32)
-        rows: dict[FaultHz, list[int]] = {}
-        for i, f in enumerate(context):
-            rows.setdefault(f, []).append(i)
         try:
-            for f, idx in rows.items():  # one batched call per distinct bearing + speed
-                out[idx] = order_features(x[idx, 0, :], self.meta.sample_rate, f)
+            # one vectorised pass for the whole batch, whatever mix of bearings and speeds: per
+            # distinct speed it was one call each, and an agent estimating each sensor's speed
+            # made a batch of 32 windows ~5 calls of ~6 rows (0.62 instead of 0.40 ms per window)
+            return order_features(x[:, 0, :], self.meta.sample_rate, context)
         except ModelsError as exc:
             raise ModelError("edge.runtime", exc.problem, exc.fix) from exc
-        return out
