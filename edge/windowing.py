@@ -5,7 +5,7 @@ filter as ``scipy.signal.resample_poly``, so feeding a signal in chunks gives th
 samples as resampling it at once (all but the not-yet-emitted tail).
 
 >>> import numpy as np
->>> from edgevib.edge.frames import Frame
+>>> from edgevib.protocol.frames import Frame
 >>> w = SensorWindower(window=4, hop=2, model_fs=100.0)
 >>> [x.tolist() for x in w.push(Frame(0, 0, 100.0, np.arange(6, dtype=np.float32)))]
 [[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0]]
@@ -20,7 +20,8 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import WindowingError
-from edgevib.edge.frames import Frame
+
+from edgevib.protocol.frames import Frame
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -31,6 +32,7 @@ F32 = npt.NDArray[np.float32]
 # resampling it first.
 RATE_TOLERANCE = 1e-4
 MAX_RATIO_TERM = 1000  # fallback when no p/q <= 160 fits: the filter grows with q (20 q taps)
+RING_SLACK = 4096  # the history ring holds at least a window plus this many samples (one frame in one piece)
 
 
 def rate_ratio(fs_in: float, fs_out: float, max_den: int = 160) -> tuple[int, int]:
@@ -131,6 +133,11 @@ class SensorWindower:
     resets the stream: buffered samples are dropped and the frame starts a new one,
     so no window ever spans a discontinuity. ``recent()`` holds the last
     ``history_s`` seconds at the model rate (for the evidence check).
+
+    Windows are copied out of the same history ring (no separate window buffer: with 8192-
+    sample windows that buffer was ~45 kB per sensor on top of the 96 kB ring); the ring is at
+    least ``window + RING_SLACK`` samples, and a frame longer than the ring's room beyond one
+    window is taken in chunks, so no sample of an uncut window is overwritten.
     """
 
     def __init__(self, window: int = 2048, hop: int = 1024, model_fs: float = 12000.0,
@@ -142,6 +149,7 @@ class SensorWindower:
                                  "use model_fs > 0 and history_s >= 0")
         self.window, self.hop, self.model_fs = window, hop, float(model_fs)
         self.history_len = max(window, int(round(history_s * model_fs)))
+        self._capacity = max(self.history_len, window + RING_SLACK)  # ring size once grown
         self.stats = WindowStats()
         self._fs: float | None = None
         self._resampler: StreamResampler | None = None
@@ -152,12 +160,11 @@ class SensorWindower:
         self._reset_stream()
 
     def _reset_stream(self) -> None:
-        self._pending = np.zeros(0, np.float32)
-        self._pending_t0 = 0  # output-sample index of _pending[0] since stream start
+        self._total = 0  # output samples since stream start
+        self._next_start = 0  # output-sample index (since stream start) of the next window's first sample
         self._stream_t0_ns = 0
         self._hist_n = 0  # valid samples in the history ring (it fills from index 0 until it wraps)
         self._hist_pos = 0  # where the next sample goes
-        self._skip = 0  # samples still to drop when hop > window
         if self._resampler is not None:
             self._resampler.reset()
 
@@ -198,37 +205,42 @@ class SensorWindower:
         st.samples += len(frame.samples)
         assert self._resampler is not None
         y = self._resampler.push(frame.samples)
-        if len(y) == 0:
-            return []
-        self._remember(y)
-        drop = min(self._skip, len(y))
-        self._skip -= drop
-        self._pending_t0 += drop
-        self._pending = np.concatenate([self._pending, y[drop:]])
         out: list[tuple[int, F32]] = []
-        while len(self._pending) >= self.window:
-            t_ns = self._stream_t0_ns + round(self._pending_t0 * 1e9 / self.model_fs)
-            out.append((t_ns, self._pending[: self.window].copy()))
-            step = min(self.hop, len(self._pending))
-            self._skip = self.hop - step  # only non-zero when hop > window
-            self._pending = self._pending[step:]
-            self._pending_t0 += step
+        room = self._capacity - self.window  # samples the ring takes before an uncut window's start is overwritten
+        for c0 in range(0, len(y), room):
+            chunk = y[c0 : c0 + room]
+            self._remember(chunk)
+            self._total += len(chunk)
+            while self._next_start + self.window <= self._total:
+                t_ns = self._stream_t0_ns + round(self._next_start * 1e9 / self.model_fs)
+                out.append((t_ns, self._cut(self._total - self._next_start)))
+                self._next_start += self.hop  # hop > window skips the samples between windows
         st.windows += len(out)
         return out
 
+    def _cut(self, back: int) -> F32:
+        """A copy of the ``window`` samples that start ``back`` samples before the newest one's end."""
+        ring, size = self._hist, len(self._hist)
+        i = (self._hist_pos - back) % size if self._hist_n == size else self._hist_n - back
+        if i + self.window <= size:
+            return ring[i : i + self.window].copy()
+        return np.concatenate([ring[i:], ring[: i + self.window - size]])
+
     def recent(self) -> F32:
         """The last ``history_s`` seconds of continuous signal at the model rate."""
-        ring, pos = self._hist, self._hist_pos
+        ring, pos, n = self._hist, self._hist_pos, min(self._hist_n, self.history_len)
         if self._hist_n < len(ring):
-            return ring[: self._hist_n].copy()
-        return np.concatenate([ring[pos:], ring[:pos]])
+            return ring[self._hist_n - n : self._hist_n].copy()
+        if n <= pos:
+            return ring[pos - n : pos].copy()
+        return np.concatenate([ring[len(ring) - (n - pos) :], ring[:pos]])
 
     def _remember(self, y: F32) -> None:
         """Append to the history ring: only the new samples are copied, not the whole history
         (a 2 s history at 12 kHz is 96 kB that concatenating would copy on every frame)."""
         n = len(y)
-        if len(self._hist) < self.history_len and self._hist_n + n > len(self._hist):
-            grown = np.zeros(min(self.history_len, max(2 * len(self._hist), self._hist_n + n)), np.float32)
+        if len(self._hist) < self._capacity and self._hist_n + n > len(self._hist):
+            grown = np.zeros(min(self._capacity, max(2 * len(self._hist), self._hist_n + n)), np.float32)
             grown[: self._hist_n] = self._hist[: self._hist_n]  # not wrapped yet: data is [0, n)
             self._hist, self._hist_pos = grown, self._hist_n
         ring = self._hist
