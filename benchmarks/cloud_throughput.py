@@ -29,9 +29,9 @@ from edgevib.cloud.config import CloudConfig, load_config
 from edgevib.cloud.ingest import dumps_line, normalize
 from edgevib.cloud.runner import JobProcess, wait_for
 from edgevib.cloud.store import Store
-from edgevib.edge.protocol import dumps, make_alert, make_heartbeat
 
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol import dumps, make_alert, make_heartbeat
 
 FAULTS = ("B007", "B014", "B021", "IR007", "IR014", "IR021", "OR007", "OR014", "OR021")
 

@@ -73,9 +73,9 @@ def feed_agent(outbox, model, n, seconds, trace=False):
     import numpy as np
     from edgevib.edge.agent import Agent
     from edgevib.edge.config import load_agent_config
-    from edgevib.edge.frames import Frame, encode
+    from edgevib.protocol.frames import Frame, encode
     from edgevib.edge.memory import MemoryBus, MemoryLink
-    from edgevib.edge.protocol import Topics
+    from edgevib.protocol import Topics
     from edgevib.models.simulate import simulate
     cfg = load_agent_config(None, env={}, site="mem", gateway="gw", heartbeat_s=3600,
                             outbox={"path": outbox.path if hasattr(outbox, "path") else ":memory:"})
@@ -221,10 +221,10 @@ def startup(model: str) -> dict[str, float]:
     """``edgevib agent`` process start -> first heartbeat, and -> first heartbeat showing an inferred window."""
     import numpy as np
     import paho.mqtt.client as paho
-    from edgevib.edge import protocol as proto
-    from edgevib.edge.frames import Frame, encode
 
+    from edgevib import protocol as proto
     from edgevib.broker import MosquittoProcess, parse_url
+    from edgevib.protocol.frames import Frame, encode
 
     topics = proto.Topics("boot", "gw")
     got: dict[str, float] = {}

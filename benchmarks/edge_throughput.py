@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
-from edgevib.edge import protocol as proto
 from edgevib.edge.cli import model_path
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.runtime import OnnxModel
 from edgevib.models.bearing import CWRU_DE_6205
 from edgevib.models.orders import fault_frequencies
 from edgevib.models.simulate import simulate
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess, parse_url
+from edgevib.protocol.frames import Frame, encode
 
 FS, FRAME, HOP = 12000.0, 4096, 1024
 T = proto.Topics("bench", "gw")

@@ -31,15 +31,15 @@ from typing import Any
 
 import numpy as np
 import psutil
-from edgevib.edge import protocol as proto
-from edgevib.edge.frames import HEADER, MAGIC, Frame, encode
 from edgevib.edge.limits import max_packet
 from edgevib.edge.mqtt import MqttLink
 from edgevib.edge.stream import stream_arrays, stream_recording
 from edgevib.models.data import load_recording
 from edgevib.models.simulate import simulate
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.frames import HEADER, MAGIC, Frame, encode
 
 T = proto.Topics("plant", "gw")
 INVENTED = 5000  # distinct invented sensor names (max_sensors is 1,000)

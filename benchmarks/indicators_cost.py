@@ -15,11 +15,12 @@ import statistics
 import time
 
 import numpy as np
-from edgevib.edge import protocol as proto
 from edgevib.edge.indicators import compute, velocity_rms_mm_s
 from edgevib.models.bearing import CWRU_DE_6205
 from edgevib.models.orders import fault_frequencies
 from edgevib.models.simulate import simulate
+
+from edgevib import protocol as proto
 
 FS = 12000.0
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 from edgevib.cloud.rollout import push
-from edgevib.edge import protocol as proto
 from edgevib.edge.cli import run_agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.mqtt import MqttLink
 from edgevib.models.registry import Registry, keygen
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.frames import Frame, encode
 
 ZOO = Path(__file__).resolve().parents[1] / "models" / "zoo"
 

@@ -98,10 +98,10 @@ def bench(name: str) -> Any:
 def part_edge(ladder: list[int], seconds: float) -> dict[str, Any]:
     et = bench("edge_throughput")
     from edgevib.edge.cli import model_path
-    from edgevib.edge.frames import Frame, encode
     from edgevib.models.simulate import simulate
 
     from edgevib.broker import MosquittoProcess
+    from edgevib.protocol.frames import Frame, encode
 
     model = model_path("")
     payload = encode(Frame(0, 0, et.FS, simulate("normal", duration_s=0.5)[:et.FRAME]), "int16")

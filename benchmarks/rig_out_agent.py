@@ -55,8 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgevib.edge import protocol as proto
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.mqtt import MqttLink
 from edgevib.models.classes import fault_type
 from edgevib.models.contract import ModelMeta, save
@@ -73,7 +71,9 @@ from edgevib.models.faulttype import (
 )
 
 from edgevib import __version__
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.frames import Frame, encode
 
 log = logging.getLogger("rig_out_agent")
 REPO = Path(__file__).resolve().parents[1]

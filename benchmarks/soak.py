@@ -34,12 +34,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import psutil
-from edgevib.edge import protocol as proto
 from edgevib.edge.cli import model_path
-from edgevib.edge.frames import Frame, encode
 from edgevib.models.simulate import simulate
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess, parse_url
+from edgevib.protocol.frames import Frame, encode
 
 FS, FRAME = 12000.0, 4096
 T = proto.Topics("soak", "gw")

@@ -26,8 +26,9 @@ from edgevib.cloud.ops import NotFound, evidence_store, resolve_id
 from edgevib.cloud.sensor_data import DEFAULT_RPM
 from edgevib.cloud.spectra import sensor_view
 from edgevib.cloud.store import Store, _col_names
-from edgevib.edge.indicators import ISO_BOUNDARIES
 from edgevib.models.bearing import GEOMETRIES
+
+from edgevib.protocol import ISO_BOUNDARIES
 
 log = logging.getLogger(__name__)
 

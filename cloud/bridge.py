@@ -37,10 +37,10 @@ from edgevib.cloud.spool_guard import (
     JobProgress,
     SpoolQuota,
 )
-from edgevib.edge.protocol import subscription
 
 from edgevib.broker import parse_url
 from edgevib.extras import require
+from edgevib.protocol import subscription
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.protocol import PREFIX, SEVERITIES, check_prefix
-
 from edgevib.config import load
 from edgevib.errors import ConfigError
+from edgevib.protocol import PREFIX, SEVERITIES, check_prefix
+from edgevib.protocol.errors import ProtocolError
 
 # The severity names before the protocol had one vocabulary, and what replaced each.
 _OLD_SEVERITY = {"low": "info", "medium": "warning", "high": "critical"}
@@ -32,7 +31,7 @@ class BridgeConfig:
     """MQTT -> spool bridge: persistent session, QoS 1, ack only after the batch is on disk."""
 
     client_id: str = "edgevib-cloud-bridge"
-    topic_prefix: str = PREFIX  # gateways' topics live under it (edgevib.edge.protocol.Topics prefix=)
+    topic_prefix: str = PREFIX  # gateways' topics live under it (edgevib.protocol.Topics prefix=)
     flush_ms: int = 100
     max_batch: int = 5000
     # Files older than this are deleted; keep it far above the checkpoint interval so a
@@ -80,7 +79,7 @@ class JobConfig:
     incident_bucket_s: float = 1.0
     incident_resolve_s: float = 120.0
     offline_after_s: float = 30.0
-    min_incident_severity: str = "warning"  # one of edgevib.edge.protocol.SEVERITIES
+    min_incident_severity: str = "warning"  # one of edgevib.protocol.SEVERITIES
     checkpoint_interval_ms: int = 1000
     # Alerts and dead letters reach the store in batches of this much processing time.
     batch_ms: int = 100

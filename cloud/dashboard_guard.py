@@ -10,7 +10,7 @@ name, so routes added later are covered too:
   ``offset``: an integer 0..10,000,000;
 * ``*_ms`` (``after_ms``, ``since_ms``, ``until_ms``, ...): an integer 0..2^53;
 * ``site``, ``gateway``, ``sensor``: the protocol's names (``[A-Za-z0-9_.:-]``, at most
-  64 characters, edgevib.edge.protocol), so quotes, spaces and SQL text are refused;
+  64 characters, edgevib.protocol), so quotes, spaces and SQL text are refused;
 * ``cls``: ``[A-Za-z0-9_.-]``, at most 64; anything else (``asset``, ``after_id``, ...):
   at most 200 printable characters. The store binds every value as a parameter anyway.
 
@@ -28,10 +28,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from edgevib.edge.protocol import NAME_MAX
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edgevib.protocol import NAME_MAX
 
 MAX_QUERY_BYTES = 2048
 MAX_PARAMS = 32

@@ -1,6 +1,6 @@
 """The cloud's bounded store of evidence windows, with provenance, for labelling and retraining.
 
-Each accepted record (:mod:`edgevib.edge.evidence_wire`) becomes one ``.npy`` file under
+Each accepted record (:mod:`edgevib.protocol.evidence`) becomes one ``.npy`` file under
 ``root/<site>/<gateway>/<id>.npy`` (written to a hidden temp file, then renamed) and one
 row of the store's ``evidence`` table. Bad input never raises: it is counted in
 ``rejected[reason]`` and :meth:`EvidenceStore.put` returns None.
@@ -27,9 +27,10 @@ import numpy.typing as npt
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.store import TABLES, Store
 from edgevib.edge.collect import TokenBucket
-from edgevib.edge.errors import FrameError, ProtocolError
-from edgevib.edge.evidence_wire import BEARING_KEYS, EvidenceRecord, decode, geometry_of
-from edgevib.edge.protocol import PREFIX, parse_topic
+
+from edgevib.protocol import PREFIX, parse_topic
+from edgevib.protocol.errors import FrameError, ProtocolError
+from edgevib.protocol.evidence import BEARING_KEYS, EvidenceRecord, decode, geometry_of
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]

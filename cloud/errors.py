@@ -9,9 +9,8 @@ Records rejected by the job are not exceptions: they go to the dead-letter table
 
 from __future__ import annotations
 
-from edgevib.edge.errors import PROTOCOL_REASONS
-
 from edgevib.errors import FatalError, RetryableError
+from edgevib.protocol.errors import PROTOCOL_REASONS
 
 # The edge protocol's reasons, plus ``bad_time`` (event time far in the future, which
 # would push the watermark past every honest record).

@@ -3,7 +3,7 @@
 The store keeps liveness, outbox and drops per gateway; throughput and latency live only
 in the heartbeats, so the dashboard subscribes to them when it knows the broker.
 Throughput is the change in the agent's ``windows`` counter between two heartbeats.
-Every heartbeat goes through the protocol's own parser (:func:`edgevib.edge.protocol.parse_heartbeat`),
+Every heartbeat goes through the protocol's own parser (:func:`edgevib.protocol.parse_heartbeat`),
 as in the cloud's bridge: a malformed one is skipped, counted per reason in ``rejected``
 (shown by ``/api/fleet`` as ``live_rejected``) and logged.
 """
@@ -16,9 +16,10 @@ import time
 from collections import Counter
 from typing import Any, Protocol
 
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.protocol import PREFIX, parse_heartbeat, parse_topic, subscription
 from edgevib.edge.source import Source
+
+from edgevib.protocol import PREFIX, parse_heartbeat, parse_topic, subscription
+from edgevib.protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Validate and flatten one MQTT message into one spool record (a JSON line).
 
-Validation uses the edge's own schema (:mod:`edgevib.edge.protocol`), so edge and cloud
+Validation uses the edge's own schema (:mod:`edgevib.protocol`), so edge and cloud
 can never disagree on what a valid alert is. A rejected message becomes a ``dead`` record
 with a ``reason`` from :data:`edgevib.cloud.errors.DEAD_REASONS`; the Flink job routes it to
 the dead-letter table. Nothing here raises on bad input.
@@ -10,11 +10,11 @@ The cloud derives two fields the alert schema does not carry:
 * ``asset``: the alert's optional ``asset`` field, else ``site/gateway/sensor`` (one
   sensor watches one bearing).
 * ``severity``: the edge's ``severity`` field (``info|warning|critical``, the protocol's
-  :data:`~edgevib.edge.protocol.SEVERITIES`); for alerts from agents that predate the
-  field, :func:`edgevib.edge.protocol.severity_of` derives it from the alert's confidence
+  :data:`~edgevib.protocol.SEVERITIES`); for alerts from agents that predate the
+  field, :func:`edgevib.protocol.severity_of` derives it from the alert's confidence
   and physics agreement.
 
->>> from edgevib.edge.protocol import make_alert, dumps
+>>> from edgevib.protocol import make_alert, dumps
 >>> a = make_alert(site="p1", gateway="g1", sensor="de", kind="fault", state="raised",
 ...                t_ns=1_700_000_000_000_000_000, cls="IR021", probability=0.97, physics="IR", agree=True)
 >>> r = normalize("edgevib/v1/p1/g1/alerts", dumps(a), recv_ms=1_700_000_000_100, mid="m1")
@@ -31,8 +31,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.protocol import (
+from edgevib.protocol import (
     ENVELOPE_LINES,
     PREFIX,
     SEVERITIES,
@@ -43,6 +42,8 @@ from edgevib.edge.protocol import (
     parse_topic,
     severity_of,
 )
+from edgevib.protocol.errors import ProtocolError
+from edgevib.protocol.labels import parse_label
 
 # Weight of one alert of each severity (info, warning, critical) in the health score (cloud/sql.py).
 SEVERITY_WEIGHT = dict(zip(SEVERITIES, (0.25, 1.0, 3.0), strict=True))
@@ -190,9 +191,7 @@ def _alert_verdict(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label_record(payload: bytes, site: str, gateway: str) -> dict[str, Any]:
-    """An operator's label (edgevib.cloud.labels) as a spool record keyed by the alert id."""
-    from edgevib.cloud.labels import parse_label  # noqa: PLC0415 - cloud-only module
-
+    """An operator's label (edgevib.protocol.labels) as a spool record keyed by the alert id."""
     doc = parse_label(bytes(payload))  # raises ProtocolError (reason) on a bad label
     if doc["site"] != site or doc["gateway"] != gateway:
         raise ProtocolError("bad_field", f"label names {doc['site']}/{doc['gateway']} on the topic of {site}/{gateway}",

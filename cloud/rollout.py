@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgevib.edge import protocol as proto
 from edgevib.edge.mqtt import MqttLink
-from edgevib.edge.updates import STATUS_SCHEMA, encode_install, encode_rollback, new_update_id
 from edgevib.models.registry import Registry
 
+from edgevib import protocol as proto
 from edgevib.errors import ConfigError, RetryableError
+from edgevib.protocol.updates import STATUS_SCHEMA, encode_install, encode_rollback, new_update_id
 
 log = logging.getLogger(__name__)
 Target = tuple[str, str]

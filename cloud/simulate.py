@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgevib.edge.protocol import PREFIX, Topics, dumps, make_alert, make_heartbeat
-
 from edgevib.broker import parse_url
 from edgevib.extras import require
+from edgevib.protocol import PREFIX, Topics, dumps, make_alert, make_heartbeat
 
 
 @dataclass
@@ -28,7 +27,7 @@ class Published:
 
 
 # The simulator stands in for an agent's decision (which weighs confidence and physics,
-# edgevib.edge.protocol.derive_severity): bigger CWRU faults get a higher severity, so
+# edgevib.protocol.derive_severity): bigger CWRU faults get a higher severity, so
 # tests and the benchmark see every severity.
 SIM_SEVERITY = {"007": "info", "014": "warning", "021": "critical"}
 
@@ -77,13 +76,13 @@ class GatewaySim:
         return doc
 
     def indicators(self, doc: dict[str, Any]) -> None:
-        """Publish one sensor's indicators (``edgevib.edge.protocol.make_indicators``), at QoS 1
+        """Publish one sensor's indicators (``edgevib.protocol.make_indicators``), at QoS 1
         (the agent uses QoS 0; tests count every message)."""
         self._publish(self.topics.indicators, dumps(doc))
         self.published.indicators.append(doc)
 
     def model_status(self, doc: dict[str, Any]) -> None:
-        """Publish a verdict (``edgevib.edge.updates.make_status``) as an agent's updater does."""
+        """Publish a verdict (``edgevib.protocol.updates.make_status``) as an agent's updater does."""
         self._publish(self.topics.model_status, dumps(doc))
 
     def republish(self, doc: dict[str, Any]) -> None:

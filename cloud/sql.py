@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from edgevib.cloud.config import CloudConfig
 from edgevib.cloud.ingest import SEVERITY_WEIGHT
-from edgevib.edge.protocol import SEVERITIES, severity_at_least
+
+from edgevib.protocol import SEVERITIES, severity_at_least
 
 # Health of an asset over one window: 100 with no alerts, falling with the weighted count.
 HEALTH_SCALE = 10.0

@@ -94,7 +94,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                       "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
 }
 
-# Severity names before the protocol had one vocabulary (edgevib.edge.protocol.SEVERITIES).
+# Severity names before the protocol had one vocabulary (edgevib.protocol.SEVERITIES).
 _OLD_SEVERITY = {"low": "info", "medium": "warning", "high": "critical"}
 
 # Tables that gained columns after stores were written (checked at open, added when missing).

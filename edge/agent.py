@@ -24,14 +24,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from edgevib.edge import protocol as proto
 from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
 from edgevib.edge.anomaly import AnomalyDetector
 from edgevib.edge.collect import EvidenceSampler
 from edgevib.edge.config import AgentConfig
-from edgevib.edge.errors import EdgeError, FrameError, OutboxError, OutboxFullError, ProtocolError
+from edgevib.edge.errors import EdgeError, OutboxError, OutboxFullError
 from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
-from edgevib.edge.frames import decode
 from edgevib.edge.indicators import compute as compute_indicators
 from edgevib.edge.metrics import Metrics
 from edgevib.edge.model import Model, describe
@@ -46,6 +44,9 @@ from edgevib.edge.windowing import SensorWindower
 from edgevib.models.orders import FaultHz, fault_frequencies
 
 from edgevib import __version__
+from edgevib import protocol as proto
+from edgevib.protocol.errors import FrameError, ProtocolError, WireError
+from edgevib.protocol.frames import decode
 
 log = logging.getLogger(__name__)
 # a few bearings x a few speeds per gateway; an estimated speed moves in small steps
@@ -255,7 +256,7 @@ class Agent:
                     sample_rate=fs, iso_group=sc.iso_group, iso_foundation=sc.iso_foundation, rpm=round(s.rpm, 1),
                     rpm_source=s.rpm_source, anomaly_ratio=None if ratio is None else round(ratio, 4),
                     **ind.fields())
-            except EdgeError as exc:
+            except (EdgeError, WireError) as exc:
                 self._drop("indicators_error", exc, name)
                 continue
             self.link.publish(self.topics.indicators, proto.dumps(doc), qos=0)

@@ -31,13 +31,14 @@ def model_path(configured: str) -> Path:
 
 def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     """Load the model, connect, run until SIGTERM/SIGINT (or ``stop``), flush, disconnect."""
-    from edgevib.edge import protocol as proto
     from edgevib.edge.agent import Agent
     from edgevib.edge.limits import max_packet, message_limit
     from edgevib.edge.mqtt import MqttLink, Tls
     from edgevib.edge.outbox import Outbox
     from edgevib.edge.runtime import OnnxModel
     from edgevib.edge.updater import load_active
+
+    from edgevib import protocol as proto
 
     # a model pushed earlier (update.model_dir/current.json) wins over the configured file
     model = load_active(cfg) or OnnxModel(model_path(cfg.model), threads=cfg.threads)
@@ -76,9 +77,10 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    from edgevib.edge import protocol as proto
     from edgevib.edge import stream
     from edgevib.edge.mqtt import MqttLink
+
+    from edgevib import protocol as proto
 
     if (args.replay is None) == (args.simulate is None):
         raise ConfigError("edge.stream", "need exactly one of --replay FILE and --simulate N",

@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.config import EvidenceUploadConfig
-from edgevib.edge.errors import EdgeError, FrameError, OutboxError, OutboxFullError
-from edgevib.edge.evidence_wire import EvidenceRecord, encode
+from edgevib.edge.errors import EdgeError, OutboxError, OutboxFullError
 from edgevib.edge.model import Model, describe
 from edgevib.edge.outbox import PRIORITY_DATA, Outbox
-from edgevib.edge.protocol import Topics
+
+from edgevib.protocol import Topics
+from edgevib.protocol.errors import FrameError
+from edgevib.protocol.evidence import EvidenceRecord, encode
 
 if TYPE_CHECKING:  # the cloud imports TokenBucket without the edge's psutil
     from edgevib.edge.metrics import Metrics
@@ -161,7 +163,7 @@ class EvidenceSampler:
             self.metrics.inc("evidence_sent")
         return True
 
-    def _drop(self, reason: str, exc: EdgeError | ValueError | None = None) -> None:
+    def _drop(self, reason: str, exc: EdgeError | FrameError | ValueError | None = None) -> None:
         self.dropped[reason] += 1
         if self.metrics is not None:
             self.metrics.inc("evidence_dropped")

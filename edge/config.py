@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from edgevib.edge.limits import largest_message
-from edgevib.edge.protocol import check_name
 from edgevib.models.bearing import GEOMETRIES, BearingGeometry
 from edgevib.models.errors import ModelsError
 
 from edgevib import config as core_config
 from edgevib.errors import ConfigError
+from edgevib.protocol import ISO_FOUNDATIONS, ISO_GROUPS, check_name
 
 # The model the agent runs when none is configured (inside package edgevib.models).
 # The fault-type model (normal/B/IR/OR on order-domain envelope features of each sensor's own
@@ -127,7 +127,7 @@ class EvidenceUploadConfig:
 
 @dataclass(frozen=True)
 class UpdateConfig:
-    """Signed model updates (edge/updates.py, docs/updates.md); no public key = updates refused."""
+    """Signed model updates (edgevib/protocol/updates.py, docs/updates.md); no public key = updates refused."""
 
     public_key: str = ""  # Ed25519 public key PEM of the model registry
     model_dir: str = "edgevib-models"  # pushed models + current.json; the active one loads at start-up
@@ -161,9 +161,6 @@ class IndicatorsConfig:
                               "use seconds >= 0.1, e.g. 10 (or indicators.enabled = false)")
 
 
-# ISO 10816-3 machine groups and foundations (edge/indicators.py ISO_BOUNDARIES).
-_ISO_GROUPS = (1, 2)
-_ISO_FOUNDATIONS = ("rigid", "flexible")
 
 
 @dataclass(frozen=True)
@@ -188,10 +185,10 @@ class SensorConfig:
 
     def __post_init__(self) -> None:
         self.geometry()  # validates now, naming the bad key
-        if self.iso_group not in _ISO_GROUPS:
+        if self.iso_group not in ISO_GROUPS:
             raise ConfigError("edge.config.sensors", f"iso_group={self.iso_group!r}",
                               "use 1 (large machines, 300 kW-50 MW) or 2 (medium, 15-300 kW)")
-        if self.iso_foundation not in _ISO_FOUNDATIONS:
+        if self.iso_foundation not in ISO_FOUNDATIONS:
             raise ConfigError("edge.config.sensors", f"iso_foundation={self.iso_foundation!r}",
                               "use 'rigid' or 'flexible' (lowest natural frequency of machine and foundation "
                               "below 1.25x the running speed)")

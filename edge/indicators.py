@@ -42,28 +42,14 @@ import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import EdgeError
 from edgevib.edge.evidence import window_stats
-from edgevib.edge.protocol import ENVELOPE_LINES as _WIRE_LINES
-from edgevib.edge.protocol import ISO_FOUNDATIONS, ISO_ZONES
 from edgevib.models.errors import ModelsError
 from edgevib.models.orders import FEATURES, FaultHz, order_features
 
+from edgevib.protocol import ENVELOPE_LINES as _WIRE_LINES
+from edgevib.protocol import ISO_BOUNDARIES, ISO_FOUNDATIONS, ISO_GROUPS, ISO_ZONES
+
 G = 9.80665  # m/s^2 per g (standard gravity)
 VELOCITY_BAND_HZ = (10.0, 1000.0)  # ISO 10816-3 broadband velocity, machines above 600 r/min
-ISO_GROUPS: tuple[int, ...] = (1, 2)  # zones and foundations: edgevib.edge.protocol (the wire's vocabulary)
-# ISO 10816-3:2009 Annex A (Tables A.1, A.2), zone boundaries A/B, B/C, C/D of the broadband
-# velocity RMS in mm/s, measured on bearing housings. Group 1: large machines, 300 kW-50 MW
-# (or shaft height >= 315 mm); group 2: medium, 15-300 kW (shaft height 160-315 mm).
-# ISO 20816-3:2022 replaced 10816-3 (and changed how zones A and B are told apart); the
-# boundaries here are 10816-3's, as most monitoring products still apply them. A value on a
-# boundary stays in the lower zone.
-# Zone A: newly commissioned; B: unrestricted long-term operation; C: not for long-term
-# operation (warning); D: damage likely (alarm). docs/protocol.md lists the sources.
-ISO_BOUNDARIES: dict[tuple[int, str], tuple[float, float, float]] = {
-    (1, "rigid"): (2.3, 4.5, 7.1),
-    (1, "flexible"): (3.5, 7.1, 11.0),
-    (2, "rigid"): (1.4, 2.8, 4.5),
-    (2, "flexible"): (2.3, 4.5, 7.1),
-}
 # Envelope lines reported, name on the wire -> order_features feature.
 ENVELOPE_LINES: dict[str, str] = {"bpfo": "bpfo1", "bpfi": "bpfi1", "bsf2": "re1", "ftf": "ftf"}
 assert tuple(ENVELOPE_LINES) == _WIRE_LINES
@@ -123,7 +109,7 @@ class Indicators:
     env_db: dict[str, float]
 
     def fields(self) -> dict[str, Any]:
-        """Rounded, JSON-ready, as :func:`edgevib.edge.protocol.make_indicators` takes them."""
+        """Rounded, JSON-ready, as :func:`edgevib.protocol.make_indicators` takes them."""
         return {"duration_s": round(self.duration_s, 4), "acc_rms_g": round(self.acc_rms_g, 5),
                 "acc_peak_g": round(self.acc_peak_g, 5), "crest": round(self.crest, 3),
                 "kurtosis": round(self.kurtosis, 3), "vel_rms_mm_s": round(self.vel_rms_mm_s, 3),

@@ -2,10 +2,10 @@
 
 A message is refused in the transport callback, before it is queued, when it is longer
 than the largest legitimate message on its topic: a frame as large as :func:`decode
-<edgevib.edge.frames.decode>` accepts for ``max_frame_samples`` (44 + 4 x samples bytes,
+<edgevib.protocol.frames.decode>` accepts for ``max_frame_samples`` (44 + 4 x samples bytes,
 binary or JSON), and
-:data:`MAX_MESSAGE_BYTES <edgevib.edge.protocol.MAX_MESSAGE_BYTES>` for commands, model
-update chunks (< 200 KB each, edge/updates.py) and shaft-speed topics. The broker
+:data:`MAX_MESSAGE_BYTES <edgevib.protocol.MAX_MESSAGE_BYTES>` for commands, model
+update chunks (< 200 KB each, edgevib/protocol/updates.py) and shaft-speed topics. The broker
 (deploy/mosquitto/mosquitto.conf) and the MQTT 5 maximum packet size use the largest of
 them, plus the packet's own overhead (docs/security.md, "Message size limits").
 
@@ -18,9 +18,10 @@ them, plus the packet's own overhead (docs/security.md, "Message size limits").
 
 from __future__ import annotations
 
-from edgevib.edge.frames import max_binary_bytes, max_json_bytes
-from edgevib.edge.protocol import MAX_MESSAGE_BYTES
 from edgevib.edge.source import SizeLimit
+
+from edgevib.protocol import MAX_MESSAGE_BYTES
+from edgevib.protocol.frames import max_binary_bytes, max_json_bytes
 
 # An MQTT PUBLISH beyond its payload: fixed header (<= 5 bytes), topic (2 + <= 220 bytes for
 # edgevib/v1/<site>/<gateway>/sensors/<sensor>/raw with 64-character names), packet id (2)
@@ -33,7 +34,7 @@ def message_limit(max_frame_samples: int) -> SizeLimit:
     frame_bytes = max(max_binary_bytes(max_frame_samples), max_json_bytes(max_frame_samples))
 
     def limit(topic: str, payload: bytes) -> int:
-        # a frame topic ends in /raw (edge/protocol.py Topics.raw); binary and JSON share one bound
+        # a frame topic ends in /raw (edgevib/protocol Topics.raw); binary and JSON share one bound
         return frame_bytes if topic.endswith("/raw") else MAX_MESSAGE_BYTES
 
     return limit

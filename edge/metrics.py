@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import psutil
 
-# The one label for sensors past ``max_sensors``: a valid sensor name (edge/protocol.py), never
+# The one label for sensors past ``max_sensors``: a valid sensor name (edgevib/protocol), never
 # a real one by convention, so the heartbeat stays bounded whatever names arrive.
 OTHER = "_other"
 

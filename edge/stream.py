@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import BrokerUnavailable, EdgeError
-from edgevib.edge.frames import Frame, FrameDtype, encode
-from edgevib.edge.protocol import Topics
 from edgevib.edge.sink import Sink
 from edgevib.models.errors import DataError
 from edgevib.models.simulate import Simulator
 
 from edgevib.extras import require
+from edgevib.protocol import Topics
+from edgevib.protocol.frames import Frame, FrameDtype, encode
 
 if TYPE_CHECKING:  # edgevib.models.data needs scipy, which an edge-only install lacks
     from edgevib.models.data import Recording

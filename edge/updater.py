@@ -20,7 +20,10 @@ from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError
 from edgevib.edge.model import F32, Model, describe, run_model
 from edgevib.edge.modelstore import ModelStore
-from edgevib.edge.updates import (
+from edgevib.models.bearing import CWRU_DE_6205
+from edgevib.models.orders import FaultHz, fault_frequencies
+
+from edgevib.protocol.updates import (
     Assembler,
     Rejected,
     Rollback,
@@ -30,8 +33,6 @@ from edgevib.edge.updates import (
     make_status,
     verify,
 )
-from edgevib.models.bearing import CWRU_DE_6205
-from edgevib.models.orders import FaultHz, fault_frequencies
 
 if TYPE_CHECKING:
     from edgevib.edge.agent import Agent

@@ -29,8 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgevib.edge.protocol import VERDICTS
 from edgevib.models.classes import fault_type
+
+from edgevib.protocol import VERDICTS
 
 MIN_SHARE = 0.6
 

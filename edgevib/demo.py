@@ -82,7 +82,7 @@ def _line(kind: str, doc: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from edgevib.demo_cloud import CloudSide
     from edgevib.edge.mqtt import MqttLink
-    from edgevib.edge.protocol import Topics
+    from edgevib.protocol import Topics
 
     url, started = find_or_start(args.broker)
     gateway = f"gw{os.getpid()}"

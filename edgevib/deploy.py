@@ -322,7 +322,7 @@ def plan_bundle(config_path: Path, repo: Path, *, model: Path | None = None,
     elif upd.get("public_key"):
         key_src = _local_file(upd["public_key"], "update.public_key", cfg_dir)
     if key_src is not None:
-        from edgevib.edge.updates import UpdateError, load_public_key
+        from edgevib.protocol.updates import UpdateError, load_public_key
 
         try:
             load_public_key(key_src)  # a gateway that cannot read its key would refuse every update

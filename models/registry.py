@@ -1,6 +1,6 @@
 """The model registry: signed ONNX models under ``<root>/<name>/<version>/``.
 
-Each version directory holds ``model.onnx``, ``manifest.json`` (edge/updates.py
+Each version directory holds ``model.onnx``, ``manifest.json`` (edgevib/protocol/updates.py
 :class:`Manifest`) and ``manifest.sig`` (base64 Ed25519 over the canonical manifest);
 ``card.md`` when a card was given. Reading needs onnxruntime only (no torch).
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgevib.edge.updates import Manifest, key_id, sign
 from edgevib.models.contract import read_meta
 from edgevib.models.errors import ContractError, ModelsError
 
 from edgevib.errors import ConfigError
+from edgevib.protocol.updates import Manifest, key_id, sign
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}")

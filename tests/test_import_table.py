@@ -40,6 +40,13 @@ def test_core_imports_no_extra_at_module_level(path: Path) -> None:
     assert not bad, f"edgevib/{path.name} imports {bad} at module level; import it where the command runs"
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "edgevib" / "protocol").glob("*.py")), ids=lambda p: p.name)
+def test_protocol_needs_only_numpy_and_the_core(path: Path) -> None:
+    bad = _heavy(_imports(path, top_level_only=False),
+                 also=("paho", "onnxruntime", "starlette", "scipy", "edgevib.cloud", "edgevib.edge"))
+    assert not bad, f"edgevib/protocol/{path.name} imports {bad}: edge and cloud both import the protocol"
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "models").glob("*.py")), ids=lambda p: p.name)
 def test_models_import_torch_and_onnx_only_inside_functions(path: Path) -> None:
     bad = _heavy(_imports(path, top_level_only=True), also=("edgevib.cloud",))

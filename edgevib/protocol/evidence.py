@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from edgevib.edge.errors import FrameError, ProtocolError
-from edgevib.edge.protocol import check_name
+
 from edgevib.models.bearing import BearingGeometry
 from edgevib.models.classes import fault_type
+from edgevib.protocol.errors import FrameError, ProtocolError
+from edgevib.protocol.topics import check_name
 
 MAGIC = b"EVEV"
 VERSION = 1
@@ -48,7 +49,7 @@ MAX_HEADER = 16 * 1024
 MAX_SAMPLES = 32768  # 128 KiB of float32: a record stays under the protocol's 256 KiB
 REASONS: tuple[str, ...] = ("alert", "low_confidence", "healthy_sample")
 BEARING_KEYS: tuple[str, ...] = ("n_balls", "ball_diameter", "pitch_diameter", "contact_angle_deg")
-_C = "edge.evidence_wire"
+_C = "protocol.evidence"
 
 
 def _bad(problem: str, fix: str, reason: str = "bad_value") -> FrameError:

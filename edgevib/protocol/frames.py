@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from edgevib.edge.errors import FrameError
+
+from edgevib.protocol.errors import FrameError
 
 MAGIC = b"EVIB"
 VERSION = 1

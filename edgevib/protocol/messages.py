@@ -1,20 +1,16 @@
-"""MQTT topics and the alert / heartbeat JSON schemas (shared by edge and cloud).
+"""The JSON messages of the wire: alerts, heartbeats, model verdicts, indicators; severity.
 
-Every topic lives under ``<prefix>/<site>/<gateway>/``, the prefix ``edgevib/v1`` unless
-a deployment sets another (``Topics(..., prefix=)``, ``parse_topic(..., prefix=)``,
-``subscription(..., prefix=)``; the cloud's ``bridge.topic_prefix``). Names (site, gateway,
-sensor) are 1-64 characters of ``A-Z a-z 0-9 _ - . :``, so they can never hold the
-MQTT separators or wildcards ``/ + #``.
+Topics live in :mod:`edgevib.protocol.topics`, binary frames in :mod:`edgevib.protocol.frames`,
+evidence in :mod:`edgevib.protocol.evidence`, model updates in :mod:`edgevib.protocol.updates`
+and operators' labels in :mod:`edgevib.protocol.labels`. Every parser takes bytes, returns a
+validated dict or raises :class:`~edgevib.protocol.errors.ProtocolError` with a ``reason``.
 
->>> t = Topics("plant1", "gw-7")
->>> t.raw("de")
-'edgevib/v1/plant1/gw-7/sensors/de/raw'
->>> parse_topic("edgevib/v1/plant1/gw-7/sensors/de/raw")
-TopicInfo(site='plant1', gateway='gw-7', kind='raw', sensor='de')
 >>> a = make_alert(site="plant1", gateway="gw-7", sensor="de", kind="fault", state="raised",
 ...                t_ns=0, cls="IR007", probability=0.97)
 >>> parse_alert(dumps(a))["fault_type"]
 'IR'
+>>> a["severity"]
+'warning'
 """
 
 from __future__ import annotations
@@ -22,33 +18,43 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.updates import RESULTS as UPDATE_RESULTS
-from edgevib.edge.updates import STATUS_SCHEMA
 from edgevib.models.classes import FAULT_TYPES, fault_type
+from edgevib.protocol.errors import ProtocolError
+from edgevib.protocol.topics import check_name
+from edgevib.protocol.updates import RESULTS as UPDATE_RESULTS
+from edgevib.protocol.updates import STATUS_SCHEMA
 
-PREFIX = "edgevib/v1"  # the default topic prefix; see check_prefix
-NAME_MAX = 64
-_NAME = re.compile(rf"[A-Za-z0-9_.:-]{{1,{NAME_MAX}}}")
-# models: signed model updates to the agent; model_status: the agent's verdict on them;
-# evidence: raw windows behind alerts (binary, edge/evidence_wire.py); labels: operators'
-# labels for a gateway's alerts (cloud side); indicators: per-sensor condition indicators
-# (edge/indicators.py), periodic.
-KINDS: tuple[str, ...] = ("raw", "alerts", "heartbeat", "status", "models", "cmd", "evidence", "model_status",
-                          "labels", "indicators")
-STATUS_ONLINE = b"online"
-STATUS_OFFLINE = b"offline"
+__all__ = ["ISO_BOUNDARIES", "ISO_GROUPS", "ALERT_KINDS", "ALERT_SCHEMA", "ALERT_STATES", "CONFIDENT_PROBABILITY", "ENVELOPE_LINES",
+           "HEARTBEAT_SCHEMA", "INDICATORS_SCHEMA", "ISO_FOUNDATIONS", "ISO_ZONES", "MAX_MESSAGE_BYTES",
+           "SEVERITIES", "SPEED_SOURCES", "VERDICTS", "VERDICT_EVIDENCE", "derive_severity", "dumps", "make_alert",
+           "make_heartbeat", "make_indicators", "parse_alert", "parse_heartbeat", "parse_indicators",
+           "parse_model_status", "severity_at_least", "severity_of", "validate_alert", "validate_heartbeat",
+           "validate_indicators", "validate_model_status"]
+
 ALERT_SCHEMA = "edgevib.alert/1"
 HEARTBEAT_SCHEMA = "edgevib.heartbeat/1"
 INDICATORS_SCHEMA = "edgevib.indicators/1"
-# Indicators' vocabularies (edgevib.edge.indicators holds the numbers behind them).
+# Indicators' vocabularies and the ISO zone table (edgevib.edge.indicators computes them).
 ISO_ZONES: tuple[str, ...] = ("A", "B", "C", "D")
 ISO_FOUNDATIONS: tuple[str, ...] = ("rigid", "flexible")
+ISO_GROUPS: tuple[int, ...] = (1, 2)
+# ISO 10816-3:2009 Annex A (Tables A.1, A.2), zone boundaries A/B, B/C, C/D of the broadband
+# velocity RMS in mm/s, measured on bearing housings. Group 1: large machines, 300 kW-50 MW
+# (or shaft height >= 315 mm); group 2: medium, 15-300 kW (shaft height 160-315 mm).
+# ISO 20816-3:2022 replaced 10816-3 (and changed how zones A and B are told apart); the
+# boundaries here are 10816-3's, as most monitoring products still apply them. A value on a
+# boundary stays in the lower zone.
+# Zone A: newly commissioned; B: unrestricted long-term operation; C: not for long-term
+# operation (warning); D: damage likely (alarm). docs/protocol.md lists the sources.
+ISO_BOUNDARIES: dict[tuple[int, str], tuple[float, float, float]] = {
+    (1, "rigid"): (2.3, 4.5, 7.1),
+    (1, "flexible"): (3.5, 7.1, 11.0),
+    (2, "rigid"): (1.4, 2.8, 4.5),
+    (2, "flexible"): (2.3, 4.5, 7.1),
+}
 ENVELOPE_LINES: tuple[str, ...] = ("bpfo", "bpfi", "bsf2", "ftf")
 SPEED_SOURCES: tuple[str, ...] = ("configured", "topic", "estimated")  # where the speed in use came from
 ALERT_KINDS: tuple[str, ...] = ("fault", "anomaly")
@@ -62,120 +68,6 @@ VERDICT_EVIDENCE: tuple[str, ...] = ("model", "physics", "anomaly")
 # make_alert's rule: a fault probability at least this high counts as confident.
 CONFIDENT_PROBABILITY = 0.95
 MAX_MESSAGE_BYTES = 256 * 1024
-
-
-def check_name(value: object, what: str = "name") -> str:
-    """Return ``value`` if it is a valid site/gateway/sensor name, else raise ProtocolError."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ProtocolError("bad_name", f"{what}={value!r}",
-                            f"use 1-{NAME_MAX} characters of A-Z a-z 0-9 _ - . : (no '/', '+', '#')")
-    return value
-
-
-def check_prefix(value: object) -> str:
-    """Return ``value`` if it is a usable topic prefix (levels of names joined by ``/``), else raise."""
-    levels = value.split("/") if isinstance(value, str) else [None]
-    if not all(isinstance(lv, str) and _NAME.fullmatch(lv) for lv in levels):
-        raise ProtocolError("bad_topic", f"topic prefix {value!r}",
-                            "use levels of A-Z a-z 0-9 _ - . : joined by '/', no leading or trailing '/' "
-                            f"and no wildcards, e.g. {PREFIX!r}")
-    return str(value)
-
-
-@dataclass(frozen=True)
-class TopicInfo:
-    site: str
-    gateway: str
-    kind: str
-    sensor: str | None = None
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Topic builder for one gateway (under ``prefix``, :data:`PREFIX` by default)."""
-
-    site: str
-    gateway: str
-    prefix: str = PREFIX
-
-    def __post_init__(self) -> None:
-        check_name(self.site, "site")
-        check_name(self.gateway, "gateway")
-        check_prefix(self.prefix)
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.site}/{self.gateway}"
-
-    def raw(self, sensor: str) -> str:
-        return f"{self.base}/sensors/{check_name(sensor, 'sensor')}/raw"
-
-    @property
-    def raw_all(self) -> str:
-        """Subscription for every sensor of this gateway."""
-        return f"{self.base}/sensors/+/raw"
-
-    @property
-    def alerts(self) -> str:
-        return f"{self.base}/alerts"
-
-    @property
-    def heartbeat(self) -> str:
-        return f"{self.base}/heartbeat"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def models(self) -> str:
-        return f"{self.base}/models"
-
-    @property
-    def cmd(self) -> str:
-        return f"{self.base}/cmd"
-
-    @property
-    def evidence(self) -> str:
-        return f"{self.base}/evidence"
-
-    @property
-    def model_status(self) -> str:
-        return f"{self.base}/model_status"
-
-    @property
-    def labels(self) -> str:
-        return f"{self.base}/labels"
-
-    @property
-    def indicators(self) -> str:
-        return f"{self.base}/indicators"
-
-
-def subscription(kind: str, site: str = "+", gateway: str = "+", prefix: str = PREFIX) -> str:
-    """Wildcard subscription, e.g. ``subscription("alerts")`` -> ``edgevib/v1/+/+/alerts``."""
-    if kind not in KINDS:
-        raise ProtocolError("bad_topic", f"kind={kind!r}", f"use one of {', '.join(KINDS)}")
-    parts = [site if site == "+" else check_name(site, "site"),
-             gateway if gateway == "+" else check_name(gateway, "gateway")]
-    tail = "sensors/+/raw" if kind == "raw" else kind
-    return f"{check_prefix(prefix)}/{parts[0]}/{parts[1]}/{tail}"
-
-
-def parse_topic(topic: str, prefix: str = PREFIX) -> TopicInfo:
-    """Split a concrete topic under ``prefix`` into site, gateway, kind (and sensor for ``raw``)."""
-    if prefix != PREFIX:  # the agent parses every frame's topic: check only prefixes not known good
-        check_prefix(prefix)
-    if not isinstance(topic, str) or not topic.startswith(prefix + "/"):
-        raise ProtocolError("bad_topic", f"topic {topic!r}", f"topics start with {prefix}/")
-    parts = topic[len(prefix) + 1:].split("/")
-    if len(parts) == 5 and parts[2] == "sensors" and parts[4] == "raw":
-        site, gw, _, sensor, _ = parts
-        return TopicInfo(check_name(site, "site"), check_name(gw, "gateway"), "raw", check_name(sensor, "sensor"))
-    if len(parts) == 3 and parts[2] in KINDS and parts[2] != "raw":
-        return TopicInfo(check_name(parts[0], "site"), check_name(parts[1], "gateway"), parts[2])
-    raise ProtocolError("bad_topic", f"topic {topic!r}",
-                        "use <prefix>/<site>/<gateway>/sensors/<sensor>/raw or .../<kind> with kind one of " + ", ".join(KINDS[1:]))
 
 
 def dumps(doc: Mapping[str, Any]) -> bytes:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgevib.edge.errors import EdgeError
+from edgevib.protocol.errors import WireError
 
 SCHEMA = "edgevib.model_update/1"
 STATUS_SCHEMA = "edgevib.model_status/1"
@@ -38,14 +38,14 @@ REASONS: tuple[str, ...] = (
 RESULTS: tuple[str, ...] = ("installed", "rejected", "rolled_back")
 
 
-class UpdateError(EdgeError):
+class UpdateError(WireError):
     """A model update was refused; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, problem: str, fix: str = "") -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown reason {reason!r}; use one of {REASONS}")
         self.reason = reason
-        super().__init__("edge.updates", problem, fix)
+        super().__init__("protocol.updates", problem, fix)
 
 
 def canonical(doc: Mapping[str, Any]) -> bytes:

@@ -12,9 +12,9 @@ from edgevib.cloud.alert_view import NOTE_MAX
 from edgevib.cloud.dashboard import create_app
 from edgevib.cloud.ingest import normalize
 from edgevib.cloud.store import Store
-from edgevib.edge.indicators import ISO_BOUNDARIES
-from edgevib.edge.protocol import dumps, make_alert
 from starlette.testclient import TestClient
+
+from edgevib.protocol import ISO_BOUNDARIES, dumps, make_alert
 
 TOKEN = "t0ken-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -39,8 +39,9 @@ class Listener:
     """Alerts, heartbeats and model_status messages of the gateway, as they arrive."""
 
     def __init__(self, url: str) -> None:
-        from edgevib.edge import protocol as proto
         from edgevib.edge.mqtt import MqttLink
+
+        from edgevib import protocol as proto
 
         self.proto, self.t = proto, proto.Topics(SITE, GW)
         self.link = MqttLink(url, "loop-listener", reconnect=(1, 1), connect=False)
@@ -66,9 +67,10 @@ class Listener:
 
 
 def _replay(url: str, sensor: str, rec: Any) -> None:
-    from edgevib.edge import protocol as proto
     from edgevib.edge.mqtt import MqttLink
     from edgevib.edge.stream import stream_recording
+
+    from edgevib import protocol as proto
 
     tx = MqttLink(url, f"tx-{sensor}", reconnect=(1, 1))
     try:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from edgevib.cloud.collector import Collector
 from edgevib.cloud.config import CloudConfig, load_config
-from edgevib.edge.evidence_wire import encode
 from edgevib.edge.mqtt import MqttLink
 
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.evidence import encode
 from tests.cloud.test_dataset import T, rec
 
 pytestmark = pytest.mark.integration

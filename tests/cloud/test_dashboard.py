@@ -233,7 +233,8 @@ def test_heartbeat_watch_computes_throughput_between_beats() -> None:
 def test_heartbeat_watch_uses_the_protocol_parser_and_counts_what_it_skips(
         store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     from edgevib.edge.memory import MemoryBus, MemoryLink
-    from edgevib.edge.protocol import Topics, dumps, make_heartbeat
+
+    from edgevib.protocol import Topics, dumps, make_heartbeat
 
     bus = MemoryBus()
     watch = HeartbeatWatch("mqtt://unused:1", link=MemoryLink(bus, "dashboard"))

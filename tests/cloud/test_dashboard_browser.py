@@ -22,16 +22,16 @@ import pytest
 from edgevib.cloud.dashboard import create_app, free_port, serve
 from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.store import Store
-from edgevib.edge import protocol as proto
 from edgevib.edge.cli import run_agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.evidence_wire import EvidenceRecord
-from edgevib.edge.evidence_wire import encode as encode_evidence
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.mqtt import MqttLink
 from edgevib.models.registry import Registry, keygen
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.evidence import EvidenceRecord
+from edgevib.protocol.evidence import encode as encode_evidence
+from edgevib.protocol.frames import Frame, encode
 from tests.cloud.test_dashboard import outer_race_window
 from tests.conftest import IN_CI, REPO, wait_until
 from tests.edge.tinymodels import tiny_onnx

@@ -9,8 +9,9 @@ import pytest
 from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.store import Store
-from edgevib.edge.evidence_wire import EvidenceRecord, encode
-from edgevib.edge.protocol import Topics
+
+from edgevib.protocol import Topics
+from edgevib.protocol.evidence import EvidenceRecord, encode
 
 T = Topics("plant", "gw")
 W = 256

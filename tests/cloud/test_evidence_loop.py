@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from edgevib.cloud.collector import Collector
 from edgevib.cloud.config import load_config
-from edgevib.cloud.labels import label_alert, parse_label
-from edgevib.edge import protocol as proto
+from edgevib.cloud.labels import label_alert
 from edgevib.edge.agent import Agent
 from edgevib.edge.cli import model_path
 from edgevib.edge.config import load_agent_config
@@ -26,7 +25,9 @@ from edgevib.edge.runtime import OnnxModel
 from edgevib.edge.stream import stream_recording
 from edgevib.models.data import load_recording
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.labels import parse_label
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
 T = proto.Topics("plant", "gw")

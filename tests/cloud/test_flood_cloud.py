@@ -14,9 +14,9 @@ import pytest
 from edgevib.cloud.bridge import Bridge
 from edgevib.cloud.config import load_config
 from edgevib.cloud.ingest import SPOOL_COLUMN_NAMES
-from edgevib.edge.protocol import dumps, make_alert
 
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol import dumps, make_alert
 
 FLOOD = 100_000
 GOOD = 200

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.errors import CloudError
-from edgevib.cloud.labels import LABEL_SCHEMA, label_alert, label_evidence, make_label, parse_label
+from edgevib.cloud.labels import label_alert, label_evidence
 from edgevib.cloud.store import Store
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.evidence_wire import encode
 
+from edgevib.protocol.errors import ProtocolError
+from edgevib.protocol.evidence import encode
+from edgevib.protocol.labels import LABEL_SCHEMA, make_label, parse_label
 from tests.cloud.test_dataset import Clock, T, rec
 
 

@@ -288,7 +288,7 @@ def test_kill_and_restart_from_checkpoint_loses_and_doubles_nothing(cloud: Cloud
 
 def test_model_status_verdict_reaches_the_store(cloud: Cloud) -> None:
     # A probation rollback is reported after `edgevib models push` returned: the job stores it.
-    from edgevib.edge.updates import make_status
+    from edgevib.protocol.updates import make_status
 
     t_ns = time.time_ns()
     cloud.sims["g2"].model_status(make_status(
@@ -309,9 +309,10 @@ def test_indicators_are_stored_raw_and_rolled_up_per_sensor(cloud: Cloud) -> Non
 
     import numpy as np
     from edgevib.edge.indicators import compute
-    from edgevib.edge.protocol import make_indicators
     from edgevib.models.bearing import CWRU_DE_6205
     from edgevib.models.orders import fault_frequencies
+
+    from edgevib.protocol import make_indicators
 
     fs, fh = 12000.0, fault_frequencies(CWRU_DE_6205, 1797.0)
     t = np.arange(int(2 * fs)) / fs

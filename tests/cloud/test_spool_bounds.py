@@ -11,9 +11,9 @@ from edgevib.cloud.bridge import SPOOL_SUFFIX, Bridge
 from edgevib.cloud.config import load_config
 from edgevib.cloud.ingest import SPOOL_COLUMN_NAMES
 from edgevib.cloud.spool_guard import SUMMARY_REASON, DeadLetterLimiter, SpoolQuota
-from edgevib.edge.protocol import dumps, make_alert
 
 from edgevib.errors import ConfigError
+from edgevib.protocol import dumps, make_alert
 
 
 class Clock:

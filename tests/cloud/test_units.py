@@ -18,10 +18,10 @@ from edgevib.cloud.errors import DEAD_REASONS
 from edgevib.cloud.fleet import FleetLogic
 from edgevib.cloud.ingest import MAX_FUTURE_MS, SPOOL_COLUMN_NAMES, dumps_line, normalize
 from edgevib.cloud.store import Store
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.protocol import dumps, make_alert, make_heartbeat, parse_alert
 
 from edgevib.errors import ConfigError
+from edgevib.protocol import dumps, make_alert, make_heartbeat, parse_alert
+from edgevib.protocol.errors import ProtocolError
 
 T_NS = 1_700_000_000_000_000_000
 RECV = T_NS // 1_000_000 + 50
@@ -77,7 +77,7 @@ def test_ingest_and_bridge_config_take_a_non_default_topic_prefix() -> None:
 
 
 def _verdict(**kw: object) -> dict[str, object]:
-    from edgevib.edge.updates import make_status
+    from edgevib.protocol.updates import make_status
 
     base: dict[str, object] = dict(site="p1", gateway="g1", update_id="cnn-2-ab", result="rolled_back",
                                    reason="probation_failed", t_ns=T_NS, detail="12 alerts in probation",
@@ -338,7 +338,7 @@ def test_bridge_spools_model_status_verdicts(broker: object, tmp_path: Path) -> 
 
 
 def _indicators(**kw: object) -> dict[str, object]:
-    from edgevib.edge.protocol import make_indicators
+    from edgevib.protocol import make_indicators
 
     base: dict[str, object] = dict(
         site="p1", gateway="g1", sensor="de", asset="pump-3", t_ns=T_NS, duration_s=2.0, sample_rate=12000.0,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 from edgevib.edge.mqtt import MqttLink
-from edgevib.edge.protocol import Topics, parse_heartbeat
 
 from edgevib.broker import MosquittoProcess
 from edgevib.deploy import BUNDLE_ROOT, build_bundle
+from edgevib.protocol import Topics, parse_heartbeat
 from tests.deploy.conftest import write_config, write_tiny_model
 
 pytestmark = pytest.mark.integration

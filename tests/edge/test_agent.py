@@ -6,16 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import Agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.model import FunctionModel
 from edgevib.edge.outbox import Outbox
 from edgevib.models.classes import CLASSES_10
 from edgevib.models.contract import ModelMeta
 from edgevib.models.simulate import simulate
+
+from edgevib import protocol as proto
+from edgevib.protocol.frames import Frame, encode
 
 W = 2048
 T = proto.Topics("plant", "gw")

@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import HEARTBEAT_MAX_BYTES, HEARTBEAT_SENSORS, Agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.frames import encode, max_binary_bytes
 from edgevib.edge.limits import message_limit
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.metrics import OTHER
 from edgevib.edge.outbox import Outbox
 from edgevib.edge.source import Message
 
+from edgevib import protocol as proto
+from edgevib.protocol.frames import encode, max_binary_bytes
 from tests.edge.test_agent import Clock, _model
 from tests.edge.test_limits import T, _frame
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import Agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.outbox import Outbox
 from edgevib.edge.runtime import OnnxModel
 from edgevib.models.bearing import BearingGeometry
 from edgevib.models.simulate import simulate
+
+from edgevib import protocol as proto
+from edgevib.protocol.frames import Frame, encode
 
 ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo" / "faulttype.onnx"
 T = proto.Topics("plant", "gw")

@@ -6,18 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import Agent
 from edgevib.edge.collect import EvidenceSampler
 from edgevib.edge.config import EvidenceUploadConfig, load_agent_config
-from edgevib.edge.evidence_wire import decode
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.metrics import Metrics
 from edgevib.edge.model import FunctionModel
 from edgevib.edge.outbox import PRIORITY_ALERT, PRIORITY_DATA, Outbox
 from edgevib.models.classes import CLASSES_10
 from edgevib.models.contract import ModelMeta
+
+from edgevib import protocol as proto
+from edgevib.protocol.evidence import decode
+from edgevib.protocol.frames import Frame, encode
 
 T = proto.Topics("plant", "gw")
 W = 64

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import Agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.errors import ProtocolError
-from edgevib.edge.frames import Frame, encode
-from edgevib.edge.indicators import ISO_BOUNDARIES, G, compute, iso_zone, velocity_rms_mm_s
+from edgevib.edge.indicators import G, compute, iso_zone, velocity_rms_mm_s
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.model import FunctionModel
 from edgevib.edge.outbox import Outbox
@@ -24,7 +21,11 @@ from edgevib.models.contract import ModelMeta
 from edgevib.models.orders import fault_frequencies
 from edgevib.models.simulate import simulate
 
+from edgevib import protocol as proto
 from edgevib.errors import ConfigError
+from edgevib.protocol import ISO_BOUNDARIES
+from edgevib.protocol.errors import ProtocolError
+from edgevib.protocol.frames import Frame, encode
 
 FS = 12000.0
 T = proto.Topics("plant", "gw")

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.errors import FrameError
-from edgevib.edge.frames import Frame, decode, encode, encode_json, max_binary_bytes, max_json_bytes
 from edgevib.edge.limits import largest_message, max_packet, message_limit
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.source import MESSAGE_OVERHEAD
 
+from edgevib import protocol as proto
 from edgevib.errors import ConfigError
+from edgevib.protocol.errors import FrameError
+from edgevib.protocol.frames import (
+    Frame,
+    decode,
+    encode,
+    encode_json,
+    max_binary_bytes,
+    max_json_bytes,
+)
 
 T = proto.Topics("plant", "gw")
 

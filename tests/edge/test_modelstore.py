@@ -74,7 +74,7 @@ def test_update_modules_never_import_torch_onnx_or_pyflink() -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nimport edgevib.edge.agent, edgevib.edge.updates, edgevib.edge.updater, edgevib.edge.modelstore\n"
+    code = ("import sys\nimport edgevib.edge.agent, edgevib.protocol.updates, edgevib.edge.updater, edgevib.edge.modelstore\n"
             "print([m for m in ('torch', 'onnx', 'pyflink') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

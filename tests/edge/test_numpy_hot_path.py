@@ -101,8 +101,9 @@ def test_agent_import_and_model_load_never_import_scipy() -> None:
 
 @pytest.mark.parametrize("sizes", [[4096], [333, 5000, 17], [30000]])
 def test_history_ring_holds_the_last_seconds(sizes: list[int], rng: np.random.Generator) -> None:
-    from edgevib.edge.frames import Frame
     from edgevib.edge.windowing import SensorWindower
+
+    from edgevib.protocol.frames import Frame
 
     x = rng.normal(size=60_000).astype(np.float32)
     w = SensorWindower(2048, 1024, 12000.0, history_s=0.5)

@@ -102,8 +102,9 @@ def test_function_model_checks_its_output() -> None:
 def test_edge_modules_never_import_torch_or_onnx() -> None:
     import subprocess
     import sys
-    mods = "errors frames protocol windowing model runtime alerting evidence anomaly outbox".split()
-    code = ("import sys\n" + "".join(f"import edgevib.edge.{m}\n" for m in mods)
+    mods = [f"edge.{m}" for m in "errors windowing model runtime alerting evidence anomaly outbox".split()]
+    mods += ["protocol", "protocol.frames", "protocol.evidence", "protocol.updates", "protocol.labels"]
+    code = ("import sys\n" + "".join(f"import edgevib.{m}\n" for m in mods)
             + "bad = [m for m in ('torch', 'onnx', 'pyflink') if m in sys.modules]\nprint(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

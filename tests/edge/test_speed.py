@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import RPM_SOURCES, Agent
 from edgevib.edge.config import SensorConfig, load_agent_config
 from edgevib.edge.errors import EdgeError
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.model import FunctionModel
 from edgevib.edge.outbox import Outbox
@@ -19,7 +17,9 @@ from edgevib.models.classes import CLASSES_10
 from edgevib.models.contract import ModelMeta
 from edgevib.models.simulate import simulate
 
+from edgevib import protocol as proto
 from edgevib.errors import ConfigError
+from edgevib.protocol.frames import Frame, encode
 
 FS = 12000.0
 T = proto.Topics("plant", "gw")

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgevib.edge.errors import EdgeError
-from edgevib.edge.frames import decode
 from edgevib.edge.memory import MemoryBus, MemoryLink
-from edgevib.edge.protocol import Topics
 from edgevib.edge.stream import load_replay, stream_recording
+
+from edgevib.protocol import Topics
+from edgevib.protocol.frames import decode
 
 
 def _npz(path: Path, **keys: object) -> Path:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from edgevib.edge import protocol as proto
-from edgevib.edge.errors import ProtocolError
 from edgevib.edge.verdict import fuse, type_probabilities
+
+from edgevib import protocol as proto
+from edgevib.protocol.errors import ProtocolError
 
 
 def test_agreement_carries_the_type_with_the_models_confidence() -> None:

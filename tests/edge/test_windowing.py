@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from edgevib.edge.errors import WindowingError
-from edgevib.edge.frames import Frame
 from edgevib.edge.windowing import SensorWindower, StreamResampler, rate_ratio
 from scipy.signal import resample_poly
+
+from edgevib.protocol.frames import Frame
 
 
 def _frames(x: np.ndarray, fs: float, sizes: list[int], seq0: int = 0) -> list[Frame]:

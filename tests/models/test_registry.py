@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgevib.edge.updates import load_public_key, verify
 from edgevib.models.registry import Registry, RegistryError, keygen
 
 from edgevib.cli import main
 from edgevib.errors import ConfigError
+from edgevib.protocol.updates import load_public_key, verify
 from tests.edge.tinymodels import tiny_onnx
 
 

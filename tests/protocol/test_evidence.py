@@ -8,10 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
-from edgevib.edge.errors import FRAME_REASONS, FrameError
-from edgevib.edge.evidence_wire import MAGIC, PREFIX, EvidenceRecord, decode, encode, evidence_id
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from edgevib.protocol.errors import FRAME_REASONS, FrameError
+from edgevib.protocol.evidence import MAGIC, PREFIX, EvidenceRecord, decode, encode, evidence_id
 
 _SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
 MODEL = {"name": "cnn_small", "version": "3", "sha256": "ab" * 32}
@@ -53,7 +54,7 @@ def test_round_trip_is_bit_exact_and_the_layout_is_as_documented() -> None:
 def test_garbage_is_refused_with_a_reason(mutate: object, reason: str) -> None:
     with pytest.raises(FrameError) as ei:
         decode(mutate(encode(_rec())))  # type: ignore[operator]
-    assert ei.value.reason == reason and ei.value.component == "edge.evidence_wire"
+    assert ei.value.reason == reason and ei.value.component == "protocol.evidence"
 
 
 def _reseal(head: dict[str, object], x: np.ndarray) -> bytes:

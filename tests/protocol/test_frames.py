@@ -8,8 +8,17 @@ import zlib
 
 import numpy as np
 import pytest
-from edgevib.edge.errors import FRAME_REASONS, FrameError
-from edgevib.edge.frames import CRC_OFFSET, HEADER, HEADER_SIZE, Frame, decode, encode, encode_json
+
+from edgevib.protocol.errors import FRAME_REASONS, FrameError
+from edgevib.protocol.frames import (
+    CRC_OFFSET,
+    HEADER,
+    HEADER_SIZE,
+    Frame,
+    decode,
+    encode,
+    encode_json,
+)
 
 
 def _frame(n: int = 256, seed: int = 0) -> Frame:
@@ -21,7 +30,7 @@ def _reason(payload: bytes, **kw: int) -> str:
     with pytest.raises(FrameError) as ei:
         decode(payload, **kw)
     assert ei.value.reason in FRAME_REASONS
-    assert "edge.frames" in str(ei.value) and "fix:" in str(ei.value)
+    assert "protocol.frames" in str(ei.value) and "fix:" in str(ei.value)
     return ei.value.reason
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from edgevib.edge.errors import FRAME_REASONS, FrameError
-from edgevib.edge.frames import Frame, decode, encode, encode_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from edgevib.protocol.errors import FRAME_REASONS, FrameError
+from edgevib.protocol.frames import Frame, decode, encode, encode_json
 
 _SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
 

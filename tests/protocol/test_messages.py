@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from edgevib.edge.errors import PROTOCOL_REASONS, ProtocolError
-from edgevib.edge.protocol import (
+
+from edgevib.protocol import (
     ALERT_SCHEMA,
     Topics,
     check_name,
@@ -18,6 +18,7 @@ from edgevib.edge.protocol import (
     parse_topic,
     subscription,
 )
+from edgevib.protocol.errors import PROTOCOL_REASONS, ProtocolError
 
 
 def _reason(fn, *a) -> str:  # type: ignore[no-untyped-def]
@@ -118,7 +119,7 @@ def test_heartbeat_round_trip_and_validation() -> None:
 
 
 def test_one_severity_vocabulary_decided_by_the_edge_and_validated() -> None:
-    from edgevib.edge.protocol import SEVERITIES, severity_at_least, severity_of
+    from edgevib.protocol import SEVERITIES, severity_at_least, severity_of
 
     assert SEVERITIES == ("info", "warning", "critical")
     assert severity_at_least("critical", "warning") and not severity_at_least("info", "warning")

@@ -13,14 +13,18 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import Agent
 from edgevib.edge.config import describe, load_agent_config
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.outbox import Outbox
 from edgevib.edge.runtime import OnnxModel
-from edgevib.edge.updates import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgevib import protocol as proto
+from edgevib.errors import ConfigError
+from edgevib.protocol.frames import Frame, encode
+from edgevib.protocol.updates import (
     Assembler,
     Manifest,
     Rejected,
@@ -34,10 +38,6 @@ from edgevib.edge.updates import (
     sign,
     verify,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from edgevib.errors import ConfigError
 from tests.edge.tinymodels import tiny_onnx
 
 T = proto.Topics("plant", "gw")

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
-from edgevib.edge import protocol as proto
-from edgevib.edge.frames import Frame, encode
 from edgevib.models.simulate import simulate
 
+from edgevib import protocol as proto
+from edgevib.protocol.frames import Frame, encode
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

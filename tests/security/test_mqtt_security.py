@@ -19,8 +19,8 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from edgevib.edge.mqtt import MqttLink, Tls
-from edgevib.edge.protocol import Topics, subscription
 
+from edgevib.protocol import Topics, subscription
 from tests.security.conftest import PASSWORDS, SecureBroker
 
 pytestmark = pytest.mark.integration

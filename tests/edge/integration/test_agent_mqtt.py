@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
 from edgevib.edge.agent import Agent
 from edgevib.edge.cli import model_path
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.mqtt import MqttLink
 from edgevib.edge.outbox import Outbox
 from edgevib.edge.runtime import OnnxModel
 from edgevib.edge.stream import stream_recording
 from edgevib.models.data import load_recording
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.frames import Frame, encode
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

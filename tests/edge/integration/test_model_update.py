@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from edgevib.cloud.rollout import push
 from edgevib.cloud.store import Store
-from edgevib.edge import protocol as proto
 from edgevib.edge.cli import run_agent
 from edgevib.edge.config import load_agent_config
-from edgevib.edge.frames import Frame, encode
 from edgevib.edge.mqtt import MqttLink
-from edgevib.edge.updates import encode_install
 from edgevib.models.registry import Registry, keygen
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.frames import Frame, encode
+from edgevib.protocol.updates import encode_install
 from tests.conftest import wait_until
 from tests.edge.tinymodels import tiny_onnx
 

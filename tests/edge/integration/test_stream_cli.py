@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.edge import protocol as proto
-from edgevib.edge.frames import decode
 from edgevib.edge.mqtt import MqttLink
 from edgevib.models.data import load_recording
 
+from edgevib import protocol as proto
 from edgevib.broker import MosquittoProcess
+from edgevib.protocol.frames import decode
 
 pytestmark = pytest.mark.integration
 T = proto.Topics("plant", "gw")
