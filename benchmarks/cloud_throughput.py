@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from edgevib.cloud.config import CloudConfig, load_config
-from edgevib.cloud.ingest import dumps_line, normalize
-from edgevib.cloud.runner import JobProcess, wait_for
+from edgevib.cloud.flink.runner import JobProcess
+from edgevib.cloud.ingest.records import dumps_line, normalize
 from edgevib.cloud.store import Store
 
 from edgevib.broker import MosquittoProcess
 from edgevib.protocol import dumps, make_alert, make_heartbeat
+from edgevib.testing import wait_until
 
 FAULTS = ("B007", "B014", "B021", "IR007", "IR014", "IR021", "OR007", "OR014", "OR021")
 
@@ -75,8 +76,8 @@ def bench_spool(records: int, files: int, gateways: int, alert_frac: float) -> d
     job.start(restore="")
     store = Store(cfg.store_url)
     try:
-        wait_for(lambda: (job.check(), store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n_alerts)[1],
-                 timeout=900, interval=1.0, what="all alerts stored")
+        wait_until(lambda: (job.check(), store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n_alerts)[1],
+                   timeout=900, interval=1.0, what="all alerts stored")
         first, last = store.query("SELECT MIN(stored_ms), MAX(stored_ms) FROM alerts")[0]
     finally:
         job.stop()
@@ -88,8 +89,8 @@ def bench_spool(records: int, files: int, gateways: int, alert_frac: float) -> d
 
 
 def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
-    from edgevib.cloud.bridge import Bridge
-    from edgevib.cloud.simulate import GatewaySim
+    from edgevib.cloud.ingest.bridge import Bridge
+    from edgevib.cloud.testing import GatewaySim
 
     tmp = Path(tempfile.mkdtemp(prefix="edgevib-bench-"))
     broker = MosquittoProcess()
@@ -102,8 +103,8 @@ def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
     sims = [GatewaySim(broker.url, "s1", f"g{i}") for i in range(gateways)]
     store = Store(cfg.store_url)
     try:
-        wait_for(lambda: (job.check(), sims[0].heartbeat(), len(store.gateways()) > 0)[2], timeout=180,
-                 interval=1.0, what="job ready")
+        wait_until(lambda: (job.check(), sims[0].heartbeat(), len(store.gateways()) > 0)[2], timeout=180,
+                   interval=1.0, what="job ready")
         stop = threading.Event()
 
         def hb() -> None:
@@ -121,8 +122,8 @@ def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
                 sims[n % gateways].alert(rng.choice(FAULTS), wait=False)
                 n += 1
             time.sleep(0.002)
-        wait_for(lambda: store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n, timeout=300, interval=0.5,
-                 what="all alerts stored")
+        wait_until(lambda: store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n, timeout=300, interval=0.5,
+                   what="all alerts stored")
         stop.set()
         rows = store.query("SELECT ev_ms, stored_ms FROM alerts WHERE ev_ms >= ? ORDER BY ev_ms",
                            (int((t0 + 3) * 1000),))

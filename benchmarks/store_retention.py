@@ -101,7 +101,7 @@ def fill(store: Any, *, sensors: int, days: int, step_s: int, now_ms: int, seed:
 
 def trend_latency(store: Any, *, sensors: int, now_ms: int, span_ms: int, n: int = 200, seed: int = 1) -> dict[str, float]:
     """p50/p99/max milliseconds of ``sensor_trends`` over random sensors, range ending now."""
-    from edgevib.cloud import alert_view
+    from edgevib.cloud.web import alert_view
 
     rng = np.random.default_rng(seed)
     times = []

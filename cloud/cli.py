@@ -27,9 +27,9 @@ def _cfg(args: argparse.Namespace) -> CloudConfig:
 
 def _run(args: argparse.Namespace) -> int:
     """Bridge (threads) + job (mini-cluster) in this process, until Ctrl-C."""
-    from edgevib.cloud.bridge import Bridge  # noqa: PLC0415
-    from edgevib.cloud.collector import Collector  # noqa: PLC0415
-    from edgevib.cloud.job import JOB_NAME, build, latest_checkpoint  # noqa: PLC0415
+    from edgevib.cloud.flink.job import JOB_NAME, build, latest_checkpoint  # noqa: PLC0415
+    from edgevib.cloud.ingest.bridge import Bridge  # noqa: PLC0415
+    from edgevib.cloud.ingest.collector import Collector  # noqa: PLC0415
 
     cfg = _cfg(args)
     bridge = Bridge(cfg)
@@ -78,8 +78,8 @@ def _retention_loop(cfg: CloudConfig, stop: threading.Event, first_s: float = 60
 
 
 def _worker(cfg: CloudConfig) -> Any:
-    from edgevib.cloud.dataset import EvidenceStore  # noqa: PLC0415
-    from edgevib.cloud.retrain import Worker  # noqa: PLC0415
+    from edgevib.cloud.learning.dataset import EvidenceStore  # noqa: PLC0415
+    from edgevib.cloud.learning.retrain import Worker  # noqa: PLC0415
     from edgevib.cloud.store import Store  # noqa: PLC0415
 
     store = Store(cfg.store_url)
@@ -107,7 +107,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 def _base(args: argparse.Namespace) -> int:
     """The retrain worker's fixed dataset: a leak-free time split of recordings."""
-    from edgevib.cloud.retrain import save_base  # noqa: PLC0415
+    from edgevib.cloud.learning.retrain import save_base  # noqa: PLC0415
     from edgevib.models.classes import CLASSES_10  # noqa: PLC0415
     from edgevib.models.data import load_dir  # noqa: PLC0415
     from edgevib.models.split import time_split  # noqa: PLC0415
@@ -129,7 +129,7 @@ def _faulttype_base(args: argparse.Namespace) -> int:
     """Order features of every rig's recordings (+ simulated bearings, as the fleet model is
     trained): the newest ``--holdout`` of each recording's windows held out, one window of gap."""
     import numpy as np  # noqa: PLC0415
-    from edgevib.cloud.retrain import save_faulttype_base  # noqa: PLC0415
+    from edgevib.cloud.learning.retrain import save_faulttype_base  # noqa: PLC0415
     from edgevib.models import faulttype as ft  # noqa: PLC0415
     from edgevib.models.data import load_dir  # noqa: PLC0415
     from edgevib.models.faulttype_cli import SIM_RECORDINGS  # noqa: PLC0415
@@ -152,7 +152,7 @@ def _faulttype_base(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from edgevib.cloud.collector import run_collector  # noqa: PLC0415
+    from edgevib.cloud.ingest.collector import run_collector  # noqa: PLC0415
 
     stop = threading.Event()
     try:
@@ -163,7 +163,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _bridge(args: argparse.Namespace) -> int:
-    from edgevib.cloud.bridge import run_bridge  # noqa: PLC0415
+    from edgevib.cloud.ingest.bridge import run_bridge  # noqa: PLC0415
 
     stop = threading.Event()
     try:
@@ -174,7 +174,7 @@ def _bridge(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
-    from edgevib.cloud.job import main  # noqa: PLC0415
+    from edgevib.cloud.flink.job import main  # noqa: PLC0415
 
     argv = ["--restore", "latest" if not args.fresh else ""]
     if args.config:

@@ -152,7 +152,7 @@ class DashboardConfig:
 
 @dataclass(frozen=True)
 class EvidenceConfig:
-    """The evidence collector's dataset store (cloud/dataset.py): where, how big, how fast per gateway."""
+    """The evidence collector's dataset store (cloud/learning/dataset.py): where, how big, how fast per gateway."""
 
     dataset_dir: Path = Path("edgevib-cloud/dataset")
     max_bytes: int = 2**30

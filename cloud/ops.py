@@ -183,9 +183,9 @@ def _publisher(broker_url: str | None) -> tuple[Any, Any]:
 
 def apply_label(store: Store, alert_id: str, cls: str, *, by: str, broker_url: str | None = None,
                 evidence_dir: Path | None = None) -> dict[str, Any]:
-    """Label one alert through :func:`edgevib.cloud.labels.label_alert` (task B's closed loop)."""
+    """Label one alert through :func:`edgevib.cloud.learning.labels.label_alert` (task B's closed loop)."""
     try:
-        from edgevib.cloud.labels import label_alert  # noqa: PLC0415
+        from edgevib.cloud.learning.labels import label_alert  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         raise CloudError("cloud.ops", f"labelling needs {exc.name}, which this install lacks",
                          "update edgevib (the closed loop's labels module)") from exc
@@ -203,6 +203,6 @@ def evidence_store(store: Store, root: Path | None) -> Any:
     """The closed loop's EvidenceStore over ``store`` and the dataset directory ``root``; None without one."""
     if root is None or not Path(root).is_dir():
         return None
-    from edgevib.cloud.dataset import EvidenceStore  # noqa: PLC0415 - numpy; only when there is evidence
+    from edgevib.cloud.learning.dataset import EvidenceStore  # noqa: PLC0415 - numpy; only when there is evidence
 
     return EvidenceStore(store, root)

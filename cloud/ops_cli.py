@@ -165,7 +165,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     from edgevib.cloud.config import load_config  # noqa: PLC0415
 
     try:
-        from edgevib.cloud.dashboard import create_app, new_token, serve  # noqa: PLC0415
+        from edgevib.cloud.web.dashboard import create_app, new_token, serve  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "edgevib":
             raise
@@ -183,7 +183,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     app = create_app(store_url, token, broker_url=args.broker, evidence_dir=args.evidence_dir or cfg.evidence.dataset_dir,
                      registry_dir=args.registry, max_sse_clients=dc.max_sse_clients, max_page=dc.max_page)
     if port == 0:
-        from edgevib.cloud.dashboard import free_port  # noqa: PLC0415
+        from edgevib.cloud.web.dashboard import free_port  # noqa: PLC0415
 
         port = free_port(host)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -27,7 +27,7 @@ labels              ``labelled_ms``                                             
 gateways            (none)                          one row per gateway, never aged      forever
 ==================  ==============================  ===================================  =========
 
-Evidence windows are bounded by the dataset quota (``evidence.max_bytes``, cloud/dataset.py,
+Evidence windows are bounded by the dataset quota (``evidence.max_bytes``, cloud/learning/dataset.py,
 which evicts unlabelled windows oldest first); ``evidence_days`` is off by default so the two
 do not both manage the same rows, and when set it deletes by age with the quota's rule
 (unlabelled only, file and row).
@@ -236,7 +236,7 @@ class Retention:
         """Hourly rollups, from the raw rows, of each sensor-hour before ``before_ms`` that has none.
 
         One statement per day of raw rows (a short lock each); the statistics are the job's
-        (cloud/sql.py ``indicator_parts``): ``n``, min/mean/max, worst (highest) ISO zone.
+        (cloud/flink/sql.py ``indicator_parts``): ``n``, min/mean/max, worst (highest) ISO zone.
         """
         lo = self.store.query("SELECT MIN(t_ms) FROM indicators WHERE t_ms < ?", (before_ms,))[0][0]
         if lo is None:

@@ -87,7 +87,7 @@ class CloudSide:
             "bridge": {"client_id": "edgevib-demo-bridge", "flush_ms": 100},
             "evidence": {"dataset_dir": str(self.evidence_dir), "client_id": "edgevib-demo-collector"}})
         try:
-            from edgevib.cloud.collector import Collector  # noqa: PLC0415
+            from edgevib.cloud.ingest.collector import Collector  # noqa: PLC0415
 
             self.collector = Collector(cfg)
             self.collector.start()
@@ -98,8 +98,8 @@ class CloudSide:
         if why is not None:
             self.problems.append(f"cloud job: not started: {why}")
             return
-        from edgevib.cloud.bridge import Bridge  # noqa: PLC0415
-        from edgevib.cloud.runner import JobProcess  # noqa: PLC0415
+        from edgevib.cloud.flink.runner import JobProcess  # noqa: PLC0415
+        from edgevib.cloud.ingest.bridge import Bridge  # noqa: PLC0415
 
         try:
             self.bridge = Bridge(cfg)

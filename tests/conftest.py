@@ -7,32 +7,18 @@ missing prerequisite fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from edgevib.broker import MosquittoProcess
+from edgevib.testing import wait_until  # noqa: F401 - tests import it from here
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, check: Callable[[], None] | None = None, *,
-               interval: float = 0.05) -> Any:
-    """Poll ``cond`` until it returns something truthy and return that; ``check`` runs between
-    polls (e.g. to fail at once when a process died); AssertionError naming ``what`` on timeout."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        if check is not None:
-            check()
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

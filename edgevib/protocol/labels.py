@@ -1,6 +1,6 @@
 """Operators' labels on the wire: the ``edgevib.label/1`` event on ``.../<site>/<gateway>/labels``.
 
-The cloud sends one when an operator labels an alert (:mod:`edgevib.cloud.labels`)::
+The cloud sends one when an operator labels an alert (:mod:`edgevib.cloud.learning.labels`)::
 
     {"schema": "edgevib.label/1", "alert_id": "...", "site": "plant", "gateway": "gw",
      "class": "IR007", "n_windows": 5, "labelled_by": "cli", "t_ns": 1700000000000000000,

@@ -1,4 +1,4 @@
-"""The dashboard's alert detail, notes and sensor trends (cloud/alert_view.py) through the API, and the vendored chart library."""
+"""The dashboard's alert detail, notes and sensor trends (cloud/web/alert_view.py) through the API, and the vendored chart library."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgevib.cloud.alert_view import NOTE_MAX
-from edgevib.cloud.dashboard import create_app
-from edgevib.cloud.ingest import normalize
+from edgevib.cloud.ingest.records import normalize
 from edgevib.cloud.store import Store
+from edgevib.cloud.web.alert_view import NOTE_MAX
+from edgevib.cloud.web.dashboard import create_app
 from starlette.testclient import TestClient
 
 from edgevib.protocol import ISO_BOUNDARIES, dumps, make_alert
@@ -132,7 +132,7 @@ def test_trends_use_rollups_fall_back_to_raw_and_draw_the_iso_zones(setup: tuple
 
 def test_the_chart_library_is_vendored_and_served_only_with_the_token(setup: tuple[TestClient, Store, dict[str, str]]) -> None:
     c = setup[0]
-    vendor = Path(__file__).resolve().parents[2] / "cloud" / "static" / "vendor"
+    vendor = Path(__file__).resolve().parents[2] / "cloud" / "web" / "static" / "vendor"
     assert "MIT License" in (vendor / "uPlot.LICENSE").read_text()
     assert c.get("/static/vendor/uPlot.iife.min.js").status_code == 401
     r = c.get("/static/vendor/uPlot.iife.min.js", headers=AUTH)
@@ -162,7 +162,7 @@ def test_an_older_store_gains_the_verdict_columns(tmp_path: Path) -> None:
 
 def test_auto_resolution_never_truncates_a_span() -> None:
     """Each automatic resolution fits its whole span in one page of points."""
-    from edgevib.cloud.alert_view import MAX_TREND_POINTS, MINUTE_MAX_SPAN_MS, RAW_MAX_SPAN_MS
+    from edgevib.cloud.web.alert_view import MAX_TREND_POINTS, MINUTE_MAX_SPAN_MS, RAW_MAX_SPAN_MS
 
     assert RAW_MAX_SPAN_MS / 10_000 <= MAX_TREND_POINTS  # raw indicators every 10 s (the default interval)
     assert MINUTE_MAX_SPAN_MS / 60_000 <= MAX_TREND_POINTS  # 1-min rollups

@@ -85,13 +85,13 @@ def _replay(url: str, sensor: str, rec: Any) -> None:
 
 def test_missed_fault_is_learned_and_pushed_back(flink_prereqs: None, cwru_dir: Path, broker: MosquittoProcess,
                                                  tmp_path: Path) -> None:
-    from edgevib.cloud.bridge import Bridge
-    from edgevib.cloud.collector import Collector
     from edgevib.cloud.config import load_config
-    from edgevib.cloud.dataset import EvidenceStore
-    from edgevib.cloud.labels import label_alert
-    from edgevib.cloud.retrain import RetrainConfig, Worker, save_base
-    from edgevib.cloud.runner import JobProcess
+    from edgevib.cloud.flink.runner import JobProcess
+    from edgevib.cloud.ingest.bridge import Bridge
+    from edgevib.cloud.ingest.collector import Collector
+    from edgevib.cloud.learning.dataset import EvidenceStore
+    from edgevib.cloud.learning.labels import label_alert
+    from edgevib.cloud.learning.retrain import RetrainConfig, Worker, save_base
     from edgevib.cloud.store import Store
     from edgevib.edge.mqtt import MqttLink
     from edgevib.models import nsae_lcn

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgevib.cloud.collector import Collector
 from edgevib.cloud.config import CloudConfig, load_config
+from edgevib.cloud.ingest.collector import Collector
 from edgevib.edge.mqtt import MqttLink
 
 from edgevib.broker import MosquittoProcess

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from edgevib.cloud import sensor_data
 from edgevib.cloud.config import DashboardConfig, load_config
-from edgevib.cloud.dashboard import create_app, free_port, new_token, serve
-from edgevib.cloud.heartbeats import HeartbeatWatch
-from edgevib.cloud.spectra import sensor_view
 from edgevib.cloud.store import Store
+from edgevib.cloud.web import sensor_data
+from edgevib.cloud.web.dashboard import create_app, free_port, new_token, serve
+from edgevib.cloud.web.heartbeats import HeartbeatWatch
+from edgevib.cloud.web.spectra import sensor_view
 from edgevib.models.bearing import CWRU_DE_6205, DG_6308
 from edgevib.models.registry import Registry, keygen
 from starlette.routing import Mount, Route
@@ -117,7 +117,7 @@ def test_label_goes_through_the_labels_module(client: TestClient, store_url: str
     r = client.post("/api/alerts/alert0001xyz/label", headers=AUTH, json={"cls": "IR014", "by": "ana"})
     assert client.post("/api/alerts/alert0001xyz/label", headers=AUTH, json={}).status_code == 400
     try:
-        import edgevib.cloud.labels  # noqa: F401
+        import edgevib.cloud.learning.labels  # noqa: F401
     except ModuleNotFoundError:
         assert r.status_code == 409 and "labelling needs" in r.json()["error"]
         return
@@ -245,7 +245,7 @@ def test_heartbeat_watch_uses_the_protocol_parser_and_counts_what_it_skips(
     bad = [b"{not json", b"[1, 2]", json.dumps({**good, "schema": "x"}).encode(),
            json.dumps({**good, "counters": {"windows": "many"}}).encode(),  # a string where a number goes
            json.dumps({**good, "sensors": None}).encode(), json.dumps({**good, "gateway": "g2"}).encode()]
-    with caplog.at_level("WARNING", logger="edgevib.cloud.heartbeats"):
+    with caplog.at_level("WARNING", logger="edgevib.cloud.web.heartbeats"):
         for p in bad:
             tx.publish(topic, p)
         tx.publish(topic, dumps(good))

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from edgevib.cloud.config import load_config
-from edgevib.cloud.dashboard import create_app, free_port, serve
-from edgevib.cloud.dashboard_guard import MAX_QUERY_BYTES, RequestGuard
 from edgevib.cloud.store import Store
+from edgevib.cloud.web.dashboard import create_app, free_port, serve
+from edgevib.cloud.web.guard import MAX_QUERY_BYTES, RequestGuard
 from starlette.testclient import TestClient
 
 from edgevib.errors import ConfigError

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgevib.cloud.dashboard import create_app, free_port, serve
-from edgevib.cloud.dataset import EvidenceStore
+from edgevib.cloud.learning.dataset import EvidenceStore
 from edgevib.cloud.store import Store
+from edgevib.cloud.web.dashboard import create_app, free_port, serve
 from edgevib.edge.cli import run_agent
 from edgevib.edge.config import load_agent_config
 from edgevib.edge.mqtt import MqttLink
@@ -165,7 +165,7 @@ def test_alert_detail_and_trends_pages_draw_store_data(driver: Any, tmp_path: Pa
                          cls="OR021", probability=0.91, physics="OR", agree=True, evidence=EVIDENCE,
                          model={"name": "cnn_small", "version": "1", "sha256": "ab" * 32})
     a["verdict"] = {"fault_type": "OR", "confidence": 0.87, "carried_by": ["model", "physics"], "model": "OR", "physics": "OR"}
-    from edgevib.cloud.ingest import normalize
+    from edgevib.cloud.ingest.records import normalize
 
     rec = normalize("edgevib/v1/plant/gw/alerts", proto.dumps(a), recv_ms=t_alert + 50, mid="m-detail")
     s.apply("alert", {**rec, "late": 0})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.errors import CloudError
+from edgevib.cloud.learning.dataset import EvidenceStore
 from edgevib.cloud.store import Store
 
 from edgevib.protocol import Topics
@@ -162,7 +162,7 @@ def test_labelled_windows_filters_and_stacks(tmp_path: Path, clock: Clock) -> No
 def test_bearing_is_stored_and_returned_and_an_older_store_gains_the_columns(tmp_path: Path, clock: Clock) -> None:
     import sqlite3
 
-    from edgevib.cloud.dataset import row_geometry
+    from edgevib.cloud.learning.dataset import row_geometry
     from edgevib.models.bearing import BearingGeometry
 
     # a store written before the bearing columns existed

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.cloud.collector import Collector
 from edgevib.cloud.config import load_config
-from edgevib.cloud.labels import label_alert
+from edgevib.cloud.ingest.collector import Collector
+from edgevib.cloud.learning.labels import label_alert
 from edgevib.edge.agent import Agent
 from edgevib.edge.cli import model_path
 from edgevib.edge.config import load_agent_config

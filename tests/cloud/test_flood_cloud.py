@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from edgevib.cloud.bridge import Bridge
 from edgevib.cloud.config import load_config
-from edgevib.cloud.ingest import SPOOL_COLUMN_NAMES
+from edgevib.cloud.ingest.bridge import Bridge
+from edgevib.cloud.ingest.records import SPOOL_COLUMN_NAMES
 
 from edgevib.broker import MosquittoProcess
 from edgevib.protocol import dumps, make_alert

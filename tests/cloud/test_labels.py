@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.errors import CloudError
-from edgevib.cloud.labels import label_alert, label_evidence
+from edgevib.cloud.learning.dataset import EvidenceStore
+from edgevib.cloud.learning.labels import label_alert, label_evidence
 from edgevib.cloud.store import Store
 
 from edgevib.protocol.errors import ProtocolError

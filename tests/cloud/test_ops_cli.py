@@ -110,7 +110,7 @@ def test_exit_codes_unreachable_store_and_usage(capsys: pytest.CaptureFixture[st
 def test_label_without_the_labels_module_or_with_it(capsys: pytest.CaptureFixture[str], store_url: str) -> None:
     rc, out, err = run(capsys, "alerts", "label", "alert0001xyz", "IR014", "--store", store_url, "--by", "ana")
     try:
-        import edgevib.cloud.labels  # noqa: F401
+        import edgevib.cloud.learning.labels  # noqa: F401
     except ModuleNotFoundError:
         assert rc == 1 and "labelling needs" in err
         return

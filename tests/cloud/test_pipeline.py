@@ -23,6 +23,7 @@ import pytest
 from edgevib.cloud.config import CloudConfig, load_config
 
 from edgevib.broker import MosquittoProcess
+from edgevib.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,23 +73,16 @@ def last_window_end(sims: dict[str, Any]) -> int:
     return (t // WINDOW_MS + 1) * WINDOW_MS
 
 
-def wait_for(pred: Any, timeout: float, what: str, job: Any = None) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if job is not None:
-            job.check()
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - t0
+def wait_for(pred: Any, timeout: float, what: str, job: Any = None) -> Any:
+    return wait_until(pred, timeout, what, None if job is None else job.check, interval=0.2)
 
 
 @pytest.fixture(scope="module")
 def cloud(flink_prereqs: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     import paho.mqtt.client as mqtt
-    from edgevib.cloud.bridge import Bridge
-    from edgevib.cloud.runner import JobProcess
-    from edgevib.cloud.simulate import GatewaySim
+    from edgevib.cloud.flink.runner import JobProcess
+    from edgevib.cloud.ingest.bridge import Bridge
+    from edgevib.cloud.testing import GatewaySim
     from paho.mqtt.enums import CallbackAPIVersion
 
     tmp: Path = tmp_path_factory.mktemp("cloud")
@@ -238,7 +232,7 @@ def test_gateway_offline_within_t_plus_2s_then_online(cloud: Cloud) -> None:
 
 
 def test_kill_and_restart_from_checkpoint_loses_and_doubles_nothing(cloud: Cloud) -> None:
-    from edgevib.cloud.job import latest_checkpoint
+    from edgevib.cloud.flink.job import latest_checkpoint
 
     rng = random.Random(11)
     wait_for(lambda: latest_checkpoint(cloud.cfg.checkpoint_dir) is not None, 30, "a completed checkpoint")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgevib.cloud import alert_view
 from edgevib.cloud.config import RetentionConfig, load_config
 from edgevib.cloud.retention import DAY_MS, HOUR_MS, Retention
 from edgevib.cloud.store import Store
+from edgevib.cloud.web import alert_view
 
 from benchmarks.store_retention import fill, sensor_key
 from edgevib.cli import main

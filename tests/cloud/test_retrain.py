@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 from edgevib.cloud.errors import CloudError
-from edgevib.cloud.fleet import FleetLogic
-from edgevib.cloud.retrain import Base, RetrainConfig, gate, load_base, split_new
+from edgevib.cloud.flink.fleet import FleetLogic
+from edgevib.cloud.learning.retrain import Base, RetrainConfig, gate, load_base, split_new
 
 from edgevib.errors import ConfigError
 
@@ -82,7 +82,7 @@ def test_config_and_base_errors_name_the_fix(tmp_path: Path) -> None:
 
 
 def test_base_round_trip(tmp_path: Path) -> None:
-    from edgevib.cloud.retrain import save_base
+    from edgevib.cloud.learning.retrain import save_base
     from edgevib.models.split import WindowSet
 
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def _trigger(model: str, seq: int, n: int) -> dict[str, Any]:
 @pytest.mark.slow  # trains a model
 def test_worker_gates_and_registers_a_model_that_learns_the_new_class(tmp_path: Path) -> None:
     """Simulated bearings: the current model knows normal and IR; operators labelled OR windows."""
-    from edgevib.cloud.retrain import Worker, save_base
+    from edgevib.cloud.learning.retrain import Worker, save_base
     from edgevib.cloud.store import Store
     from edgevib.models import nsae_lcn
     from edgevib.models.contract import ModelMeta, save
@@ -198,7 +198,7 @@ def test_cli_base_and_retrain_once(cwru_dir: Path, tmp_path: Path, capsys: pytes
 @pytest.mark.slow  # trains a model
 def test_worker_retrains_the_cnn_when_asked(tmp_path: Path) -> None:
     """``retrain.arch = "cnn"``: the same loop with the WDCNN trainer (a few steps here: the path, not the accuracy)."""
-    from edgevib.cloud.retrain import Worker, save_base
+    from edgevib.cloud.learning.retrain import Worker, save_base
     from edgevib.cloud.store import Store
     from edgevib.models import cnn
     from edgevib.models.contract import ModelMeta, attach, read_meta
@@ -250,7 +250,7 @@ def test_worker_adapts_the_faulttype_model_to_a_machine_it_misnames(tmp_path: Pa
     """retrain.arch = faulttype: order features from the stored rpm + bearing, the chosen adaptation
     method, the gate on the site's held-out windows and the fixed fleet feature set, a two-input
     candidate that meets the contract, and a card that says method, labels and numbers."""
-    from edgevib.cloud.retrain import Worker, accuracy, fleet_lr, save_faulttype_base
+    from edgevib.cloud.learning.retrain import Worker, accuracy, fleet_lr, save_faulttype_base
     from edgevib.cloud.store import Store
     from edgevib.models import faulttype as ft
     from edgevib.models.contract import ModelMeta, check_contract, read_meta, save
@@ -303,7 +303,7 @@ def test_worker_adapts_the_faulttype_model_to_a_machine_it_misnames(tmp_path: Pa
 
 
 def test_faulttype_config_and_base_mismatch_name_the_fix(tmp_path: Path) -> None:
-    from edgevib.cloud.retrain import Worker
+    from edgevib.cloud.learning.retrain import Worker
     from edgevib.cloud.store import Store
 
     with pytest.raises(ConfigError, match=r"retrain\.method='sgd'.*finetune"):

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from edgevib.cloud.bridge import SPOOL_SUFFIX, Bridge
 from edgevib.cloud.config import load_config
-from edgevib.cloud.ingest import SPOOL_COLUMN_NAMES
-from edgevib.cloud.spool_guard import SUMMARY_REASON, DeadLetterLimiter, SpoolQuota
+from edgevib.cloud.ingest.bridge import SPOOL_SUFFIX, Bridge
+from edgevib.cloud.ingest.records import SPOOL_COLUMN_NAMES
+from edgevib.cloud.ingest.spool_guard import SUMMARY_REASON, DeadLetterLimiter, SpoolQuota
 
 from edgevib.errors import ConfigError
 from edgevib.protocol import dumps, make_alert

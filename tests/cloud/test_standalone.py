@@ -14,10 +14,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_job_runs_on_a_standalone_cluster(flink_prereqs: None, broker: MosquittoProcess, tmp_path: Path) -> None:
-    from edgevib.cloud.bridge import Bridge
-    from edgevib.cloud.simulate import GatewaySim
-    from edgevib.cloud.standalone import StandaloneCluster
+    from edgevib.cloud.flink.standalone import StandaloneCluster
+    from edgevib.cloud.ingest.bridge import Bridge
     from edgevib.cloud.store import Store
+    from edgevib.cloud.testing import GatewaySim
 
     cfg = load_config(None, env={}, overrides={
         "broker_url": broker.url, "store_url": f"sqlite:///{tmp_path}/store.db", "spool_dir": str(tmp_path / "spool"),

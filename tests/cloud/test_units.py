@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from edgevib.cloud.config import load_config
 from edgevib.cloud.errors import DEAD_REASONS
-from edgevib.cloud.fleet import FleetLogic
-from edgevib.cloud.ingest import MAX_FUTURE_MS, SPOOL_COLUMN_NAMES, dumps_line, normalize
+from edgevib.cloud.flink.fleet import FleetLogic
+from edgevib.cloud.ingest.records import MAX_FUTURE_MS, SPOOL_COLUMN_NAMES, dumps_line, normalize
 from edgevib.cloud.store import Store
 
 from edgevib.errors import ConfigError
@@ -98,7 +98,7 @@ def test_model_status_verdicts_are_ingested_for_the_store() -> None:
                                                                          "missing_field")):
         d = normalize("edgevib/v1/p1/g1/model_status", json.dumps(bad).encode(), RECV, "m")
         assert (d["kind"], d["reason"]) == ("dead", reason), d
-    from edgevib.cloud.sql import plain_query
+    from edgevib.cloud.flink.sql import plain_query
 
     assert "FROM spool WHERE kind = 'model_status'" in plain_query(load_config(None, env={}))
 
@@ -192,7 +192,7 @@ def test_ingest_keeps_the_edge_severity_and_derives_it_only_for_older_agents() -
 
 
 def test_min_incident_severity_uses_the_protocol_vocabulary() -> None:
-    from edgevib.cloud.sql import views
+    from edgevib.cloud.flink.sql import views
 
     cfg = load_config(None, env={})
     assert cfg.job.min_incident_severity == "warning"
@@ -270,8 +270,8 @@ def test_postgres_store_same_upserts(pg_url: str) -> None:
 
 @pytest.mark.integration
 def test_bridge_acks_only_what_is_on_disk_and_resumes_its_session(broker: object, tmp_path: Path) -> None:
-    from edgevib.cloud.bridge import Bridge
-    from edgevib.cloud.simulate import GatewaySim
+    from edgevib.cloud.ingest.bridge import Bridge
+    from edgevib.cloud.testing import GatewaySim
 
     cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
                                                "bridge": {"client_id": "bridge-unit", "flush_ms": 20}})
@@ -310,7 +310,7 @@ def test_bridge_acks_only_what_is_on_disk_and_resumes_its_session(broker: object
 
 @pytest.mark.integration
 def test_bridge_with_a_non_default_topic_prefix_spools_valid_records(broker: object, tmp_path: Path) -> None:
-    from edgevib.cloud.simulate import GatewaySim
+    from edgevib.cloud.testing import GatewaySim
 
     cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
                                                "bridge": {"client_id": "bridge-prefix", "flush_ms": 20,
@@ -328,7 +328,7 @@ def test_bridge_with_a_non_default_topic_prefix_spools_valid_records(broker: obj
 
 @pytest.mark.integration
 def test_bridge_spools_model_status_verdicts(broker: object, tmp_path: Path) -> None:
-    from edgevib.cloud.simulate import GatewaySim
+    from edgevib.cloud.testing import GatewaySim
 
     cfg = load_config(None, env={}, overrides={"broker_url": broker.url, "spool_dir": str(tmp_path / "spool"),  # type: ignore[attr-defined]
                                                "bridge": {"client_id": "bridge-verdicts", "flush_ms": 20}})
@@ -350,8 +350,8 @@ def _indicators(**kw: object) -> dict[str, object]:
 
 
 def test_indicators_are_ingested_as_store_ready_records(tmp_path: Path) -> None:
-    from edgevib.cloud.bridge import BRIDGED_KINDS
-    from edgevib.cloud.sql import INDICATOR_COLUMNS, plain_query
+    from edgevib.cloud.flink.sql import INDICATOR_COLUMNS, plain_query
+    from edgevib.cloud.ingest.bridge import BRIDGED_KINDS
     from edgevib.cloud.store import _col_names
 
     assert "indicators" in BRIDGED_KINDS
@@ -407,7 +407,7 @@ def test_indicator_rollup_windows_are_validated() -> None:
 
     cfg = load_config(None, env={"EDGEVIB_JOB__INDICATOR_ROLLUPS_S": "60,600"})
     assert cfg.job.indicator_rollups_s == (60.0, 600.0)
-    # the job process reads the config back from TOML (cloud/runner.py)
+    # the job process reads the config back from TOML (cloud/flink/runner.py)
     assert tomllib.loads(to_toml(cfg))["job"]["indicator_rollups_s"] == [60.0, 600.0]
     with pytest.raises(ConfigError, match="indicator_rollups_s"):
         load_config(None, env={"EDGEVIB_JOB__INDICATOR_ROLLUPS_S": "60,0.5"})
@@ -416,7 +416,7 @@ def test_indicator_rollup_windows_are_validated() -> None:
 def _bridge_rows(cfg: Any, sim: Any, send: Callable[[], None], written: int) -> tuple[list[dict[str, str]], Any]:
     """Run a real bridge while ``send`` publishes, until ``written`` records are spooled (10 s
     at most); return the spool's rows by column name and the bridge's counters."""
-    from edgevib.cloud.bridge import Bridge
+    from edgevib.cloud.ingest.bridge import Bridge
 
     b = Bridge(cfg)
     b.start()

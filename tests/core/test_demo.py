@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from edgevib.cloud.sensor_data import sensor_payload
 from edgevib.cloud.store import Store
+from edgevib.cloud.web.sensor_data import sensor_payload
 from edgevib.models.bearing import CWRU_DE_6205
 
 from edgevib.broker import MosquittoProcess

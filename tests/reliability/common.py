@@ -260,8 +260,8 @@ class CloudBridge:
     the distinct alert ids in its spool files are what the cloud side stored."""
 
     def __init__(self, url: str, tmp: Path, client_id: str) -> None:
-        from edgevib.cloud.bridge import Bridge
         from edgevib.cloud.config import load_config
+        from edgevib.cloud.ingest.bridge import Bridge
 
         self.spool = tmp / "spool"
         self.bridge = Bridge(load_config(None, env={}, overrides={
@@ -273,8 +273,8 @@ class CloudBridge:
         """Distinct alert ids spooled so far, waiting (bounded) until there are ``at_least``."""
         import csv
 
-        from edgevib.cloud.bridge import SPOOL_SUFFIX
-        from edgevib.cloud.ingest import SPOOL_COLUMN_NAMES
+        from edgevib.cloud.ingest.bridge import SPOOL_SUFFIX
+        from edgevib.cloud.ingest.records import SPOOL_COLUMN_NAMES
 
         kind, ident = SPOOL_COLUMN_NAMES.index("kind"), SPOOL_COLUMN_NAMES.index("id")
 

@@ -8,7 +8,7 @@ would). Four sensors stream in real time and flip between healthy and inner-race
 SIGKILLed, and the agent is thawed: it raises those alerts while the broker is dead, and
 the test sees them waiting in the outbox before the broker comes back.
 
-The cloud's MQTT -> spool bridge (cloud/bridge.py: persistent MQTT 5 session, acknowledges
+The cloud's MQTT -> spool bridge (cloud/ingest/bridge.py: persistent MQTT 5 session, acknowledges
 only after a batch is fsynced) runs beside the subscriber: its spool files are what the Flink
 job reads, so the distinct alert ids in them are the alerts "stored" on the cloud side.
 

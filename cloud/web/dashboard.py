@@ -3,7 +3,7 @@
 A Starlette app over the alert store (SQLite or PostgreSQL), served by uvicorn. Every
 route needs the token: ``Authorization: Bearer <token>``, or the cookie that
 ``/login?token=<token>`` sets (EventSource cannot send headers). The page is one HTML
-file with plain JS (``cloud/static``); the API under ``/api`` is what it calls.
+file with plain JS (``cloud/web/static``); the API under ``/api`` is what it calls.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import uvicorn
-from edgevib.cloud import alert_view, ops
-from edgevib.cloud.dashboard_guard import RequestGuard, StreamSlots
+from edgevib.cloud import ops
 from edgevib.cloud.errors import CloudError
-from edgevib.cloud.models_view import ModelsView
-from edgevib.cloud.sensor_data import sensor_payload, sensors
 from edgevib.cloud.store import Store
+from edgevib.cloud.web import alert_view
+from edgevib.cloud.web.guard import RequestGuard, StreamSlots
+from edgevib.cloud.web.models_view import ModelsView
+from edgevib.cloud.web.sensor_data import sensor_payload, sensors
 from edgevib.models.registry import RegistryError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -44,7 +45,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from edgevib.cloud.heartbeats import HeartbeatWatch
+    from edgevib.cloud.web.heartbeats import HeartbeatWatch
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Dashboard:
         self.models = ModelsView(store_url, broker_url, registry_dir)
         self.beats: HeartbeatWatch | None = None
         if broker_url:
-            from edgevib.cloud.heartbeats import HeartbeatWatch  # noqa: PLC0415 - paho only with a broker
+            from edgevib.cloud.web.heartbeats import HeartbeatWatch  # noqa: PLC0415 - paho only with a broker
 
             self.beats = HeartbeatWatch(broker_url)
 
@@ -298,7 +299,7 @@ def create_app(store_url: str, token: str, *, broker_url: str | None = None, evi
                max_page: int = 2000) -> Starlette:
     """The dashboard app; ``app.state.dashboard`` holds the store and watches (``close()`` them).
 
-    Query strings are checked and live streams counted (cloud/dashboard_guard.py) behind the token check.
+    Query strings are checked and live streams counted (cloud/web/guard.py) behind the token check.
     """
     if len(token) < 16:
         raise CloudError("cloud.dashboard", "token shorter than 16 characters", "use new_token() or a long random string")

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from edgevib.cloud.config import CloudConfig, to_toml
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class JobProcess:
-    """``python -m edgevib.cloud.job --config <toml> --restore latest`` as a child process group."""
+    """``python -m edgevib.cloud.flink.job --config <toml> --restore latest`` as a child process group."""
 
     def __init__(self, cfg: CloudConfig, workdir: Path) -> None:
         self.cfg = cfg
@@ -39,7 +38,7 @@ class JobProcess:
 
     def start(self, restore: str = "latest") -> None:
         self.starts += 1
-        cmd = [sys.executable, "-m", "edgevib.cloud.job", "--config", str(self.config_path), "--restore", restore]
+        cmd = [sys.executable, "-m", "edgevib.cloud.flink.job", "--config", str(self.config_path), "--restore", restore]
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         log.info("job started (pid %d), log %s", self.proc.pid, self.log_path)
@@ -77,14 +76,3 @@ class JobProcess:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             raise CloudRetryableError("cloud.runner", f"job exited with {self.proc.returncode}: {tail}",
                                       f"see {self.log_path}")
-
-
-def wait_for(predicate: object, timeout: float, interval: float = 0.2, what: str = "condition") -> float:
-    """Poll ``predicate()`` until true; returns the seconds waited or raises TimeoutError."""
-    t0 = time.monotonic()
-    while True:
-        if predicate():  # type: ignore[operator]
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"{what} not met within {timeout} s")
-        time.sleep(interval)

@@ -45,7 +45,7 @@ from edgevib.protocol import (
 from edgevib.protocol.errors import ProtocolError
 from edgevib.protocol.labels import parse_label
 
-# Weight of one alert of each severity (info, warning, critical) in the health score (cloud/sql.py).
+# Weight of one alert of each severity (info, warning, critical) in the health score (cloud/flink/sql.py).
 SEVERITY_WEIGHT = dict(zip(SEVERITIES, (0.25, 1.0, 3.0), strict=True))
 # Event times further ahead of the bridge's clock than this are refused: one such record
 # would push the watermark past every honest record and make them all late.

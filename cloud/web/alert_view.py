@@ -4,7 +4,7 @@
   ``verdict_confidence`` and the ``detail`` JSON the ingest keeps: physics verdict, agreement,
   physics evidence), the evidence window at the alert (the one uploaded for it, else the
   sensor's nearest within :data:`EVIDENCE_NEAR_MS`) as waveform / spectrum / envelope
-  spectrum (:func:`edgevib.cloud.spectra.sensor_view`), the velocity-RMS trend of its sensor
+  spectrum (:func:`edgevib.cloud.web.spectra.sensor_view`), the velocity-RMS trend of its sensor
   over +-:data:`TREND_AROUND_MS`, and its history (ack, label, notes).
 * :func:`add_note`: one operator note (``alert_notes``), validated.
 * :func:`sensor_trends`: one sensor's indicators over a time range, from ``indicator_rollups``
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.ops import NotFound, evidence_store, resolve_id
-from edgevib.cloud.sensor_data import DEFAULT_RPM
-from edgevib.cloud.spectra import sensor_view
 from edgevib.cloud.store import Store, _col_names
+from edgevib.cloud.web.sensor_data import DEFAULT_RPM
+from edgevib.cloud.web.spectra import sensor_view
 from edgevib.models.bearing import GEOMETRIES
 
 from edgevib.protocol import ISO_BOUNDARIES

@@ -97,7 +97,7 @@ async function loadFleet() {
   }).join("");
 }
 
-// ---- charts: uPlot (cloud/static/vendor, MIT) ----
+// ---- charts: uPlot (cloud/web/static/vendor, MIT) ----
 const charts = {};
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 const ZONE_COLORS = {B: "#2e9d4a", C: "#e0a100", D: "#c62828"};

@@ -2,7 +2,7 @@
 
 The event's schema is :mod:`edgevib.protocol.labels`. :func:`label_alert` writes the ``labels`` row, sets ``label``/``labelled_ms`` on the
 alert's evidence windows (windows arriving later inherit it, see
-:mod:`edgevib.cloud.dataset`) and, given ``publish``, sends the event on
+:mod:`edgevib.cloud.learning.dataset`) and, given ``publish``, sends the event on
 ``edgevib/v1/<site>/<gateway>/labels`` (QoS 1 is the caller's publish).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.errors import CloudError
+from edgevib.cloud.learning.dataset import EvidenceStore
 from edgevib.cloud.store import Store
 
 from edgevib.protocol import Topics, dumps

@@ -125,7 +125,7 @@ def load_base(path: str | Path) -> Base:
                         float(z["fs"]), kind, z["rig_train"].astype(str) if kind == "orders" else None)
     except (OSError, KeyError, ValueError) as exc:
         raise CloudError(_COMP, f"base dataset {str(p)!r}: {exc}",
-                         "write it with edgevib.cloud.retrain.save_base (set retrain.base)") from exc
+                         "write it with edgevib.cloud.learning.retrain.save_base (set retrain.base)") from exc
 
 
 def split_new(rows: Sequence[dict[str, Any]], frac: float, window_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +216,7 @@ class RunResult:
 class Worker:
     """Claims pending triggers from the store and runs them, one at a time.
 
-    ``evidence`` is an :class:`edgevib.cloud.dataset.EvidenceStore`; ``push`` defaults to
+    ``evidence`` is an :class:`edgevib.cloud.learning.dataset.EvidenceStore`; ``push`` defaults to
     :func:`edgevib.cloud.rollout.push` with the cloud's broker URL.
     """
 
@@ -334,7 +334,7 @@ class Worker:
                        secs: dict[str, float]) -> RunResult:
         """``retrain.arch = "faulttype"``: adapt the running fault-type model to the labels."""
         require("onnx", extra="train", feature="adapting the fault-type model")
-        from edgevib.cloud.dataset import row_geometry  # noqa: PLC0415
+        from edgevib.cloud.learning.dataset import row_geometry  # noqa: PLC0415
         from edgevib.models import adapt  # noqa: PLC0415
         from edgevib.models.classes import fault_type  # noqa: PLC0415
         from edgevib.models.contract import ModelMeta, attach, read_meta  # noqa: PLC0415

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from edgevib.cloud.config import CloudConfig
-from edgevib.cloud.dataset import EvidenceStore
 from edgevib.cloud.errors import CloudRetryableError
+from edgevib.cloud.learning.dataset import EvidenceStore
 from edgevib.cloud.store import Store
 
 from edgevib.broker import parse_url

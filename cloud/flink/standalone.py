@@ -2,7 +2,7 @@
 
     cluster = StandaloneCluster(Path("/tmp/flink"))
     cluster.start()                       # JobManager + one TaskManager, REST on a free port
-    job_id = cluster.submit(config_toml)  # flink run -d -py <edgevib>/cloud/job.py --config ...
+    job_id = cluster.submit(config_toml)  # flink run -d -py <edgevib>/cloud/flink/job.py --config ...
     cluster.cancel(job_id); cluster.stop()
 
 Every address is bound to 127.0.0.1 and every port is chosen explicitly, so several
@@ -121,7 +121,7 @@ class StandaloneCluster:
                                   f"see the logs in {self.log_dir}")
 
     def submit(self, config: Path, *, restore: str = "", timeout: float = 240.0) -> str:
-        """``flink run -d -py cloud/job.py``; returns the job id."""
+        """``flink run -d -py cloud/flink/job.py``; returns the job id."""
         job_py = Path(__file__).with_name("job.py")
         out = self._run([self._bin("flink"), "run", "-d", "-m", f"127.0.0.1:{self.rest_port}",
                          "-py", str(job_py), "-pyexec", self.python, "-pyclientexec", self.python,

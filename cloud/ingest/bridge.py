@@ -2,7 +2,7 @@
 
 Subscribes to every gateway's ``alerts``, ``heartbeat``, ``status``, ``labels``,
 ``model_status`` and ``indicators`` topics with QoS 1 in a persistent MQTT 5 session (the broker queues messages while the bridge is down),
-validates and flattens each message (:func:`edgevib.cloud.ingest.normalize`), and writes
+validates and flattens each message (:func:`edgevib.cloud.ingest.records.normalize`), and writes
 batches of CSV lines to the spool directory. A batch goes to a hidden temporary file,
 is fsync'ed and renamed to its final name (Flink's file source ignores hidden files and
 never sees a file grow), and only then are its messages acknowledged to the broker
@@ -11,7 +11,7 @@ never sees a file grow), and only then are its messages acknowledged to the brok
 A batch is written when it holds ``max_batch`` messages or ``flush_ms`` after its first
 message. Files older than ``retention_s`` are deleted.
 
-Bounded (cloud/spool_guard.py): dead letters per gateway per minute (the rest counted,
+Bounded (cloud/ingest/spool_guard.py): dead letters per gateway per minute (the rest counted,
 one ``rate_limited`` dead letter per gateway per ``dead_summary_s`` carries the count),
 and the spool's bytes (``spool_max_bytes``: consumed files go first, then dead letters;
 alerts, heartbeats, labels and indicators are always written).
@@ -29,8 +29,8 @@ from pathlib import Path
 
 from edgevib.cloud.config import CloudConfig
 from edgevib.cloud.errors import CloudError, CloudRetryableError
-from edgevib.cloud.ingest import dead, dumps_line, normalize
-from edgevib.cloud.spool_guard import (
+from edgevib.cloud.ingest.records import dead, dumps_line, normalize
+from edgevib.cloud.ingest.spool_guard import (
     DEAD_SHARE,
     SUMMARY_REASON,
     DeadLetterLimiter,

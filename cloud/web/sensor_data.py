@@ -1,6 +1,6 @@
 """The sensor page's data: the newest evidence window's curves and class probabilities over time.
 
-Windows come from the closed loop's evidence store (:class:`edgevib.cloud.dataset.EvidenceStore`,
+Windows come from the closed loop's evidence store (:class:`edgevib.cloud.learning.dataset.EvidenceStore`,
 ``[evidence] dataset_dir``); the probabilities also from the sensor's fault alerts.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.ops import evidence_store
-from edgevib.cloud.spectra import sensor_view
 from edgevib.cloud.store import Store
+from edgevib.cloud.web.spectra import sensor_view
 from edgevib.models.bearing import GEOMETRIES
 
 log = logging.getLogger(__name__)

@@ -197,7 +197,7 @@ class JobProgress:
         self._store: object | None = None
 
     def __call__(self) -> float | None:
-        from edgevib.cloud.job import latest_checkpoint  # noqa: PLC0415 - no Flink import at module load
+        from edgevib.cloud.flink.job import latest_checkpoint  # noqa: PLC0415 - no Flink import at module load
         from edgevib.cloud.store import Store  # noqa: PLC0415
 
         chk = latest_checkpoint(self.checkpoint_dir)

@@ -1,6 +1,6 @@
 """Fleet state in plain Python: liveness, model inventory and incidents per key.
 
-Kept free of pyflink so it can be unit-tested; :mod:`edgevib.cloud.job` wraps it in a
+Kept free of pyflink so it can be unit-tested; :mod:`edgevib.cloud.flink.job` wraps it in a
 keyed process function whose state is a JSON string per key (gateway or asset).
 
 Outputs are ``(kind, key, row)`` store records (see :data:`edgevib.cloud.store.KIND_TABLE`).

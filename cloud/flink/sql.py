@@ -8,7 +8,7 @@ store. All queries are generated from :class:`~edgevib.cloud.config.CloudConfig`
 from __future__ import annotations
 
 from edgevib.cloud.config import CloudConfig
-from edgevib.cloud.ingest import SEVERITY_WEIGHT
+from edgevib.cloud.ingest.records import SEVERITY_WEIGHT
 
 from edgevib.protocol import SEVERITIES, severity_at_least
 

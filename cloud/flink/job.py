@@ -1,7 +1,7 @@
 """The PyFlink streaming job: spool files -> SQL windows -> Python fleet state -> store + MQTT.
 
-Run it in a local mini-cluster (``edgevib cloud run`` / ``python -m edgevib.cloud.job``) or
-submit it to a standalone cluster (``flink run -py cloud/job.py --config cloud.toml``).
+Run it in a local mini-cluster (``edgevib cloud run`` / ``python -m edgevib.cloud.flink.job``) or
+submit it to a standalone cluster (``flink run -py cloud/flink/job.py --config cloud.toml``).
 
 Topology (parallelism 1 by default)::
 
@@ -30,9 +30,9 @@ from typing import Any
 
 from edgevib.cloud.config import CloudConfig, load_config
 from edgevib.cloud.errors import CloudError
-from edgevib.cloud.fleet import FleetLogic, Record
-from edgevib.cloud.ingest import SPOOL_COLUMNS
-from edgevib.cloud.sql import keyed_query, plain_query, views, watermark_expr
+from edgevib.cloud.flink.fleet import FleetLogic, Record
+from edgevib.cloud.flink.sql import keyed_query, plain_query, views, watermark_expr
+from edgevib.cloud.ingest.records import SPOOL_COLUMNS
 from edgevib.cloud.store import Store
 
 from edgevib.extras import require
