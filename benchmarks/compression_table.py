@@ -1,11 +1,16 @@
 """Regenerate the compression table: ``python benchmarks/compression_table.py --data DIR --out docs/``.
 
 Trains (or loads, ``--teacher``) the WDCNN teacher on CWRU loads 0-2 (first 70 % of each
-recording), runs the real-data recipe ``slim,merge,kd,int8``, the dynamic-INT8 variant,
-pruning of the plain teacher with and without neuron merging, and the data-free path; then
-measures every stage side by side (parameters, ONNX bytes, ONNX Runtime ms/window at 1
-thread for batch 1 and 32, accuracy on the time split, the load-3 hold-out and SNR 0/-4 dB)
-and writes ``compression_table.{md,json,png}`` under ``--out``. ``--zoo`` also writes
+recording), runs the real-data recipe ``slim,merge,kd,int8`` (plus ``dfq`` on its student),
+the dynamic-INT8 variant, pruning of the plain teacher with and without neuron merging,
+Scalpel-aligned pruning (``slim,align,merge,kd,int8`` at 16 and 8 channels), noise-robust
+distillation (``slim,merge,nkd,int8``), DFQ and ZAQ of the teacher (per-channel and
+per-tensor int8), and the data-free paths (DeepInversion and KegNet windows); then measures
+every stage side by side (parameters, ONNX bytes, ONNX Runtime ms/window at 1 thread for
+batch 1 and 32, accuracy on the time split, the load-3 hold-out and SNR 0/-4 dB) and writes
+``compression_table.{md,json,png}`` under ``--out``. It also measures the shipped fault-type
+model (``models/zoo/faulttype.onnx``: size, ONNX Runtime latency, order-feature cost,
+leave-one-rig-out accuracy) with ``--bearings``. ``--zoo`` also writes
 ``models/zoo/cnn_small.onnx`` (the real-data final model). Prints a report with the targets.
 """
 
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 from edgevib.models import cnn
 from edgevib.models.classes import CLASSES_10
-from edgevib.models.compress import arch, merging, onnxio, pipeline, quantize, slimming, table
+from edgevib.models.compress import arch, dfq, merging, onnxio, pipeline, quantize, slimming, table
 from edgevib.models.compress.data import splits
 
 log = logging.getLogger("compression_table")
@@ -42,6 +47,57 @@ def teacher_model(args: argparse.Namespace, sp: Any) -> tuple[cnn.CNNModel, dict
     arch.save_checkpoint(model, p, meta)
     log.info("teacher trained in %.0f s, saved to %s", time.monotonic() - t0, p)
     return model, meta
+
+
+def real_calib(sp: Any, o: pipeline.Options) -> Any:
+    """The pipeline's calibration windows (same seed and count) from the training split."""
+    idx = np.random.default_rng(o.seed).permutation(len(sp.train))[:o.calib_windows]
+    return sp.train.x3d()[np.sort(idx)]
+
+
+def cpu_name() -> str:
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def faulttype_row(cwru: str, bearings: str, rounds: int) -> dict[str, Any]:
+    """The shipped fault-type model: parameters, bytes, ONNX Runtime ms/window (its LR graph at
+    batch 1 and 32, one thread), order-feature cost per window (numpy, this process) and the
+    leave-one-rig-out accuracy (models.rigout, the product's protocol)."""
+    import onnx
+    from edgevib.models.data import load_dir
+    from edgevib.models.faulttype import features_of, simulated
+    from edgevib.models.rigout import rig_out
+
+    zoo = Path(__file__).resolve().parents[1] / "models" / "zoo" / "faulttype.onnx"
+    proto = onnx.load(str(zoo))
+    params = int(sum(np.prod(i.dims) for i in proto.graph.initializer if i.name in ("weight", "bias")))
+    sess = table.session(proto)
+    n_feat = int(proto.graph.input[1].type.tensor_type.shape.dim[1].dim_value)
+    window = int(proto.graph.input[0].type.tensor_type.shape.dim[2].dim_value)
+    ms: dict[str, float] = {}
+    rng = np.random.default_rng(0)
+    for b in (1, 32):
+        feed = {"x": np.zeros((b, 1, window), np.float32), "orders": rng.standard_normal((b, n_feat)).astype(np.float32)}
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(20):
+                sess.run(["probs"], feed)
+            times.append((time.perf_counter() - t0) / (20 * b) * 1e3)
+        ms[f"ms_b{b}"] = float(np.percentile(times, 25))
+    recs = load_dir(cwru) + load_dir(bearings)
+    t0 = time.perf_counter()
+    real = features_of(recs)
+    feat_ms = (time.perf_counter() - t0) / len(real.y) * 1e3  # includes resampling to 12 kHz
+    res = rig_out(real, features_of(simulated(240)))
+    return {"stage": "faulttype (shipped LR)", "params": params, "onnx_bytes": zoo.stat().st_size, **ms,
+            "features_ms_per_window": feat_ms, "windows": int(len(real.y)), "window": window,
+            "loro_window_acc": res["mean"]["window_acc"], "loro_recording_acc": res["mean"]["recording_acc"],
+            "loro_by_rig": {k: v["window_acc"] for k, v in res["rigs"].items()}}
 
 
 def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, Any], meta: dict[str, str],
@@ -82,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="latency rounds (interleaved)")
     ap.add_argument("--zoo", action="store_true", help="also write models/zoo/cnn_small.onnx")
     ap.add_argument("--opt", action="append", default=[], metavar="K=V", help="pipeline.Options override")
+    ap.add_argument("--skip", default="", help="comma list of extra paths to skip: align16,align8,nkd")
+    ap.add_argument("--bearings", default=None, help="../shared/bearings: also measure the shipped fault-type model")
+    ap.add_argument("--cwru-all", default=None, help="CWRU folder for the leave-one-rig-out row (default --data)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -95,20 +154,52 @@ def main(argv: list[str] | None = None) -> int:
     clock["data+teacher_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    real = pipeline.run(teacher, "slim,merge,kd,int8", train=sp.train, meta=meta, seed=args.seed, **opts)
+    real = pipeline.run(teacher, "slim,merge,kd,int8,dfq", train=sp.train, meta=meta, seed=args.seed, **opts)
+    real_dfq = real.pop()  # the kd student through DFQ instead of calibrated INT8
     clock["real_path_s"] = time.monotonic() - t
     o = pipeline.Options(**opts)
     # neuron merging without sparsity training: prune the plain teacher by |gamma|
     keep = slimming.global_keep(teacher.net, o.demo_ratio)
     plain_pruned = slimming.prune(teacher.net, keep)
     plain_merged, plain_rep = merging.merge_prune(teacher.net, keep, threshold=o.merge_threshold)
-    # the data-free path prunes as many channels as the real one, so the two compare like for like
+    # the data-free paths prune as many channels as the real one, so they compare like for like
     n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
     n_kept = sum(u.bn.num_features for u in slimming.units(real[-2].net))
     free_opts = {**opts, "prune_ratio": 1 - n_kept / n_all}
     t = time.monotonic()
-    free = pipeline.run(teacher, "slim,merge,kd,int8", data_free=True, meta=meta, seed=args.seed, **free_opts)
+    free = pipeline.run(teacher, "slim,merge,kd,int8,dfq", data_free=True, meta=meta, seed=args.seed, **free_opts)
     clock["datafree_path_s"] = time.monotonic() - t
+    t = time.monotonic()
+    keg = pipeline.run(teacher, "slim,merge,kd,int8", data_free=True, meta=meta, seed=args.seed,
+                       **{**free_opts, "synth": "kegnet"})
+    clock["kegnet_path_s"] = time.monotonic() - t
+    extra_paths: dict[str, list[pipeline.Stage]] = {}
+    for key, recipe, more in (("align16", "slim,align,merge,kd,int8", {"align": 16}),
+                              ("align8", "slim,align,merge,kd,int8", {"align": 8}),
+                              ("nkd", "slim,merge,nkd,int8", {})):
+        if key not in args.skip:
+            t = time.monotonic()
+            extra_paths[key] = pipeline.run(teacher, recipe, train=sp.train, meta=meta, seed=args.seed,
+                                            **{**opts, **more})
+            clock[f"{key}_path_s"] = time.monotonic() - t
+    t = time.monotonic()
+    # DFQ / ZAQ of the teacher itself: no window at all; per-tensor int8 is where equalisation matters
+    quant: list[tuple[str, Any, int]] = []
+    for per_channel, tag in ((True, ""), (False, "(per-tensor)")):
+        st = pipeline.run(teacher, "dfq,zaq", data_free=True, meta=meta, seed=args.seed,
+                          **{**opts, "dfq_per_channel": per_channel})
+        quant += [(s.name + tag, s.proto, arch.n_params(teacher.net)) for s in st[1:]]
+        cfg = dfq.DFQConfig(per_channel=per_channel, cle_iters=0, absorb=False, bias_correct=False)
+        net0, st0 = dfq.dfq(teacher.net, cfg)
+        quant.append(("cnn+int8(no calibration, no CLE/bias corr.)" + tag,
+                      dfq.quantize_data_free(pipeline._onnx(net0, teacher, meta, "cnn"), net0, st0, cfg),
+                      arch.n_params(teacher.net)))
+    quant.append(("cnn+int8(real calibration)", quantize.quantize_int8_static(real[0].proto, real_calib(sp, o)),
+                  arch.n_params(teacher.net)))
+    quant.append(("cnn+int8(real calibration)(per-tensor)",
+                  quantize.quantize_int8_static(real[0].proto, real_calib(sp, o), per_channel=False),
+                  arch.n_params(teacher.net)))
+    clock["dfq_zaq_s"] = time.monotonic() - t
 
     def onnx_of(net: Any, name: str) -> Any:
         return pipeline._onnx(net, teacher, meta, name)
@@ -116,9 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     kd = real[-2]
     rows_in = [(s.name, s.proto, arch.n_params(s.net)) for s in real]
     rows_in.append((kd.name + "+int8dyn", quantize.quantize_int8_dynamic(kd.proto), arch.n_params(kd.net)))
+    rows_in.append((real_dfq.name, real_dfq.proto, arch.n_params(real_dfq.net)))
     rows_in += [("cnn-pruned(no sparsity)", onnx_of(plain_pruned, "p"), arch.n_params(plain_pruned)),
                 ("cnn-pruned(no sparsity)+merge", onnx_of(plain_merged, "m"), arch.n_params(plain_merged))]
+    rows_in += quant
+    for key, stages in extra_paths.items():
+        rows_in += [(s.name.replace("+align", f"+align{key[5:]}") if key.startswith("align") else s.name,
+                     s.proto, arch.n_params(s.net)) for s in stages[1:] if "(pruned)" not in s.name]
     rows_in += [("datafree:" + s.name, s.proto, arch.n_params(s.net)) for s in free[1:]]
+    rows_in += [("datafree-kegnet:" + s.name, s.proto, arch.n_params(s.net)) for s in keg[1:]]
     x_time, y_time = sp.test_time.x3d(), sp.test_time.y
     tests = {"acc_time": (x_time, y_time), "acc_load3": (sp.test_load.x3d(), sp.test_load.y),
              "acc_snr0": (table.add_noise(x_time, 0.0, args.seed), y_time),
@@ -127,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = table.measure(rows_in, tests, window=teacher.window, rounds=args.rounds)
     clock["measure_s"] = time.monotonic() - t
     by = {r["stage"]: r for r in rows}
-    base, final, fdf = by["cnn"], by[real[-1].name], by["datafree:" + free[-1].name]
+    base, final, fdf = by["cnn"], by[real[-1].name], by["datafree:" + free[-2].name]
     pr, mg = by["cnn+slim(pruned)"], by["cnn+slim+merge"]
     ppr, pmg = by["cnn-pruned(no sparsity)"], by["cnn-pruned(no sparsity)+merge"]
 
@@ -135,23 +232,43 @@ def main(argv: list[str] | None = None) -> int:
         lost = base["acc_time"] - pruned["acc_time"]
         return None if lost <= 0 else (merged["acc_time"] - pruned["acc_time"]) / lost
 
+    def against_teacher(r: dict[str, Any]) -> dict[str, float]:
+        return {"smaller_x": base["onnx_bytes"] / r["onnx_bytes"], "faster_x_b1": base["ms_b1"] / r["ms_b1"],
+                "faster_x_b32": base["ms_b32"] / r["ms_b32"],
+                "drop_time_pts": 100 * (base["acc_time"] - r["acc_time"]),
+                "drop_load3_pts": 100 * (base["acc_load3"] - r["acc_load3"]),
+                "drop_snr0_pts": 100 * (base["acc_snr0"] - r["acc_snr0"])}
+
     targets = {
-        "smaller_x": base["onnx_bytes"] / final["onnx_bytes"],
-        "faster_x_b1": base["ms_b1"] / final["ms_b1"], "faster_x_b32": base["ms_b32"] / final["ms_b32"],
-        "drop_time_pts": 100 * (base["acc_time"] - final["acc_time"]),
-        "drop_snr0_pts": 100 * (base["acc_snr0"] - final["acc_snr0"]),
+        **against_teacher(final),
         "merge_recovered_slim": recovered(pr, mg), "merge_recovered_plain": recovered(ppr, pmg),
         "datafree_gap_time_pts": 100 * (final["acc_time"] - fdf["acc_time"]),
         "datafree_gap_snr0_pts": 100 * (final["acc_snr0"] - fdf["acc_snr0"]),
+        "candidates": {r["stage"]: against_teacher(r) for r in rows
+                       if r["stage"].endswith(("+int8", "+dfq", "+zaq")) and r["stage"] != "cnn"},
+        "datafree_gaps_time_pts": {r["stage"]: 100 * (final["acc_time"] - r["acc_time"]) for r in rows
+                                   if r["stage"].startswith("datafree") and r["stage"].endswith(("+int8", "+dfq"))},
     }
     extra = {"targets": targets, "clock": clock, "options": vars(o), "datafree_options": free_opts,
              "trained_on": TRAINED_ON,
              "merge_slim": real[2].info, "merge_plain": [vars(r) for r in plain_rep],
              "widths_final": arch.arch_kwargs(kd.net), "test_windows": {k: len(v[1]) for k, v in tests.items()},
-             "cpu_threads_latency": 1, "onnxruntime": table.ort.__version__}
+             "widths": {k: arch.arch_kwargs(v[-2].net)["widths"] + [arch.arch_kwargs(v[-2].net)["hidden"]]
+                        for k, v in {"real": real, "datafree": free[:-1], "kegnet": keg, **extra_paths}.items()},
+             "what_data_free_saw": {
+                 "datafree (DeepInversion)": "teacher weights + BN statistics; windows synthesised from them",
+                 "datafree-kegnet": "teacher weights and outputs on generated windows (no BN statistics)",
+                 "dfq": "weights and BN statistics only (no window of any kind)",
+                 "zaq": "weights, BN statistics, teacher/INT8-copy outputs on generated windows"},
+             "cpu_threads_latency": 1, "onnxruntime": table.ort.__version__,
+             "cpu": cpu_name()}
+    if args.bearings:
+        t = time.monotonic()
+        extra["faulttype"] = faulttype_row(args.cwru_all or args.data, args.bearings, args.rounds)
+        clock["faulttype_s"] = time.monotonic() - t
     files = table.write(rows, args.out, "compression_table", ref="cnn", extra=extra)
     print(table.markdown(rows, "cnn"))
-    print(json.dumps({"targets": targets, "clock": clock}, indent=2))
+    print(json.dumps({"targets": targets, "clock": clock, "faulttype": extra.get("faulttype")}, indent=2))
     if args.zoo:
         zoo = Path(__file__).resolve().parents[1] / "models" / "zoo" / "cnn_small.onnx"
         proto = copy.deepcopy(real[-1].proto)

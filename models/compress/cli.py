@@ -4,8 +4,8 @@
 >>> sub = argparse.ArgumentParser(prog="edgevib models").add_subparsers()
 >>> p = add_parser(sub)
 >>> a = p.parse_args(["--model", "m.pt", "--data-free", "--out", "s.onnx"])
->>> a.recipe, a.data_free, a.func is run
-('slim,merge,kd,int8', True, True)
+>>> a.recipe, a.data_free, a.synth, a.func is run
+('slim,merge,kd,int8', True, 'deepinversion', True)
 """
 
 from __future__ import annotations
@@ -22,15 +22,19 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``compress`` sub-command to ``subparsers``; sets ``func=run``."""
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "compress", help="shrink a CNN: network slimming, neuron merging, distillation, INT8",
+        "compress", help="shrink a CNN: slimming, SIMD-aligned pruning, merging, distillation, INT8, DFQ, ZAQ",
         description="Compress a trained CNN (.pt checkpoint; .onnx for --recipe int8 only) into a small "
                     "ONNX model with the same contract.")
     p.add_argument("--model", required=True, help="teacher checkpoint (.pt) or ONNX model (int8 only)")
-    p.add_argument("--recipe", default="slim,merge,kd,int8", help="steps among slim,merge,kd,int8")
+    p.add_argument("--recipe", default="slim,merge,kd,int8",
+                   help="steps among slim,align,merge,kd,nkd,int8,dfq,zaq (dfq/zaq alone need no windows)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="folder of CWRU recordings for training/calibration windows")
     src.add_argument("--data-free", action="store_true", help="synthesise windows from the teacher instead")
     p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--synth", choices=("deepinversion", "kegnet"), default="deepinversion",
+                   help="data-free window source (with --data-free)")
+    p.add_argument("--align", type=int, default=16, help="align: channel multiple (SIMD float32 lanes)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         out = compress(args.model, args.recipe, data_dir=args.data, data_free=args.data_free, out=args.out,
-                       progress=Bar("compress"), seed=args.seed)
+                       progress=Bar("compress"), seed=args.seed, synth=args.synth, align=args.align)
     except EdgevibError as exc:
         log.error("%s", exc)
         print(f"error: {exc}")

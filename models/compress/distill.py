@@ -34,23 +34,40 @@ def kd_loss(student_logits: Any, teacher_logits: Any, y: Any, *, temperature: fl
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, y)
 
 
+def add_noise(x: Any, p: float, snr_lo: float, snr_hi: float, gen: Any) -> Any:
+    """White Gaussian noise on a fraction ``p`` of the windows ``x`` [B, 1, W], at an SNR drawn
+    uniformly in ``[snr_lo, snr_hi]`` dB relative to each window's own power."""
+    b = x.shape[0]
+    snr = snr_lo + (snr_hi - snr_lo) * torch.rand(b, 1, 1, generator=gen)
+    on = (torch.rand(b, 1, 1, generator=gen) < p).float()
+    power = x.pow(2).mean(dim=-1, keepdim=True)
+    return x + on * torch.randn(x.shape, generator=gen) * torch.sqrt(power / 10 ** (snr / 10))
+
+
 def distill(student: Any, teacher: Any, batches: BatchFn, *, steps: int = 400, temperature: float = 4.0,
             alpha: float = 0.7, lr: float = 1e-3, seed: int = 0, bn_stats: bool = False,
-            progress: Progress | None = None) -> Any:
+            noise: tuple[float, float, float] | None = None, progress: Progress | None = None) -> Any:
     """Train ``student`` in place on ``batches`` to match ``teacher`` (kept in eval mode).
 
     ``bn_stats=False`` keeps the student's BN statistics (inherited from the teacher by
-    pruning) fixed, which matters when batches are synthetic.
+    pruning) fixed, which matters when batches are synthetic. ``noise = (p, snr_lo, snr_hi)``
+    (noise-robust distillation): the student sees a noisy copy of a fraction ``p`` of the
+    windows while the teacher's targets come from the clean ones, so the student learns what
+    the teacher says about the clean signal from the noisy one.
     """
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise CompressError(_COMP, f"temperature={temperature}, alpha={alpha}",
                             "use temperature > 0 (e.g. 4) and alpha in [0, 1] (e.g. 0.7)")
+    if noise is not None and (not 0 <= noise[0] <= 1 or noise[1] > noise[2]):
+        raise CompressError(_COMP, f"noise={noise}", "use (p in [0, 1], snr_lo <= snr_hi), e.g. (0.5, -6, 10)")
     teacher.eval()
+    gen = torch.Generator().manual_seed(seed + 1)
 
     def loss(net: Any, x: Any, y: Any) -> Any:
         with torch.no_grad():
             t = teacher(x)
-        return kd_loss(net(x), t, y, temperature=temperature, alpha=alpha)
+        xs = x if noise is None else add_noise(x, *noise, gen)
+        return kd_loss(net(xs), t, y, temperature=temperature, alpha=alpha)
 
     return fit(student, batches, loss, steps=steps, lr=lr, seed=seed, bn_stats=bn_stats, progress=progress,
                label="kd")

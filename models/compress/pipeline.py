@@ -1,11 +1,18 @@
 """``compress``: teacher checkpoint in, compressed ONNX (same contract) out.
 
 Recipe steps, in this order: ``slim`` (L1-on-gamma sparsity training, global threshold,
-physical pruning), ``merge`` (neuron merging at the prune, no data), ``kd`` (distil from the
-teacher; without it a pruned model is fine-tuned on labels), ``int8`` (static QDQ INT8).
+physical pruning), ``align`` (Scalpel: kept channel counts rounded to a multiple of the CPU's
+SIMD width, ``Options.align``), ``merge`` (neuron merging at the prune, no data), ``kd``
+(distil from the teacher; without it a pruned model is fine-tuned on labels) or ``nkd``
+(distillation with white-noise augmentation of the student's input: noise-robust), ``int8``
+(static QDQ INT8, calibrated on windows), ``dfq`` (data-free quantization: cross-layer
+equalisation, high-bias absorption, bias correction, INT8 ranges from BN statistics; no
+windows at all), ``zaq`` (zero-shot adversarial quantization: INT8-aware fine-tuning on
+generator windows, then ``dfq``'s export).
 With ``data_free`` every step that needs windows uses windows synthesised from the teacher
-(:mod:`.datafree`): sparsity training and fine-tuning become distillation on them, and they
-calibrate INT8. :func:`run` returns every intermediate stage for the table.
+(``Options.synth``: ``deepinversion`` (:mod:`.datafree`) or ``kegnet`` (:mod:`.kegnet`)):
+sparsity training and fine-tuning become distillation on them, and they calibrate INT8.
+:func:`run` returns every intermediate stage for the table.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from edgevib.progress import Progress, null_progress
 
 log = logging.getLogger(__name__)
 _COMP = "models.compress.pipeline"
-STEPS = ("slim", "merge", "kd", "int8")
+STEPS = ("slim", "align", "merge", "kd", "nkd", "int8", "dfq", "zaq")
+WINDOW_STEPS = {"slim", "kd", "nkd", "int8"}  # steps that train or calibrate on windows
+SYNTH = ("deepinversion", "kegnet")
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,14 @@ class Options:
     synth_steps: int = 300
     synth_lr: float = 0.1
     synth_bn_weight: float = 0.3
+    synth: str = "deepinversion"  # data-free window source: deepinversion | kegnet
+    kegnet_steps: int = 300  # per generator (2 generators)
+    align: int = 16  # Scalpel: channel counts a multiple of this (AVX-512: 16 float32 lanes)
+    noise_p: float = 0.5  # nkd: fraction of student windows given white noise
+    noise_snr_lo: float = -6.0  # nkd: SNR drawn uniformly in [lo, hi] dB
+    noise_snr_hi: float = 10.0
+    dfq_per_channel: bool = True
+    zaq_steps: int = 300
     seed: int = 0
 
 
@@ -68,8 +85,10 @@ def parse_recipe(recipe: str | Sequence[str]) -> list[str]:
     """``"slim,merge,kd,int8"`` or a list -> validated steps in pipeline order."""
     steps = [s.strip() for s in (recipe.split(",") if isinstance(recipe, str) else recipe) if s.strip()]
     bad = [s for s in steps if s not in STEPS]
-    if bad or not steps or ("merge" in steps and "slim" not in steps):
-        raise CompressError(_COMP, f"recipe {steps}", f"use some of {','.join(STEPS)} ('merge' needs 'slim')")
+    if (bad or not steps or any(s in steps and "slim" not in steps for s in ("merge", "align"))
+            or {"kd", "nkd"} <= set(steps)):
+        raise CompressError(_COMP, f"recipe {steps}", f"use some of {','.join(STEPS)} ('merge' and 'align' need "
+                            "'slim'; 'kd' and 'nkd' exclude each other)")
     return [s for s in STEPS if s in steps]
 
 
@@ -88,7 +107,10 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
     except TypeError as exc:
         raise CompressError(_COMP, str(exc), f"use options among {sorted(Options.__dataclass_fields__)}") from exc
     steps = parse_recipe(recipe)
-    if train is None and not data_free:
+    if o.synth not in SYNTH:
+        raise CompressError(_COMP, f"synth={o.synth!r}", f"use one of {', '.join(SYNTH)}")
+    windows = bool(WINDOW_STEPS & set(steps))
+    if train is None and not data_free and windows:
         raise CompressError(_COMP, "no training windows and data_free=False",
                             "pass --data DIR (real windows) or --data-free")
     report = progress or null_progress
@@ -96,47 +118,76 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
     arch = meta.get("edgevib.arch", "cnn")
     t_net = copy.deepcopy(teacher.net).eval()
     stages = [Stage(arch, t_net, _onnx(t_net, teacher, meta, arch))]
-    if data_free:
-        xs, ys = datafree.synthesize(t_net, o.synth_per_class, steps=o.synth_steps, lr=o.synth_lr,
-                                     bn_weight=o.synth_bn_weight, seed=o.seed, progress=report)
+    batches: Any = None
+    calib: Any = None
+    if windows and data_free:
+        if o.synth == "kegnet":
+            from edgevib.models.compress import kegnet
+
+            xs, ys = kegnet.synthesize(t_net, o.synth_per_class, steps=o.kegnet_steps, seed=o.seed, progress=report)
+        else:
+            xs, ys = datafree.synthesize(t_net, o.synth_per_class, steps=o.synth_steps, lr=o.synth_lr,
+                                         bn_weight=o.synth_bn_weight, seed=o.seed, progress=report)
         batches = training.tensor_batches(xs, ys, seed=o.seed)
         calib = xs[np.random.default_rng(o.seed).permutation(len(xs))[:o.calib_windows]]
-    else:
+    elif windows:
         batches = training.window_batches(train, seed=o.seed)
         idx = np.random.default_rng(o.seed).permutation(len(train))[:o.calib_windows]
         calib = train.x3d()[np.sort(idx)]
     net = t_net
+    kd_step = next((s for s in ("kd", "nkd") if s in steps), None)
     if "slim" in steps:
         sparse = slimming.sparse_train(copy.deepcopy(t_net), batches, lam=o.sparse_lam, steps=o.sparse_steps,
                                        lr=o.lr, gamma_lr=o.sparse_gamma_lr, teacher=t_net if data_free else None, seed=o.seed, progress=report)
         keep = slimming.global_keep(sparse, o.prune_ratio)
         arch += "+slim"
+        if "align" in steps:
+            keep = slimming.align_keep(sparse, keep, o.align)
+            arch += "+align"
         stages.append(Stage(arch + "(pruned)", slimming.prune(sparse, keep)))
         if "merge" in steps:
             arch += "+merge"
             merged, rep = merging.merge_prune(sparse, keep, threshold=o.merge_threshold)
             stages.append(Stage(arch, merged, info={"merge": [dataclasses.asdict(r) for r in rep]}))
         net = copy.deepcopy(stages[-1].net)
-        if "kd" in steps:
-            arch += "+kd"
+        noise = (o.noise_p, o.noise_snr_lo, o.noise_snr_hi) if kd_step == "nkd" else None
+        if kd_step:
+            arch += "+" + kd_step
             # real windows may refresh the BN statistics the prune left stale; synthetic ones may not
             distill.distill(net, t_net, batches, steps=o.kd_steps, temperature=o.temperature,
                             alpha=1.0 if data_free else o.alpha, lr=o.kd_lr, seed=o.seed, bn_stats=not data_free,
-                            progress=report)
+                            noise=noise, progress=report)
         elif data_free:
             distill.distill(net, t_net, batches, steps=o.kd_steps, alpha=1.0, lr=o.kd_lr, seed=o.seed,
                             progress=report)
         else:
             distill.finetune(net, batches, steps=o.kd_steps, lr=o.kd_lr, seed=o.seed, progress=report)
         stages.append(Stage(arch, net))
-    elif "kd" in steps:
-        raise CompressError(_COMP, f"recipe {steps}", "'kd' needs a smaller student: add 'slim'")
+    elif kd_step:
+        raise CompressError(_COMP, f"recipe {steps}", f"'{kd_step}' needs a smaller student: add 'slim'")
     for s in stages:
         if s.proto is None:
             s.proto = _onnx(s.net, teacher, meta, s.name)
+    fp = stages[-1]
     if "int8" in steps:
-        proto = quantize.quantize_int8_static(stages[-1].proto, calib)
+        proto = quantize.quantize_int8_static(fp.proto, calib)
         stages.append(Stage(onnxio.read_meta(proto)["edgevib.arch"], net, proto))
+    if "dfq" in steps or "zaq" in steps:
+        from edgevib.models.compress import dfq
+
+        cfg = dfq.DFQConfig(per_channel=o.dfq_per_channel)
+        if "dfq" in steps:
+            folded, st = dfq.dfq(fp.net, cfg)
+            proto = dfq.quantize_data_free(_onnx(folded, teacher, meta, fp.name), folded, st, cfg)
+            stages.append(Stage(onnxio.read_meta(proto)["edgevib.arch"], folded, proto,
+                                info={"saw": "teacher weights and BN statistics only"}))
+        if "zaq" in steps:
+            from edgevib.models.compress import zaq
+
+            folded, st, info = zaq.zaq(fp.net, cfg, steps=o.zaq_steps, seed=o.seed, progress=report)
+            proto = dfq.quantize_data_free(_onnx(folded, teacher, meta, fp.name), folded, st, cfg)
+            onnxio.set_meta(proto, {**onnxio.read_meta(proto), "edgevib.arch": fp.name + "+zaq"})
+            stages.append(Stage(fp.name + "+zaq", folded, proto, info=info))
     if data_free:
         for s in stages[1:]:
             onnxio.set_meta(s.proto, {**onnxio.read_meta(s.proto), "edgevib.trained_on":
@@ -150,15 +201,15 @@ def compress(model: str | Path, recipe: str | Sequence[str] = STEPS, *, data_dir
     """Compress a ``.pt`` checkpoint (or, for ``int8`` alone, an ``.onnx`` model); write ``out``."""
     from edgevib.models.compress.data import training_windows
 
-    if (data_dir is None) == (not data_free):
+    steps = parse_recipe(recipe)
+    if (data_dir is not None and data_free) or (data_dir is None and not data_free and WINDOW_STEPS & set(steps)):
         raise CompressError(_COMP, f"data_dir={data_dir}, data_free={data_free}",
                             "give exactly one of --data DIR or --data-free")
-    steps = parse_recipe(recipe)
     p = Path(model)
     if p.suffix == ".onnx":
         if steps != ["int8"]:
             raise CompressError(_COMP, f"recipe {steps} on ONNX model {p.name!r}",
-                                "slim/merge/kd need the torch checkpoint (.pt); on an ONNX model use --recipe int8")
+                                "slim/merge/kd/dfq/zaq need the torch checkpoint (.pt); on an ONNX model use --recipe int8")
         return _int8_only(p, data_dir, out)
     teacher, meta = load_checkpoint(p)
     train = training_windows(data_dir, teacher.classes, teacher.window) if data_dir is not None else None
