@@ -167,11 +167,12 @@ def _envelope_lines(spec: npt.NDArray[np.complex128], df: float, bands: list[tup
         # keep the winning envelopes instead of computing them again for step 2
         store = kept.setdefault(env2.shape[1], np.empty((n_win, env2.shape[1])))
         store[better] = env2[better]
-    for b in np.unique(best):
-        sel = np.flatnonzero(best == b)
-        k0, k1 = bands[b]
-        m = 1 << max(4, (2 * (k1 - k0) - 1).bit_length())
-        env2 = kept[m][sel]
+    # Step 2 per envelope length, not per band: bands of one width share the envelope
+    # spectrum's length and frequency grid, so one FFT call and one peak search serve them all.
+    m_of = np.array([1 << max(4, (2 * (k1 - k0) - 1).bit_length()) for k0, k1 in bands])[best]
+    for m in np.unique(m_of):
+        sel = np.flatnonzero(m_of == m)
+        env2 = kept[int(m)][sel]
         e = env2 - env2.mean(axis=1, keepdims=True)
         amp = np.abs(np.fft.rfft(e * np.hanning(m), 2 * m, axis=1))
         la = np.log(amp + 1e-12 * (amp.max(axis=1, keepdims=True) + 1e-30))
@@ -182,8 +183,7 @@ def _envelope_lines(spec: npt.NDArray[np.complex128], df: float, bands: list[tup
                 t = _targets(freqs[i])
                 uniq[freqs[i]] = np.array([t[name] for name in FEATURES[:17]])
         ft = np.stack([uniq[freqs[i]] for i in sel])  # [rows, 17, 2]
-        for j in range(17):
-            out[rows[sel], j] = _peaks(fa, la, ft[:, j, 0], ft[:, j, 1])
+        out[rows[sel], :17] = _peaks(fa, la, ft[:, :, 0], ft[:, :, 1])
     return best_k
 
 def _band_env2(band: npt.NDArray[np.complex128]) -> npt.NDArray[np.float64]:
@@ -210,30 +210,39 @@ def _peak(fa: npt.NDArray[np.float64], la: npt.NDArray[np.float64], f0: float, t
 
 def _peaks(fa: npt.NDArray[np.float64], la: npt.NDArray[np.float64], f0: npt.NDArray[np.float64],
            tol: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """:func:`_peak` for each row of ``la`` at its own ``f0`` and ``tol``, without a loop over
-    rows: the same masks (the same comparisons on the same ``fa``), the same max, and the
-    median as numpy takes it (the middle value, or the mean of the two middle values)."""
+    """:func:`_peak` for each row of ``la`` [R, K] at each of its own targets ``f0``, ``tol``
+    [R, F], in one pass over all (row, target) pairs: each pair's columns are gathered into one
+    row of a [pairs, L] array, then the same masks (the same comparisons on the same ``fa``),
+    the same max, and the median as numpy takes it (the middle value, or the mean of the two
+    middle values), so the result is the reference's to the last bit."""
+    n_rows, n_t = f0.shape
+    f, t = f0.ravel(), tol.ravel()
+    row = np.repeat(np.arange(n_rows), n_t)
     dfa = fa[1] - fa[0]
-    res = np.zeros(la.shape[0])
-    ok = (f0 > 0) & (f0 < fa[-1] * 0.95)
+    res = np.zeros(f.size)
+    ok = (f > 0) & (f < fa[-1] * 0.95)
     if not ok.any():
-        return res
-    half = np.maximum(f0 * tol, 1.5 * dfa)[:, None]
-    w = np.maximum(np.maximum(f0 * 0.15, 8.0), 6 * dfa)[:, None]
-    c = f0[:, None]
-    # only the columns any row's window can reach (fa is ascending)
-    lo = int(np.searchsorted(fa, (c - np.maximum(w, half))[ok].min(), "left"))
-    hi = int(np.searchsorted(fa, (c + np.maximum(w, half))[ok].max(), "right"))
-    fs_, ls_ = fa[lo:hi], la[:, lo:hi]
-    inside = (fs_ >= c - half) & (fs_ <= c + half)
-    around = (fs_ >= c - w) & (fs_ <= c + w) & ~inside
+        return res.reshape(n_rows, n_t)
+    half = np.maximum(f * t, 1.5 * dfa)
+    w = np.maximum(np.maximum(f * 0.15, 8.0), 6 * dfa)
+    reach = np.maximum(w, half)
+    # only the columns the pair's window can reach (fa is ascending); pairs left out get none
+    c0 = np.where(ok, np.searchsorted(fa, f - reach, "left"), 0)
+    c1 = np.where(ok, np.searchsorted(fa, f + reach, "right"), 0)
+    cols = c0[:, None] + np.arange(max(1, int((c1 - c0).max())))[None, :]
+    valid = cols < c1[:, None]
+    cols = np.minimum(cols, fa.size - 1)
+    fs_, ls_ = fa[cols], la[row[:, None], cols]
+    fc, hc, wc = f[:, None], half[:, None], w[:, None]
+    inside = valid & (fs_ >= fc - hc) & (fs_ <= fc + hc)
+    around = valid & (fs_ >= fc - wc) & (fs_ <= fc + wc) & ~inside
     count = around.sum(axis=1)
     top = np.where(inside, ls_, -np.inf).max(axis=1)
-    srt = np.sort(np.where(around, ls_, np.inf), axis=1)  # each row's values first, ascending
-    r = np.arange(la.shape[0])
+    srt = np.sort(np.where(around, ls_, np.inf), axis=1)  # each pair's values first, ascending
+    r = np.arange(f.size)
     lo_mid, hi_mid = srt[r, np.maximum(count - 1, 0) // 2], srt[r, count // 2]
     med = np.where(count % 2 == 1, hi_mid, (lo_mid + hi_mid) / 2)
     res = np.where(ok, top - med, 0.0)
     for i in np.flatnonzero(ok & (count < 3)):  # too few bins around: the rare whole-spectrum case
-        res[i] = _peak(fa, la[i : i + 1], float(f0[i]), float(tol[i]))[0]
-    return res
+        res[i] = _peak(fa, la[row[i] : row[i] + 1], float(f[i]), float(t[i]))[0]
+    return res.reshape(n_rows, n_t)

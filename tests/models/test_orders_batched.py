@@ -142,7 +142,7 @@ def test_vectorised_peaks_take_the_whole_spectrum_fallback_like_the_reference() 
     la = rng.normal(size=(4, fa.size))
     f0, tol = np.array([20.0, 35.0, 50.0, 97.0]), np.array([0.6, 0.02, 0.6, 0.02])
     want = np.array([_peak_reference(fa, la[i:i + 1], f0[i], tol[i])[0] for i in range(4)])
-    np.testing.assert_array_equal(_peaks(fa, la, f0, tol), want)
+    np.testing.assert_array_equal(_peaks(fa, la, f0[:, None], tol[:, None])[:, 0], want)
 
 
 def test_a_row_does_not_depend_on_its_batch(cwru_dir: Path) -> None:
