@@ -18,3 +18,13 @@ def test_running_max_equals_the_sliding_window_definition(seed: int) -> None:
         got = _running(v, half, "max")
         assert got.shape == v.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_widening_a_running_max_equals_computing_it_anew(rng: np.random.Generator) -> None:
+    from edgevib.edge.speed import _widen_max
+
+    for _ in range(200):
+        v = rng.normal(size=int(rng.integers(3, 500)))
+        have = int(rng.integers(1, 20))
+        half = have + int(rng.integers(0, 9))
+        np.testing.assert_array_equal(_widen_max(v, _running(v, have, "max"), have, half), _running(v, half, "max"))
