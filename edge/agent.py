@@ -32,13 +32,13 @@ from edgevib.edge.errors import EdgeError, OutboxError, OutboxFullError
 from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
 from edgevib.edge.indicators import compute as compute_indicators
 from edgevib.edge.metrics import Metrics
-from edgevib.edge.model import Model, describe
+from edgevib.edge.model import Model
+from edgevib.edge.ota import ModelSlot, Updater
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
 from edgevib.edge.replay import AckReplay
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message, Source
 from edgevib.edge.speed import estimate_speed
-from edgevib.edge.updater import Updater
 from edgevib.edge.verdict import fuse
 from edgevib.edge.windowing import SensorWindower
 from edgevib.models.orders import FaultHz, fault_frequencies
@@ -59,8 +59,11 @@ RPM_SOURCES = {"configured": 0, "topic": 1, "estimated": 2}
 # busiest) and stays under HEARTBEAT_MAX_BYTES whatever names arrive (docs/protocol.md).
 HEARTBEAT_SENSORS = 100
 HEARTBEAT_MAX_BYTES = 60_000
-SPEED_ESTIMATES_PER_STEP = 2  # sensors whose speed one step estimates at most (estimate_speeds)
-INDICATORS_PER_STEP = 4  # sensors whose indicators one step computes at most (publish_indicators)
+# sensors whose speed / indicators one step computes at most (estimate_speeds, publish_indicators):
+# one each (~6 + ~3 ms) keeps a window's wait behind them under the 50 ms alert-latency budget
+# (2 and 4 cost up to ~25 ms per step: p99 50-65 ms at 50-90 faulttype sensors)
+SPEED_ESTIMATES_PER_STEP = 1
+INDICATORS_PER_STEP = 1
 
 
 class Link(Source, Sink, Protocol):
@@ -100,12 +103,12 @@ class Agent:
     def __init__(self, cfg: AgentConfig, model: Model, link: Link, outbox: Outbox, *,
                  clock: Callable[[], float] = time.monotonic, wall_ns: Callable[[], int] = time.time_ns,
                  anomaly_baseline: int = 200) -> None:
-        self.cfg, self.model, self.link, self.outbox = cfg, model, link, outbox
+        self.slot = ModelSlot(model)  # shared with the updater, which swaps it between batches
+        self.cfg, self.link, self.outbox = cfg, link, outbox
         self.clock, self.wall_ns = clock, wall_ns
         self.topics = proto.Topics(cfg.site, cfg.gateway)
         self.metrics = Metrics(clock=clock, max_sensors=cfg.max_sensors)
         self.sensors: dict[str, _Sensor] = {}
-        self.model_info = describe(model)
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
         self._anomaly_baseline = anomaly_baseline
@@ -121,11 +124,35 @@ class Agent:
                                          n=cfg.alert.n, m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
         self._anomaly_policy = AlertPolicy(p_on=1.0, p_off=0.8, k=cfg.alert.k, n=cfg.alert.n,
                                            m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
-        self.updater = Updater(self)  # signed model updates: verify, shadow-run, swap, probation
+        self.slot.on_swap(self._model_swapped)
+        self.updater = Updater(cfg, self.slot, self.metrics,  # signed model updates: verify, shadow-run, swap
+                               lambda doc: self.send_reliably(self.topics.model_status, doc),
+                               clock=clock, wall_ns=wall_ns)
         for f in (self.topics.raw_all, *self._rpm_topics):
             link.subscribe(f)  # frames: QoS 0, a late frame is worth less than a fresh one
         for f in (self.topics.cmd, self.topics.models):
             link.subscribe(f, qos=1)  # an update chunk or a command must not be dropped
+
+    @property
+    def model(self) -> Model:
+        """The model running now (``slot.current``)."""
+        return self.slot.current
+
+    @model.setter
+    def model(self, model: Model) -> None:
+        self.slot.current = model
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """``{name, version, sha256}`` of the running model, as alerts and heartbeats carry it."""
+        return self.slot.info
+
+    def _model_swapped(self, old: Model, new: Model) -> None:
+        """An alert (or vote history) of a class the new model lacks is stale: those alerters start afresh."""
+        gone = set(old.meta.classes) - set(new.meta.classes)
+        for s in self.sensors.values():
+            if gone and (s.alerter.active is None or s.alerter.active in gone):
+                s.alerter = Alerter(s.alerter.policy, s.alerter.clock)
 
     # -- per message --------------------------------------------------------------------
     def _sensor(self, name: str) -> _Sensor:
@@ -213,7 +240,7 @@ class Agent:
             sc = self.cfg.sensor(name)
             if sc.rpm_topic or not sc.speed_estimate or now < s.next_speed:
                 continue
-            if done >= SPEED_ESTIMATES_PER_STEP:  # ~16 ms each: 50 sensors due at once stalled the loop 0.8 s
+            if done >= SPEED_ESTIMATES_PER_STEP:  # ~6 ms each: 50 sensors due at once stalled the loop
                 break
             x = s.windower.recent()
             if x.size < SPEED_HISTORY_S * fs:  # just started or reset by a gap: wait for 2 s
@@ -235,7 +262,7 @@ class Agent:
         windower keeps (edge/indicators.py), once per interval, not per window. QoS 0, not the
         outbox: they are periodic and the next one replaces a lost one; alerts carry what must
         not be lost, and trend points must not take their outbox room during an outage. At most
-        INDICATORS_PER_STEP sensors per step (~6 ms each): 100 sensors due at once do not stall
+        INDICATORS_PER_STEP sensors per step (~3 ms each): 100 sensors due at once do not stall
         the loop, the rest follow in the next steps."""
         fs = self.model.meta.sample_rate
         done = 0

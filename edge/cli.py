@@ -34,9 +34,9 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     from edgevib.edge.agent import Agent
     from edgevib.edge.limits import max_packet, message_limit
     from edgevib.edge.mqtt import MqttLink, Tls
+    from edgevib.edge.ota.updater import load_active
     from edgevib.edge.outbox import Outbox
     from edgevib.edge.runtime import OnnxModel
-    from edgevib.edge.updater import load_active
 
     from edgevib import protocol as proto
 

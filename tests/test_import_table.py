@@ -28,7 +28,7 @@ def _heavy(mods: set[str], also: tuple[str, ...] = ()) -> list[str]:
     return sorted(m for m in mods if any(m == h or m.startswith(h + ".") for h in (*HEAVY, *also)))
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "edge").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "edge").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO / "edge")))
 def test_edge_never_imports_training_or_cloud_packages(path: Path) -> None:
     bad = _heavy(_imports(path, top_level_only=False), also=("edgevib.cloud", "scipy.stats"))
     assert not bad, f"edge/{path.name} imports {bad}: a gateway has none of them (docs/design.md)"

@@ -1,8 +1,10 @@
 """The agent's side of model updates: verify, shadow-run, swap between batches, probation, rollback.
 
-Everything runs in the agent's one worker thread, so a swap can never split a batch.
-Outcomes go out as ``edgevib.model_status/1`` on ``.../model_status`` (QoS 1) and are
-counted as ``updates_installed|rejected|rolled_back``.
+Everything runs in the agent's one worker thread, so a swap can never split a batch. The
+updater knows the agent only through what it is handed: the :class:`ModelSlot` it swaps,
+the metrics it counts in, and ``report`` (the agent stores each verdict in its outbox, to
+publish at QoS 1 like an alert). Outcomes are ``edgevib.model_status/1`` documents on
+``.../model_status``, counted as ``updates_installed|rejected|rolled_back``.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from edgevib.edge.alerting import Alerter
 from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError
 from edgevib.edge.model import F32, Model, describe, run_model
-from edgevib.edge.modelstore import ModelStore
+from edgevib.edge.ota.slot import ModelSlot
+from edgevib.edge.ota.store import ModelStore
 from edgevib.models.bearing import CWRU_DE_6205
 from edgevib.models.orders import FaultHz, fault_frequencies
 
@@ -35,7 +37,7 @@ from edgevib.protocol.updates import (
 )
 
 if TYPE_CHECKING:
-    from edgevib.edge.agent import Agent
+    from edgevib.edge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 LATENCY_FLOOR_MS = 2.0  # a batch faster than this is never "too slow", whatever the ratio (timer jitter)
@@ -62,19 +64,19 @@ def load_active(cfg: AgentConfig) -> Model | None:
 
 
 class Updater:
-    """Owned by an :class:`Agent`; it swaps ``agent.model`` and reports on ``topics.model_status``."""
+    """Swaps the model in ``slot``; each verdict's JSON goes to ``report`` (the agent's outbox)."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent, self.cfg = agent, agent.cfg.update
+    def __init__(self, cfg: AgentConfig, slot: ModelSlot, metrics: Metrics, report: Callable[[bytes], None], *,
+                 clock: Callable[[], float] = time.monotonic, wall_ns: Callable[[], int] = time.time_ns) -> None:
+        self.agent_cfg, self.cfg, self.slot, self.metrics = cfg, cfg.update, slot, metrics
+        self.report, self.wall_ns = report, wall_ns
         self.key = load_public_key(self.cfg.public_key) if self.cfg.public_key else None
         self.store = ModelStore(self.cfg.model_dir)
-        self.assembler = Assembler(self.cfg.max_model_bytes, clock=agent.clock)
+        self.assembler = Assembler(self.cfg.max_model_bytes, clock=clock)
         self.ring: deque[F32] = deque(maxlen=self.cfg.shadow_windows)
         self.ring_ctx: deque[FaultHz] = deque(maxlen=self.cfg.shadow_windows)  # each window's fault frequencies
         self.batch_ms: deque[tuple[float, int]] = deque(maxlen=64)  # running model: (ms, windows)
-        self.previous: Model | None = None
-        self.update_id, self.manifest = "", dict(describe(agent.model))
-        self.probation = 0
+        self.update_id, self.manifest = "", dict(slot.info)
         self._prob_ms: list[tuple[float, int]] = []
         self._baseline = 0.0  # old model's p50 ms per window
 
@@ -83,7 +85,7 @@ class Updater:
         junk = sum(self.assembler.garbage.values())
         got = self.assembler.feed(payload)
         if sum(self.assembler.garbage.values()) > junk:
-            self.agent.metrics.inc("updates_garbage")  # malformed or superseded chunks: counted, not raised
+            self.metrics.inc("updates_garbage")  # malformed or superseded chunks: counted, not raised
         if isinstance(got, Update):
             try:
                 self._install(got)
@@ -104,16 +106,15 @@ class Updater:
     def _install(self, up: Update) -> None:
         from edgevib.edge.runtime import OnnxModel
 
-        a = self.agent
         try:
             m = verify(up.data, up.manifest, up.signature, self.key, max_bytes=self.cfg.max_model_bytes)
-            old = a.model.meta
+            old = self.slot.current.meta
             if (m.window, m.sample_rate) != (old.window, old.sample_rate):
                 raise UpdateError("incompatible", f"model takes {m.window} samples at {m.sample_rate:g} Hz, "
                                   f"this agent windows {old.window} at {old.sample_rate:g} Hz",
                                   "push a model with the running model's window and sample rate")
             try:
-                new = OnnxModel(up.data, threads=a.cfg.threads, name=m.name)
+                new = OnnxModel(up.data, threads=self.agent_cfg.threads, name=m.name)
             except EdgeError as exc:
                 raise UpdateError("load_failed", exc.problem, exc.fix) from exc
             if (new.meta.window, new.meta.sample_rate, new.meta.classes) != (m.window, m.sample_rate, m.classes):
@@ -124,15 +125,16 @@ class Updater:
         except UpdateError as exc:
             return self._status(up.update_id, up.manifest, "rejected", exc.reason, exc.problem)
         try:
-            self.store.install(up.data, name=m.name, version=m.version, sha256=m.sha256, current=self._slot(a.model))
+            self.store.install(up.data, name=m.name, version=m.version, sha256=m.sha256,
+                               current=self._slot(self.slot.current))
         except (EdgeError, OSError) as exc:  # e.g. a full disk: keep running the old model
             return self._status(up.update_id, up.manifest, "rejected", "store_failed", str(exc)[:300])
         self._baseline = self._per_window(self.batch_ms) or shadow["old_ms_per_window"]
-        self.previous, self.update_id, self.manifest = a.model, up.update_id, m.to_dict()
-        self._swap(new)
-        self.probation, self._prob_ms = self.cfg.probation_batches, []
+        self.update_id, self.manifest = up.update_id, m.to_dict()
+        self._swap(new, probation=self.cfg.probation_batches)  # the running model becomes the slot's previous
+        self._prob_ms = []
         self._status(up.update_id, self.manifest, "installed", "ok", "shadow-run passed", shadow=shadow,
-                     probation_batches=self.probation)
+                     probation_batches=self.slot.probation)
 
     @staticmethod
     def _slot(model: Model) -> dict[str, Any] | None:
@@ -146,7 +148,7 @@ class Updater:
 
     def _shadow(self, new: Model) -> dict[str, Any]:
         """Run ``new`` next to the running model on recent windows; raise ``shadow_failed`` if it misbehaves."""
-        old = self.agent.model
+        old = self.slot.current
         real = len(self.ring)
         xs = (np.stack(self.ring) if real else
               np.random.default_rng(0).normal(0, 0.1, (8, old.meta.window)).astype(np.float32))[:, None, :]
@@ -179,39 +181,34 @@ class Updater:
         return {"windows": len(xs), "real_windows": real, "old_ms": round(old_ms, 3), "new_ms": round(new_ms, 3),
                 "old_ms_per_window": round(old_ms / len(xs), 4), "agree": agree}
 
-    def _swap(self, new: Model) -> None:
-        a, old = self.agent, self.agent.model
-        a.model, a.model_info = new, describe(new)
-        gone = set(old.meta.classes) - set(new.meta.classes)
-        for s in a.sensors.values():  # an alert (or vote history) of a class the new model lacks is stale
-            if gone and (s.alerter.active is None or s.alerter.active in gone):
-                s.alerter = Alerter(s.alerter.policy, s.alerter.clock)
-        self.batch_ms.clear()
-        log.info("model swapped: %s v%s -> %s v%s", old.name, old.version, new.name, new.version)
+    def _swap(self, new: Model, *, probation: int = 0, keep_previous: bool = True) -> None:
+        self.slot.swap(new, probation=probation, keep_previous=keep_previous)  # the slot's listeners follow
+        self.batch_ms.clear()  # the running model's latency: the new one starts afresh
 
     # -- batches (called by Agent.infer) ----------------------------------------------------------
     def predict(self, x: F32, context: Sequence[FaultHz] | None = None) -> F32:
         """Run the current model; in probation a failure or a slow model rolls back, then the old one runs."""
+        slot = self.slot
         t0 = time.perf_counter()
         try:
-            probs = run_model(self.agent.model, x, context)
-            if self.probation and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-                raise EdgeError("edge.updater", "rows do not sum to 1", "end the graph with a softmax")
+            probs = run_model(slot.current, x, context)
+            if slot.probation and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+                raise EdgeError("edge.ota.updater", "rows do not sum to 1", "end the graph with a softmax")
         except Exception as exc:
-            if not self.probation:
+            if not slot.probation:
                 raise
             problem = exc.problem if isinstance(exc, EdgeError) else repr(exc)
             self.rollback(self.update_id, "probation_failed", f"batch {len(self._prob_ms) + 1}: {problem}"[:300])
-            return run_model(self.agent.model, x, context)
+            return run_model(slot.current, x, context)
         sample = ((time.perf_counter() - t0) * 1000, len(x))
         self.ring.extend(np.array(r) for r in x[:, 0, :])
         self.ring_ctx.extend(context if context is not None else [fault_frequencies(CWRU_DE_6205, 1797.0)] * len(x))
         self.batch_ms.append(sample)
-        if self.probation:
+        if slot.probation:
             self._prob_ms.append(sample)
-            self.probation -= 1
-            if not self.probation and self._end_probation():
-                return run_model(self.agent.model, x, context)  # rolled back: this batch's rows must match the classes now
+            slot.probation -= 1
+            if not slot.probation and self._end_probation():
+                return run_model(slot.current, x, context)  # rolled back: this batch's rows must match the classes now
         return probs
 
     def _end_probation(self) -> bool:
@@ -221,27 +218,26 @@ class Updater:
         if self._baseline and new > self.cfg.max_latency_factor * self._baseline and batch > LATENCY_FLOOR_MS:
             return self.rollback(self.update_id, "probation_failed", f"latency {new:.3f} ms/window > "
                                  f"{self.cfg.max_latency_factor:g} x {self._baseline:.3f}")
-        log.info("model %s passed probation (%d batches)", self.agent.model_info["version"], len(self._prob_ms))
+        log.info("model %s passed probation (%d batches)", self.slot.info["version"], len(self._prob_ms))
         return False
 
     def rollback(self, update_id: str, reason: str, detail: str) -> bool:
         """Go back to the previous model (memory, else the store's previous slot); report either way."""
         from edgevib.edge.runtime import OnnxModel
 
-        prev, bad = self.previous, dict(describe(self.agent.model))
+        prev, bad = self.slot.previous, dict(self.slot.info)
         slot = self.store.previous()
         if prev is None and slot:
             try:
-                prev = OnnxModel(slot["path"], threads=self.agent.cfg.threads, name=slot["name"])
+                prev = OnnxModel(slot["path"], threads=self.agent_cfg.threads, name=slot["name"])
                 prev.version = slot["version"]
             except EdgeError as exc:
                 log.warning("previous model %s does not load: %s", slot["path"], exc)
         if prev is None:
-            self.probation = 0  # one verdict, not one per failing batch
+            self.slot.probation = 0  # one verdict, not one per failing batch
             self._status(update_id, bad, "rejected", "no_previous", f"cannot roll back ({detail})")
             return False
-        self._swap(prev)
-        self.previous, self.probation = None, 0
+        self._swap(prev, keep_previous=False)  # probation over, nothing older in memory
         try:
             if slot:
                 self.store.rollback()
@@ -254,12 +250,12 @@ class Updater:
 
     def _status(self, update_id: str, manifest: Mapping[str, Any] | None, result: str, reason: str,
                 detail: str, **numbers: Any) -> None:
-        a = self.agent
-        doc = make_status(site=a.cfg.site, gateway=a.cfg.gateway, update_id=update_id, result=result, reason=reason,
-                          manifest=manifest if isinstance(manifest, Mapping) else None, t_ns=a.wall_ns(),
+        cfg = self.agent_cfg
+        doc = make_status(site=cfg.site, gateway=cfg.gateway, update_id=update_id, result=result, reason=reason,
+                          manifest=manifest if isinstance(manifest, Mapping) else None, t_ns=self.wall_ns(),
                           detail=detail, **numbers)
-        a.metrics.inc(f"updates_{result}")
+        self.metrics.inc(f"updates_{result}")
         (log.info if result == "installed" else log.warning)("model update %s %s: %s (%s)", update_id, result,
                                                              reason, detail)
         # through the outbox, like an alert: a verdict reached while the link is down still arrives
-        a.send_reliably(a.topics.model_status, json.dumps(doc, default=float).encode())
+        self.report(json.dumps(doc, default=float).encode())

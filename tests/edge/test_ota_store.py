@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from edgevib.edge.config import load_agent_config
 from edgevib.edge.errors import EdgeError
-from edgevib.edge.modelstore import ModelStore
-from edgevib.edge.updater import load_active
+from edgevib.edge.ota.store import ModelStore
+from edgevib.edge.ota.updater import load_active
 
 from tests.edge.tinymodels import tiny_onnx
 
@@ -74,7 +74,7 @@ def test_update_modules_never_import_torch_onnx_or_pyflink() -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nimport edgevib.edge.agent, edgevib.protocol.updates, edgevib.edge.updater, edgevib.edge.modelstore\n"
+    code = ("import sys\nimport edgevib.edge.agent, edgevib.protocol.updates, edgevib.edge.ota.updater, edgevib.edge.ota.store\n"
             "print([m for m in ('torch', 'onnx', 'pyflink') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -88,7 +88,7 @@ class ModelStore:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise EdgeError("edge.modelstore", f"cannot create model_dir {str(self.dir)!r} ({exc})",
+            raise EdgeError("edge.ota.store", f"cannot create model_dir {str(self.dir)!r} ({exc})",
                             "set update.model_dir to a writable directory") from exc
         fname = f"{_SAFE.sub('_', name)}-{_SAFE.sub('_', version)}-{sha256[:8]}.onnx"
         _write_atomic(self.dir / fname, data)
@@ -103,7 +103,7 @@ class ModelStore:
         """Make ``previous`` active again and forget the failed model; return the new active."""
         cur = self._read()
         if not cur["previous"]:
-            raise EdgeError("edge.modelstore", f"no previous model in {str(self.dir)!r}",
+            raise EdgeError("edge.ota.store", f"no previous model in {str(self.dir)!r}",
                             "push a known-good model instead")
         self._write(cur["previous"], None)
         return cur["previous"]
