@@ -22,6 +22,9 @@ def _cfg(args: argparse.Namespace) -> CloudConfig:
         over["broker_url"] = args.broker
     if getattr(args, "store", None):
         over["store_url"] = args.store
+    bridge = {k: v for k in ("client_id", "share_group") if (v := getattr(args, k, None)) is not None}
+    if bridge:
+        over["bridge"] = bridge
     return load_config(args.config, overrides=over)
 
 
@@ -230,7 +233,16 @@ def register(subparsers: Any) -> None:
     r = sub.add_parser("run", parents=[common], help="bridge + job in a local mini-cluster (Ctrl-C stops)")
     r.add_argument("--fresh", action="store_true", help="ignore retained checkpoints")
     r.set_defaults(func=_run)
-    sub.add_parser("bridge", parents=[common], help="only the MQTT -> spool bridge").set_defaults(func=_bridge)
+    br = sub.add_parser("bridge", parents=[common], help="only the MQTT -> spool bridge",
+                        description="Run one MQTT -> spool bridge. Several bridges share the gateways' messages "
+                                    "through the MQTT 5 shared subscription $share/GROUP/... when they have the same "
+                                    "--share-group and each its own --client-id (restart a bridge under its own id: "
+                                    "the broker keeps its unacknowledged messages for it). docs/scale.md.")
+    br.add_argument("--client-id", default=None,
+                    help="MQTT client id of this bridge (bridge.client_id, EDGEVIB_BRIDGE__CLIENT_ID); unique per bridge")
+    br.add_argument("--share-group", default=None,
+                    help="shared subscription group (bridge.share_group, EDGEVIB_BRIDGE__SHARE_GROUP); '' = no sharing")
+    br.set_defaults(func=_bridge)
     sub.add_parser("collect", parents=[common], help="only the evidence collector (windows -> dataset store)"
                    ).set_defaults(func=_collect)
     j = sub.add_parser("job", parents=[common], help="only the Flink job (what `flink run -py` runs)")

@@ -6,7 +6,15 @@ validates and flattens each message (:func:`edgevib.cloud.ingest.records.normali
 batches of CSV lines to the spool directory. A batch goes to a hidden temporary file,
 is fsync'ed and renamed to its final name (Flink's file source ignores hidden files and
 never sees a file grow), and only then are its messages acknowledged to the broker
-(paho ``manual_ack``): a message is either on disk or still queued at the broker.
+(paho ``manual_ack``): a message is either on disk or still queued at the broker. The
+session, its worker thread and the acks are :class:`edgevib.cloud.ingest.session.DurableSession`.
+
+Several bridges (``bridge.share_group``): each subscribes through the MQTT 5 shared
+subscription ``$share/<group>/...`` under its own ``bridge.client_id`` and writes the same
+spool directory (file names and record ids carry a per-process run id); the broker splits
+the messages between them. A killed bridge's unacknowledged messages wait in its session
+until it restarts under the same client id (Mosquitto 2.0 does not hand them to the
+others); redelivered messages written before the kill are deduplicated by id in the store.
 
 A batch is written when it holds ``max_batch`` messages or ``flush_ms`` after its first
 message. Files older than ``retention_s`` are deleted.
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgevib.cloud.config import CloudConfig
-from edgevib.cloud.errors import CloudError, CloudRetryableError
+from edgevib.cloud.errors import CloudError
 from edgevib.cloud.ingest.records import dead, dumps_line, normalize
+from edgevib.cloud.ingest.session import DurableSession, Message, shared
 from edgevib.cloud.ingest.spool_guard import (
     DEAD_SHARE,
     SUMMARY_REASON,
@@ -38,8 +48,6 @@ from edgevib.cloud.ingest.spool_guard import (
     SpoolQuota,
 )
 
-from edgevib.broker import parse_url
-from edgevib.extras import require
 from edgevib.protocol import subscription
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,7 @@ SPOOL_SUFFIX = ".csv"
 # indicators: per-sensor condition indicators, published at QoS 0, so delivered at QoS 0
 # (the broker does not queue them while the bridge is away: a gap in a trend, never an alert).
 BRIDGED_KINDS: tuple[str, ...] = ("alerts", "heartbeat", "status", "labels", "model_status", "indicators")
+SHARED_MARGIN_S = 1.0
 
 
 @dataclass
@@ -71,7 +80,6 @@ class Bridge:
 
     def __init__(self, cfg: CloudConfig, *, clock: Callable[[], float] = time.time,
                  consumed_before: Callable[[], float | None] | None = None) -> None:
-        self.mqtt = require("paho.mqtt.client", extra="cloud", feature="cloud bridge")
         self.cfg = cfg
         self.bcfg = cfg.bridge
         self.clock = clock
@@ -81,99 +89,44 @@ class Bridge:
         except OSError as exc:
             raise CloudError("cloud.bridge", f"spool_dir={str(self.spool)!r}: {exc}",
                              "use a writable directory") from exc
-        self.host, self.port, self.tls = parse_url(cfg.broker_url)
-        self.stats = BridgeStats()
-        self._run = f"{int(clock() * 1000):x}"
+        self._stats = BridgeStats()
+        # Unique per process: several bridges (bridge.share_group) write one spool directory,
+        # and record ids / file names must not collide even if two start in the same ms.
+        self._run = f"{int(clock() * 1000):x}{secrets.token_hex(2)}"
         self._seq = 0
         self._file_seq = 0
-        self._pending: list[tuple[str, bytes, int, int, int]] = []
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._connected = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_cleanup = 0.0
         b = self.bcfg
         self.limiter = DeadLetterLimiter(b.dead_letters_per_min, b.dead_letters_total_per_min, b.dead_summary_s,
                                          clock=clock)
         self._progress = JobProgress(cfg.store_url, cfg.checkpoint_dir) if consumed_before is None else None
-        self.quota = SpoolQuota(self.spool, b.spool_max_bytes, consumed_before or self._progress, suffix=SPOOL_SUFFIX)  # type: ignore[arg-type]
-        self.client = self._make_client()
+        # Shared: another bridge's file written in the same second may sort after ours
+        # (names are <second>-<run>-<seq>), so "consumed" keeps a margin of a second.
+        self.quota = SpoolQuota(self.spool, b.spool_max_bytes, consumed_before or self._progress,  # type: ignore[arg-type]
+                                suffix=SPOOL_SUFFIX, margin_s=SHARED_MARGIN_S if b.share_group else 0.0)
+        subs = [(shared(subscription(k, prefix=b.topic_prefix), b.share_group), 1) for k in BRIDGED_KINDS]
+        self.session = DurableSession(
+            broker_url=cfg.broker_url, client_id=b.client_id, subscriptions=subs, handle=self._handle,
+            component="cloud.bridge", max_batch=b.max_batch, flush_s=b.flush_ms / 1000, receive_maximum=65535,
+            on_connect=self._on_connect, clock=clock)
+        self.client = self.session.client
 
-    def _make_client(self) -> object:
-        mqtt = self.mqtt
-        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415 - after require()
+    @property
+    def stats(self) -> BridgeStats:
+        self._stats.received = self.session.received
+        return self._stats
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.bcfg.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if self.tls:
-            client.tls_set()
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        client.reconnect_delay_set(0.2, 5)
-        return client
-
-    # -- MQTT callbacks (paho's network thread) ---------------------------------------------
-    def _on_connect(self, client: object, userdata: object, flags: object, reason: object, props: object) -> None:
-        if getattr(reason, "is_failure", False):
-            log.warning("bridge: connect refused: %s", reason)
-            return
-        self.stats.connects += 1
-        client.subscribe([(subscription(k, prefix=self.bcfg.topic_prefix), 1)  # type: ignore[attr-defined]
-                          for k in BRIDGED_KINDS])
-        log.info("bridge: connected to %s:%d (session present: %s)", self.host, self.port,
-                 getattr(flags, "session_present", "?"))
-
-    def _on_subscribe(self, client: object, userdata: object, mid: object, reasons: object, props: object) -> None:
-        # Ready only once the broker has the subscription: on a new session, messages
-        # published between CONNACK and SUBACK would otherwise never reach us.
-        self._connected.set()
-
-    def _on_disconnect(self, client: object, userdata: object, flags: object, reason: object, props: object) -> None:
-        self._connected.clear()
-        log.warning("bridge: disconnected (%s); paho reconnects", reason)
-
-    def _on_message(self, client: object, userdata: object, msg: object) -> None:
-        now_ms = int(self.clock() * 1000)
-        with self._cond:
-            self._pending.append((msg.topic, bytes(msg.payload), now_ms, msg.mid, msg.qos))  # type: ignore[attr-defined]
-            self.stats.received += 1
-            if len(self._pending) >= self.bcfg.max_batch:
-                self._cond.notify()
+    def _on_connect(self, session_present: bool) -> None:
+        self._stats.connects += 1
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         """Connect (persistent session) and start the network and writer threads."""
-        from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
-        from paho.mqtt.properties import Properties  # noqa: PLC0415
-
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 7 * 24 * 3600  # the broker keeps our queue for a week
-        props.ReceiveMaximum = 65535  # unacked messages in flight to us while a batch is written
-        try:
-            self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)  # type: ignore[attr-defined]
-        except OSError as exc:
-            raise CloudRetryableError("cloud.bridge", f"broker {self.cfg.broker_url} unreachable: {exc}",
-                                      "start the broker or fix broker_url") from exc
-        self.client.loop_start()  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._writer, name="edgevib-bridge-writer", daemon=True)
-        self._thread.start()
-        if not self._connected.wait(timeout):
-            self.stop()
-            raise CloudRetryableError("cloud.bridge", f"no CONNACK/SUBACK from {self.cfg.broker_url} in {timeout} s",
-                                      "check the broker")
+        self.session.start(timeout)
 
     def stop(self) -> None:
         """Write what is pending, then disconnect (the session stays at the broker)."""
-        self._stop.set()
-        with self._cond:
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-        self.client.disconnect()  # type: ignore[attr-defined]
-        self.client.loop_stop()  # type: ignore[attr-defined]
+        self.session.stop()
         if self._progress is not None:
             self._progress.close()
 
@@ -184,35 +137,16 @@ class Bridge:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- writer thread ------------------------------------------------------------------------
-    def _writer(self) -> None:
-        flush_s = self.bcfg.flush_ms / 1000
-        while True:
-            with self._cond:
-                if not self._pending and not self._stop.is_set():
-                    self._cond.wait(flush_s)
-                if self._pending and len(self._pending) < self.bcfg.max_batch and not self._stop.is_set():
-                    # Let a batch fill for up to flush_ms after its first message.
-                    self._cond.wait(max(0.0, flush_s - (self.clock() - self._pending[0][2] / 1000)))
-                batch, self._pending = self._pending, []
-            if batch or self.limiter.due_soon(force=self._stop.is_set()):
-                try:
-                    self._write(batch, final=self._stop.is_set())
-                except OSError as exc:
-                    # Nothing acked: the broker redelivers these after a reconnect.
-                    log.error("bridge: cannot write spool batch (%s); dropping connection so the broker redelivers", exc)
-                    self.client.disconnect()  # type: ignore[attr-defined]
-                    self.client.reconnect()  # type: ignore[attr-defined]
-                    continue
-                for _, _, _, mid, qos in batch:
-                    if qos > 0:
-                        self.client.ack(mid, qos)  # type: ignore[attr-defined]
-            if self.clock() - self._last_cleanup > 5:
-                self._cleanup()
-            if self._stop.is_set() and not batch:
-                return
+    # -- worker thread ------------------------------------------------------------------------
+    def _handle(self, batch: list[Message], final: bool) -> bool:
+        """Write ``batch`` to a spool file (OSError: nothing acked, the session reconnects)."""
+        if batch or self.limiter.due_soon(force=final):
+            self._write(batch, final=final)
+        if self.clock() - self._last_cleanup > 5:
+            self._cleanup()
+        return True
 
-    def _write(self, batch: list[tuple[str, bytes, int, int, int]], *, final: bool = False) -> None:
+    def _write(self, batch: list[Message], *, final: bool = False) -> None:
         lines: list[bytes] = []
         dead_lines: list[bytes] = []
         for topic, payload, recv_ms, _, _ in batch:

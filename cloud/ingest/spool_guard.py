@@ -139,8 +139,9 @@ class SpoolQuota:
     """
 
     def __init__(self, spool: Path, max_bytes: int, consumed_before: Callable[[], float | None], *,
-                 suffix: str = ".csv") -> None:
+                 suffix: str = ".csv", margin_s: float = 0.0) -> None:
         self.spool, self.max_bytes, self.consumed_before, self.suffix = Path(spool), max_bytes, consumed_before, suffix
+        self.margin_s = margin_s  # several writers: only files older than consumed_before - margin_s go
         self.used = 0
         self.freed_files = 0
         self.freed_bytes = 0
@@ -167,6 +168,7 @@ class SpoolQuota:
             before = None
         if before is None:
             return False
+        before -= self.margin_s
         for name, size, mtime in spool_files(self.spool, self.suffix):
             if self.fits(nbytes, share) or mtime >= before:
                 break  # name order is write order: later files are not consumed either
