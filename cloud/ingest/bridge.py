@@ -217,6 +217,8 @@ def run_bridge(cfg: CloudConfig, stop: threading.Event) -> BridgeStats:
     """Run until ``stop`` is set (the CLI sets it on Ctrl-C)."""
     bridge = Bridge(cfg)
     bridge.start()
+    log.info("bridge: ready as %r (share group %r), spool %s", cfg.bridge.client_id, cfg.bridge.share_group,
+             bridge.spool)
     try:
         while not stop.wait(10):
             s = bridge.stats
