@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from edgevib.cloud.flink.levels import LevelLogic, LevelSpec, parse_sensor_rules
+
 from edgevib.config import load
 from edgevib.errors import ConfigError
 from edgevib.protocol import PREFIX, SEVERITIES, check_prefix
@@ -189,6 +191,7 @@ class RetentionConfig:
     retrain_days: float = 365.0  # retrain_triggers, retrain_runs, finished rollouts
     evidence_days: float = 0.0  # unlabelled evidence windows (row and file); labelled ones stay
     alerts_days: float = 0.0  # alerts with their acks and notes, resolved incidents
+    level_events_days: float = 0.0  # level crossings (warning/alarm raised and cleared), part of each asset's history
     labels_days: float = 0.0
     interval_s: float = 3600.0  # how often `edgevib cloud run` runs it
     batch_rows: int = 50_000  # rows deleted per statement (short locks for the job's writes)
@@ -247,6 +250,40 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class LevelsConfig:
+    """``[levels]``: warning/alarm levels of velocity RMS per sensor, for the job's level-crossing events.
+
+    ``default`` and each ``sensors`` entry's SPEC: ``iso`` (ISO 10816-3 zone C = warning, D =
+    alarm, of the group/foundation the edge reports), ``absolute:W:A`` (mm/s) or ``baseline:W:A``
+    (W x / A x the median of the sensor's first ``baseline_n`` readings). ``sensors``:
+    ``SITE/GATEWAY/SENSOR=SPEC`` entries (shell wildcards; first match wins; in the environment
+    comma-separated: ``EDGEVIB_LEVELS__SENSORS='plant/*/pump=baseline:2:4,plant/gw1/fan=absolute:3:6'``).
+    A level is entered after ``confirm_n`` readings above it and left after ``confirm_n`` readings
+    at or below (1 - hysteresis_pct/100) x it (cloud/flink/levels.py).
+    """
+
+    enabled: bool = True
+    default: str = "iso"
+    sensors: tuple[str, ...] = ()
+    baseline_n: int = 30
+    hysteresis_pct: float = 10.0
+    confirm_n: int = 2
+
+    def __post_init__(self) -> None:
+        LevelSpec.parse(self.default)
+        parse_sensor_rules(self.sensors)
+        _positive("levels.baseline_n", self.baseline_n)
+        _positive("levels.confirm_n", self.confirm_n)
+        if not 0 <= self.hysteresis_pct < 100:
+            raise ConfigError("cloud.config", f"levels.hysteresis_pct={self.hysteresis_pct}", "use a percentage in [0, 100), e.g. 10")
+
+    def logic(self) -> LevelLogic:
+        """The job's :class:`~edgevib.cloud.flink.levels.LevelLogic` for these settings."""
+        return LevelLogic(default=LevelSpec.parse(self.default), rules=parse_sensor_rules(self.sensors),
+                          baseline_n=self.baseline_n, hysteresis=self.hysteresis_pct / 100.0, confirm_n=self.confirm_n)
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """Everything ``edgevib cloud run`` needs; paths are relative to the working directory."""
 
@@ -260,6 +297,7 @@ class CloudConfig:
     job: JobConfig = field(default_factory=JobConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    levels: LevelsConfig = field(default_factory=LevelsConfig)
     # Not written by to_toml: the job does not need it, and the token stays out of job files.
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)

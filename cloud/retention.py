@@ -24,6 +24,7 @@ alerts              ``ev_ms``                       with their ``alert_acks`` an
                                                     ``alert_notes``
 incidents           ``resolved_ms``                 resolved ones (``alerts_days``)      forever
 labels              ``labelled_ms``                                                      forever
+level_events        ``ts_ms``                       warning/alarm crossings              forever
 gateways            (none)                          one row per gateway, never aged      forever
 ==================  ==============================  ===================================  =========
 
@@ -103,6 +104,7 @@ RULES: tuple[Rule, ...] = (
     Rule("alerts", "ev_ms", "alerts_days"),  # + alert_acks, alert_notes of the deleted alerts
     Rule("incidents", "resolved_ms", "alerts_days", "status = 'resolved'"),
     Rule("labels", "labelled_ms", "labels_days"),
+    Rule("level_events", "ts_ms", "level_events_days"),
 )
 # Tables no rule ages: they follow another table (acks, notes: their alert) or hold one row per thing.
 FOLLOWERS = {"alert_acks": "alerts", "alert_notes": "alerts"}

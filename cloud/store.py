@@ -90,6 +90,10 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                            *(f"{p}_{s} DOUBLE PRECISION" for p in ("vel", "acc_rms", "kurtosis")
                              for s in ("min", "mean", "max")), "worst_zone TEXT"),
                           ("site", "gateway", "sensor", "resolution_s", "window_start")),
+    # Level crossings of velocity RMS per sensor (cloud/flink/levels.py): raised/cleared/baseline.
+    "level_events": (("id TEXT", "site TEXT", "gateway TEXT", "sensor TEXT", "asset TEXT", "ts_ms BIGINT", "kind TEXT",
+                      "level TEXT", "previous TEXT", "value DOUBLE PRECISION", "threshold DOUBLE PRECISION",
+                      "mode TEXT", "figure TEXT", "detail TEXT"), ("id",)),
     "dead_letters": (("mid TEXT", "recv_ms BIGINT", "topic TEXT", "site TEXT", "gateway TEXT", "reason TEXT",
                       "detail TEXT", "raw TEXT", "stored_ms BIGINT"), ("mid",)),
 }
@@ -114,6 +118,8 @@ _INDEXES = (
     ("alerts_ev", "alerts", "ev_ms"),
     ("alerts_sensor", "alerts", "site, gateway, sensor, ev_ms"),
     ("alert_notes_alert", "alert_notes", "alert_id"),
+    ("level_events_ts", "level_events", "ts_ms"),
+    ("level_events_asset", "level_events", "asset, ts_ms"),
 )
 
 # Columns a replay must not overwrite: the first store time is what latency is measured on.
@@ -340,4 +346,5 @@ KIND_TABLE = {
     "evidence": "evidence", "label": "labels", "retrain_trigger": "retrain_triggers", "retrain_run": "retrain_runs",
     "rollout": "rollouts", "model_status": "model_status", "alert_ack": "alert_acks", "alert_note": "alert_notes",
     "indicator": "indicators", "indicator_rollup": "indicator_rollups",
+    "level_event": "level_events",
 }

@@ -28,7 +28,7 @@ _PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "edgevib.edge.cli": ("edge", ("agent", "stream")),
     "edgevib.cloud.cli": ("cloud", ("cloud",)),
     "edgevib.cloud.ops_cli": ("cloud", ("alerts", "fleet", "dashboard")),  # light: imports stdlib + store
-    "edgevib.deploy": ("edge", ("deploy",)),
+    "edgevib.tools.deploy": ("edge", ("deploy",)),  # a developer-machine tool (edgevib/tools/)
     "edgevib.demo": ("dev", ("demo",)),
 }
 

@@ -51,3 +51,15 @@ def test_protocol_needs_only_numpy_and_the_core(path: Path) -> None:
 def test_models_import_torch_and_onnx_only_inside_functions(path: Path) -> None:
     bad = _heavy(_imports(path, top_level_only=True), also=("edgevib.cloud",))
     assert not bad, f"models/{path.name} imports {bad} at module level (the edge loads models/*)"
+
+
+_RUNTIME = sorted(p for d in ("edgevib", "edge", "models", "cloud") for p in (REPO / d).rglob("*.py")
+                  if "tools" not in p.relative_to(REPO).parts)
+
+
+@pytest.mark.parametrize("path", _RUNTIME, ids=lambda p: str(p.relative_to(REPO)))
+def test_nothing_at_run_time_imports_the_developer_tools(path: Path) -> None:
+    bad = _heavy(_imports(path, top_level_only=False), also=("edgevib.tools",))
+    bad = [m for m in bad if m.startswith("edgevib.tools")]
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}: edgevib/tools/ runs on a developer machine only " \
+                    "(docs/design.md); the CLI loads it by name when its command runs"

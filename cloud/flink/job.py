@@ -31,6 +31,7 @@ from typing import Any
 from edgevib.cloud.config import CloudConfig, load_config
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.flink.fleet import FleetLogic, Record
+from edgevib.cloud.flink.levels import LevelLogic
 from edgevib.cloud.flink.sql import keyed_query, plain_query, views, watermark_expr
 from edgevib.cloud.ingest.records import SPOOL_COLUMNS
 from edgevib.cloud.store import Store
@@ -170,8 +171,8 @@ class StoreWriter(FlatMapFunction):  # type: ignore[misc, valid-type]
 class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
     """Keyed by gateway (heartbeat, status) or asset (bucket); state is one JSON string."""
 
-    def __init__(self, logic: FleetLogic) -> None:
-        self.logic = logic
+    def __init__(self, logic: FleetLogic, levels: LevelLogic | None = None) -> None:
+        self.logic, self.levels = logic, levels
 
     def open(self, runtime_context: Any) -> None:
         from pyflink.common import Types  # noqa: PLC0415
@@ -214,6 +215,8 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
             st, out = self.logic.on_status(st, key, body)
         elif kind == "label":
             st, out = self.logic.on_label(st, key, body)
+        elif kind == "level" and self.levels is not None:  # key: levels:<site>/<gateway>/<sensor>
+            st, out = self.levels.on_indicator(st, key.removeprefix("levels:"), body)
         elif kind == "bucket":
             st, out = self.logic.on_bucket(st, key, body)
             resolve_at = self.logic.resolve_due_ms(st)
@@ -307,7 +310,7 @@ def build(cfg: CloudConfig, restore: Path | None = None) -> Any:
     keyed = tenv.to_data_stream(tenv.sql_query(keyed_query(cfg)))
     (keyed.map(lambda r: (r[0], r[1], r[2]), output_type=row3).uid("keyed-rows")
      .key_by(lambda r: r[1], key_type=Types.STRING())
-     .process(Fleet(logic), output_type=row3).uid("fleet").name("fleet: liveness, inventory, incidents")
+     .process(Fleet(logic, cfg.levels.logic()), output_type=row3).uid("fleet").name("fleet: liveness, inventory, incidents, levels")
      .flat_map(StoreWriter(cfg)).uid("store-fleet").name("store: gateways, incidents, events").print())
     return env
 

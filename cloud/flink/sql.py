@@ -182,4 +182,11 @@ def keyed_query(cfg: CloudConfig) -> str:
                "model_name": "model_name"})
         + " FROM spool WHERE kind = 'label'",
     ]
+    if cfg.levels.enabled:
+        # Level crossings need per-sensor state (cloud/flink/levels.py): one row per indicator
+        # reading (every indicators.interval_s per sensor), only the columns the levels compare.
+        parts.append(_json("level", "CONCAT('levels:', site, '/', gateway, '/', sensor)",
+                           {c: c for c in ("site", "gateway", "sensor", "asset", "ev_ms", "vel_rms_mm_s", "iso_zone",
+                                           "iso_group", "iso_foundation")})
+                     + " FROM spool WHERE kind = 'indicator'")
     return "\nUNION ALL\n".join(parts)

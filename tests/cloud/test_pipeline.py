@@ -96,6 +96,8 @@ def cloud(flink_prereqs: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 "incident_k": 3, "incident_window_s": 5, "incident_bucket_s": 1, "incident_resolve_s": 4,
                 "checkpoint_interval_ms": 1000, "file_monitor_ms": 100, "drift_anomalies": 3, "drift_window_s": 4,
                 "indicator_rollups_s": [WINDOW_MS // 1000, 3600]},
+        # ind-a keeps the default (ISO zones); ind-b has absolute levels (the rule reaches the job's TOML)
+        "levels": {"sensors": ["s2/g3/ind-b=absolute:2:4"]},
     })
     events: list[tuple[float, dict[str, Any]]] = []
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-listener")
@@ -351,6 +353,25 @@ def test_indicators_are_stored_raw_and_rolled_up_per_sensor(cloud: Cloud) -> Non
         assert r["worst_zone"] == max(d["iso_zone"] for d in docs)
     # velocities grew through the zones: the rollups saw both ends
     assert min(r["worst_zone"] for r in got.values()) < "D" <= max(r["worst_zone"] for r in got.values())
+
+    # Level crossings: what the levels logic makes of the same readings, sensor by sensor, in
+    # the order sent (ind-a on ISO zones C/D, ind-b on its absolute 2/4 mm/s).
+    logic = cloud.cfg.levels.logic()
+    want_events = []
+    for sensor in ("ind-a", "ind-b"):
+        state: dict[str, Any] | None = None
+        for d in (d for d in sent if d["sensor"] == sensor):
+            rec = {"site": d["site"], "gateway": d["gateway"], "sensor": sensor, "asset": f"s2/g3/{sensor}",
+                   "ev_ms": d["t_ns"] // 1_000_000, "vel_rms_mm_s": d["vel_rms_mm_s"], "iso_zone": d["iso_zone"],
+                   "iso_group": d["iso_group"], "iso_foundation": d["iso_foundation"]}
+            state, out = logic.on_indicator(state, f"s2/g3/{sensor}", rec)
+            want_events += [(r["sensor"], r["ts_ms"], r["kind"], r["level"], r["mode"]) for _, _, r in out]
+    ev_sql = "SELECT sensor, ts_ms, kind, level, mode FROM level_events WHERE gateway = 'g3'"
+    wait_for(lambda: len(st.query(ev_sql)) >= len(want_events), 60, "the level events", cloud.job)
+    assert sorted(st.query(ev_sql)) == sorted(want_events)
+    # both sensors climbed to alarm, each by its own levels
+    assert {(s, lv, m) for s, _, k, lv, m in want_events if k == "raised"} >= {
+        ("ind-a", "alarm", "iso"), ("ind-b", "alarm", "absolute")}, want_events
     st.close()
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from edgevib.models.registry import keygen
 
-from edgevib import deploy
 from edgevib.config import read_toml
-from edgevib.deploy import BUNDLE_ROOT, DeployError, build_bundle, dumps_toml, edge_lock
 from edgevib.errors import ConfigError
+from edgevib.tools import deploy
+from edgevib.tools.deploy import BUNDLE_ROOT, DeployError, build_bundle, dumps_toml, edge_lock
 from tests.conftest import REPO
 from tests.deploy.conftest import write_config, write_tiny_model
 
@@ -190,12 +190,12 @@ def test_cli_bundle(tmp_path: Path, gw_dir: Path, capsys: pytest.CaptureFixture[
 def test_absolute_outbox_outside_the_state_directory_warns(gw_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = gw_dir / "gw.toml"
     cfg.write_text(cfg.read_text() + '\n[outbox]\npath = "/data/outbox.sqlite"\n')
-    with caplog.at_level("WARNING", logger="edgevib.deploy"):
+    with caplog.at_level("WARNING", logger="edgevib.tools.deploy"):
         deploy.plan_bundle(cfg, REPO)
     assert "ProtectSystem=strict" in caplog.text and "/data/outbox.sqlite" in caplog.text
     caplog.clear()
     cfg.write_text(cfg.read_text().replace("/data/outbox.sqlite", "/var/lib/edgevib/o.sqlite"))
-    with caplog.at_level("WARNING", logger="edgevib.deploy"):
+    with caplog.at_level("WARNING", logger="edgevib.tools.deploy"):
         deploy.plan_bundle(cfg, REPO)
     assert caplog.text == ""
 

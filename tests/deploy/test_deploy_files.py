@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgevib.deploy import _validate_agent_config
+from edgevib.tools.deploy import _validate_agent_config
 from tests.conftest import REPO, _missing
 
 DEPLOY = REPO / "deploy"

@@ -21,8 +21,8 @@ import pytest
 from edgevib.edge.mqtt import MqttLink
 
 from edgevib.broker import MosquittoProcess
-from edgevib.deploy import BUNDLE_ROOT, build_bundle
 from edgevib.protocol import Topics, parse_heartbeat
+from edgevib.tools.deploy import BUNDLE_ROOT, build_bundle
 from tests.deploy.conftest import write_config, write_tiny_model
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edgevib import deploy
-from edgevib.deploy import BUNDLE_ROOT, DeployError, build_bundle, plan_ssh
 from edgevib.errors import ConfigError
+from edgevib.tools import deploy
+from edgevib.tools.deploy import BUNDLE_ROOT, DeployError, build_bundle, plan_ssh
 from tests.deploy.conftest import write_config, write_tiny_model
 from tests.deploy.test_install_script import FAKE_PYTHON
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgevib.deploy import BUNDLE_ROOT, build_bundle
+from edgevib.tools.deploy import BUNDLE_ROOT, build_bundle
 from tests.deploy.conftest import write_config, write_tiny_model
 
 # Answers install.sh's version probe, makes a "venv" holding itself and a stub `edgevib`,
