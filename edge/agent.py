@@ -448,7 +448,7 @@ class Agent:
                                                 -sensors[n].get("frames_in", 0), n))
         listed = {n: sensors[n] for n in ranked[:HEARTBEAT_SENSORS]}
         counters.update(sensors=len(sensors), sensors_omitted=len(sensors) - len(listed),
-                        inbox_bytes=src.get("bytes", 0))
+                        inbox_bytes=src.get("bytes", 0), inbox_evicted=src.get("evicted", 0))
         doc = proto.make_heartbeat(site=self.cfg.site, gateway=self.cfg.gateway, t_ns=self.wall_ns(),
                                    uptime_s=m.uptime(), model=self.model_info, sensors=listed, drops=drops,
                                    counters=counters, resources=m.resources(),

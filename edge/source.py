@@ -21,8 +21,8 @@ agent drops (and counts) messages instead of blocking the network thread.
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -46,69 +46,143 @@ SizeLimit = Callable[[str, bytes], int]
 
 
 class Inbox:
-    """A bounded FIFO filled by transport callbacks; counts what it had to drop, by reason.
+    """A bounded, per-topic fair queue filled by transport callbacks; counts what it dropped.
 
     Bounded by message count (``maxsize``) and by bytes (``max_bytes``: payload + topic
     + :data:`MESSAGE_OVERHEAD` per message), so a flood of large messages cannot take
     more memory than ``max_bytes``. ``max_message`` (bytes, or a function of topic and
     payload) refuses a single message before it is queued. Counters: ``received``
-    (queued), ``overflow`` (count full), ``overflow_bytes`` (byte budget full),
-    ``too_large`` (over ``max_message``).
+    (queued and not pushed out), ``overflow`` (count full), ``overflow_bytes`` (byte budget
+    full), ``too_large`` (over ``max_message``); ``evicted`` is the part of the two overflow
+    counters that was queued first and then pushed out. So every message a transport handed
+    over is ``received + overflow + overflow_bytes + too_large``.
+
+    Fair to topics (one topic per sensor), so a flooding or bursting publisher delays and
+    drops only its own messages:
+
+    * :meth:`poll` takes one message per topic in turn (round robin over the topics with
+      messages queued), so a sensor's frame waits behind at most one message of each other
+      topic, not behind a flood's whole backlog;
+    * when the inbox is full, a message of a topic with a shorter backlog (in bytes) pushes
+      out the oldest messages of the longest backlog; a message of the longest backlog itself
+      is dropped. One topic alone may still use the whole budget (a replay at full speed).
+
+    >>> box = Inbox(maxsize=3)
+    >>> for i in range(3):
+    ...     _ = box.put(Message("flood/raw", bytes([i]), 0.0))
+    >>> box.put(Message("good/raw", b"g", 0.0)), box.evicted, box.overflow, box.received
+    (True, 1, 1, 3)
+    >>> [box.poll(0).topic for _ in range(3)]
+    ['flood/raw', 'good/raw', 'flood/raw']
     """
 
     def __init__(self, maxsize: int = 10_000, *, max_bytes: int | None = None,
                  max_message: int | SizeLimit | None = None) -> None:
-        self._q: queue.Queue[tuple[Message, int]] = queue.Queue(maxsize=maxsize)
-        self._lock = threading.Lock()
+        self.maxsize = maxsize
         self.max_bytes = max_bytes
         self._limit = max_message
+        self._queues: dict[str, deque[tuple[Message, int]]] = {}
+        self._bytes_of: dict[str, int] = {}
+        self._turn: deque[str] = deque()  # topics with messages queued, in poll order
+        self._cond = threading.Condition(threading.Lock())
+        self._count = 0
         self.bytes = 0  # queued now, as charged against max_bytes
         self.received = 0
         self.overflow = 0
         self.overflow_bytes = 0
         self.too_large = 0
+        self.evicted = 0
+
+    def _full(self, cost: int) -> str | None:
+        """Why one more message of ``cost`` bytes does not fit (None: it fits)."""
+        if self._count >= self.maxsize:
+            return "count"
+        if self.max_bytes is not None and self.bytes + cost > self.max_bytes:
+            return "bytes"
+        return None
+
+    def _evict_oldest(self, topic: str, why: str) -> None:
+        """Push out ``topic``'s oldest message; it counts as a drop of the full inbox, not as received."""
+        q = self._queues[topic]
+        _, cost = q.popleft()
+        self._bytes_of[topic] -= cost
+        self.bytes -= cost
+        self._count -= 1
+        self.received -= 1
+        self.evicted += 1
+        if why == "count":
+            self.overflow += 1
+        else:
+            self.overflow_bytes += 1
+        if not q:
+            del self._queues[topic], self._bytes_of[topic]
+            self._turn.remove(topic)
 
     def put(self, msg: Message) -> bool:
         """Never blocks: a message over the size limit or the budget is dropped and counted."""
         limit = self._limit(msg.topic, msg.payload) if callable(self._limit) else self._limit
         if limit is not None and len(msg.payload) > limit:
-            with self._lock:
+            with self._cond:
                 self.too_large += 1
             return False
         cost = len(msg.payload) + len(msg.topic) + MESSAGE_OVERHEAD
-        with self._lock:  # reserve first: two callbacks must not both fit in the last bytes
-            if self.max_bytes is not None and self.bytes + cost > self.max_bytes:
-                self.overflow_bytes += 1
-                return False
+        with self._cond:
+            why = self._full(cost)
+            if why is not None:
+                mine = self._bytes_of.get(msg.topic, 0) + cost
+                # the longest backlog pays; max() is over topics with a backlog (few but the flooding)
+                big = max(self._bytes_of, key=self._bytes_of.__getitem__, default=None)
+                if big is None or big == msg.topic or self._bytes_of[big] <= mine:
+                    if why == "count":
+                        self.overflow += 1
+                    else:
+                        self.overflow_bytes += 1
+                    return False
+                while (full := self._full(cost)) is not None and big in self._queues:
+                    self._evict_oldest(big, full)
+                if self._full(cost) is not None:  # even a whole backlog was not enough room
+                    self.overflow_bytes += 1
+                    return False
+            q = self._queues.get(msg.topic)
+            if q is None:
+                q = self._queues[msg.topic] = deque()
+                self._bytes_of[msg.topic] = 0
+                self._turn.append(msg.topic)
+            q.append((msg, cost))
+            self._bytes_of[msg.topic] += cost
             self.bytes += cost
-        try:
-            self._q.put_nowait((msg, cost))
-        except queue.Full:
-            with self._lock:
-                self.bytes -= cost
-                self.overflow += 1
-            return False
-        with self._lock:
+            self._count += 1
             self.received += 1
+            self._cond.notify()
         return True
 
     def poll(self, timeout: float) -> Message | None:
-        try:
-            msg, cost = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
-        except queue.Empty:
-            return None
-        with self._lock:
+        """The next message in turn, waiting up to ``timeout`` s; None if none came."""
+        with self._cond:
+            if not self._count and timeout > 0:
+                self._cond.wait_for(lambda: self._count > 0, timeout)
+            if not self._count:
+                return None
+            topic = self._turn.popleft()
+            q = self._queues[topic]
+            msg, cost = q.popleft()
+            self._bytes_of[topic] -= cost
+            if q:
+                self._turn.append(topic)
+            else:
+                del self._queues[topic], self._bytes_of[topic]
             self.bytes -= cost
-        return msg
+            self._count -= 1
+            return msg
 
     def depth(self) -> int:
-        return self._q.qsize()
+        return self._count
 
     def stats(self) -> dict[str, int]:
         """The counters every source reports (see :meth:`Source.stats`)."""
-        with self._lock:
+        with self._cond:
             return {"received": self.received, "overflow": self.overflow, "overflow_bytes": self.overflow_bytes,
-                    "too_large": self.too_large, "depth": self._q.qsize(), "bytes": self.bytes}
+                    "too_large": self.too_large, "evicted": self.evicted, "depth": self._count, "bytes": self.bytes}
 
 
 @runtime_checkable
