@@ -201,7 +201,24 @@ def sensor_trends(store: Store, site: str, gateway: str, sensor: str, *, since_m
     alerts = [{"id": i, "t_ms": t, "cls": c, "state": s, "severity": v, "verdict": vd} for i, t, c, s, v, vd in store.query(
         "SELECT id, ev_ms, cls, state, severity, verdict FROM alerts WHERE site = ? AND gateway = ? AND sensor = ? "
         "AND ev_ms >= ? AND ev_ms <= ? ORDER BY ev_ms LIMIT 500", (site, gateway, sensor, since_ms, until_ms))]
+    levels = [{"id": i, "t_ms": t, "kind": k, "level": lv, "value": v, "threshold": th, "mode": m}
+              for i, t, k, lv, v, th, m in store.query(
+                  "SELECT id, ts_ms, kind, level, value, threshold, mode FROM level_events WHERE site = ? AND gateway = ? "
+                  "AND sensor = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 500",
+                  (site, gateway, sensor, since_ms, until_ms))]
+    # the levels in force: the newest crossing's (absolute or baseline levels are not the ISO lines)
+    last = store.query("SELECT mode, detail FROM level_events WHERE site = ? AND gateway = ? AND sensor = ? "
+                       "AND kind <> 'baseline' ORDER BY ts_ms DESC LIMIT 1", (site, gateway, sensor))
+    in_force = None
+    if last:
+        try:
+            det = json.loads(last[0][1] or "{}")
+            in_force = {"mode": last[0][0], "warning": det.get("warning"), "alarm": det.get("alarm"),
+                        "baseline": det.get("baseline")}
+        except ValueError:
+            in_force = None
     return {"site": site, "gateway": gateway, "sensor": sensor, "since_ms": since_ms, "until_ms": until_ms,
             "resolution": used, "requested": res, "series": series, "alerts": alerts,
+            "level_events": levels, "levels": in_force,
             "iso": {"group": group, "foundation": foundation, "zones": zone_lines(group, foundation),
                     "latest_zone": latest[0][2] if latest else None, "latest_vel": latest[0][3] if latest else None}}

@@ -27,7 +27,8 @@ from edgevib.cloud.store import Store
 from edgevib.cloud.web import alert_view
 from edgevib.cloud.web.guard import RequestGuard, StreamSlots
 from edgevib.cloud.web.models_view import ModelsView
-from edgevib.cloud.web.sensor_data import sensor_payload, sensors
+from edgevib.cloud.web.plant import asset_history, plant_overview
+from edgevib.cloud.web.sensor_data import sensor_payload, sensors, waterfall
 from edgevib.models.registry import RegistryError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -254,6 +255,34 @@ def routes(d: Dashboard) -> list[Route | Mount]:
             return _err(exc, 400)
         return JSONResponse(out)
 
+    async def history(req: Request) -> Response:
+        q = req.query_params
+        try:
+            asset = f"{q['site']}/{q['gateway']}/{q['sensor']}"
+        except KeyError as exc:
+            return JSONResponse({"error": f"missing query parameter {exc}"}, status_code=400)
+        limit = int(q.get("limit") or 200)  # the guard checked it: 1..max_page
+        return JSONResponse(await run_in_threadpool(d.db, lambda s: asset_history(s, asset, limit=limit)))
+
+    async def plant(_req: Request) -> Response:
+        out = await run_in_threadpool(d.db, plant_overview)
+        return JSONResponse({**out, "now_ms": int(time.time() * 1000)})
+
+    async def waterfall_data(req: Request) -> Response:
+        q = req.query_params
+        try:
+            rows = int(q.get("rows") or 24)
+            out = await run_in_threadpool(d.db, lambda s: waterfall(
+                s, q["site"], q["gateway"], q["sensor"], rows=rows, geometry=q.get("geometry") or "cwru-de-6205",
+                evidence_dir=d.evidence_dir))
+        except KeyError as exc:
+            return JSONResponse({"error": f"missing query parameter {exc}"}, status_code=400)
+        except ValueError:
+            return JSONResponse({"error": f"rows={q.get('rows')!r}: use an integer"}, status_code=400)
+        except CloudError as exc:
+            return _err(exc, 400)
+        return JSONResponse(out)
+
     async def models(_req: Request) -> Response:
         return JSONResponse(await run_in_threadpool(d.db, d.models.overview))
 
@@ -278,7 +307,8 @@ def routes(d: Dashboard) -> list[Route | Mount]:
         Route("/", index), Route("/api/alerts", list_alerts), Route("/api/alerts/stream", stream),
         Route("/api/alerts/{id}/ack", ack, methods=["POST"]), Route("/api/alerts/{id}/label", label, methods=["POST"]),
         Route("/api/alerts/{id}/detail", alert_page), Route("/api/alerts/{id}/note", note, methods=["POST"]),
-        Route("/api/trends", trends),
+        Route("/api/trends", trends), Route("/api/history", history), Route("/api/plant", plant),
+        Route("/api/waterfall", waterfall_data),
         Route("/api/fleet", fleet), Route("/api/sensors", sensor_list), Route("/api/sensor", sensor),
         Route("/api/models", models), Route("/api/models/push", push, methods=["POST"]),
         Route("/api/models/rollback", rollback, methods=["POST"]),

@@ -68,3 +68,42 @@ def sensor_payload(store: Store, site: str, gateway: str, sensor: str, *, geomet
     points.sort(key=lambda x: x["t_ms"] or 0)
     return {"site": site, "gateway": gateway, "sensor": sensor, "geometry": geometry, "view": view,
             "n_windows": len(wins), "probabilities": points}
+
+
+WATERFALL_MAX_ROWS = 60
+
+
+def waterfall(store: Store, site: str, gateway: str, sensor: str, *, rows: int = 24, geometry: str = "cwru-de-6205",
+              evidence_dir: Path | None = None) -> dict[str, Any]:
+    """Envelope spectra of the sensor's newest ``rows`` evidence windows (oldest first) on one
+    frequency grid up to 4x the highest fault frequency, with the fault-frequency markers at the
+    newest window's speed: the data of the waterfall page."""
+    from edgevib.cloud.web.spectra import envelope_row, markers  # noqa: PLC0415
+
+    geo = GEOMETRIES.get(geometry)
+    if geo is None:
+        raise CloudError("cloud.dashboard", f"geometry={geometry!r}", f"use one of {', '.join(GEOMETRIES)}")
+    if not 1 <= rows <= WATERFALL_MAX_ROWS:
+        raise CloudError("cloud.dashboard", f"rows={rows}", f"use 1..{WATERFALL_MAX_ROWS}")
+    es = evidence_store(store, evidence_dir)
+    found = es.recent(site, gateway, sensor, rows) if es is not None else []
+    out: list[dict[str, Any]] = []
+    mk: dict[str, float] | None = None
+    f_max = 0.0
+    for row in reversed(found):  # oldest first
+        rpm = float(row["rpm"] or DEFAULT_RPM)
+        m = markers(rpm, geo)
+        if mk is None:
+            f_max = min(float(row["sample_rate"]) / 2, 4.0 * max(m["BPFI"], m["BPFO"], 2 * m["BSF"]))
+        mk = m
+        try:
+            x = es.load(row)
+        except CloudError as exc:
+            log.warning("waterfall: %s", exc)
+            continue
+        amp, band = envelope_row(x, float(row["sample_rate"]), rpm, geo, f_max)
+        out.append({"t_ms": row["t_ms"], "rpm": rpm, "pred_cls": row["pred_cls"], "reason": row["reason"],
+                    "band_hz": list(band), "a": amp})
+    grid = [round(float(f), 3) for f in np.linspace(0.0, f_max, len(out[0]["a"]))] if out else []
+    return {"site": site, "gateway": gateway, "sensor": sensor, "geometry": geometry, "f": grid, "rows": out,
+            "markers": mk}

@@ -63,3 +63,24 @@ def sensor_view(x: npt.ArrayLike, fs: float, rpm: float, geometry: BearingGeomet
         "physics": ev.fault_type, "scores_db": {k: round(s, 2) for k, s in ev.scores_db.items()},
         "stats": {k: round(s, 4) for k, s in ev.stats.items()},
     }
+
+
+WATERFALL_BINS = 400  # frequency points per row of the waterfall
+
+
+def envelope_row(x: npt.ArrayLike, fs: float, rpm: float, geometry: BearingGeometry, f_max: float,
+                 bins: int = WATERFALL_BINS) -> tuple[list[float], tuple[float, float]]:
+    """One window's envelope spectrum on the fixed grid ``linspace(0, f_max, bins)`` (each grid
+    point the largest bin within half a grid step, so a fault line survives the reduction), and
+    the demodulation band used (:func:`sensor_view`'s band choice)."""
+    v = np.asarray(x, dtype=np.float64)
+    v = v - v.mean()
+    ev = analyze(v, fs, EvidenceConfig(geometry=geometry, rpm=rpm))
+    env = band_envelopes(v, fs, [ev.band_hz])[0]
+    ef, ea = envelope_spectrum(env, fs, pad_to=int(2 * fs))
+    grid = np.linspace(0.0, f_max, bins)
+    step = grid[1] - grid[0]
+    lo = np.clip(np.searchsorted(ef, grid - step / 2), 0, len(ef) - 1)
+    hi = np.maximum(np.searchsorted(ef, grid + step / 2), lo + 1)
+    row = [float(ea[i:j].max()) for i, j in zip(lo, hi, strict=True)]
+    return row, (round(ev.band_hz[0], 1), round(ev.band_hz[1], 1))

@@ -284,3 +284,65 @@ def test_push_clicked_in_the_page_reaches_a_real_agent(driver: Any, broker: Mosq
         pump_stop.set()
         t.join(2)
         watch.close()
+
+
+def test_plant_overview_history_and_waterfall_pages(driver: Any, tmp_path: Path) -> None:
+    """The plant tiles coloured by worst state (sorted by criticality), a tile opening its sensor's trend with the
+    level crossings and the asset history (notes included), and the waterfall of stored envelope spectra."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.cloud.test_plant_pages import seed
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    s = Store(url)
+    now = int(time.time() * 1000)
+    seed(s, now - 60_000)
+    (tmp_path / "dataset").mkdir()
+    es = EvidenceStore(s, tmp_path / "dataset")
+    rng = np.random.default_rng(2)
+    for k in range(12):  # an outer-race fault appears half-way and grows
+        x = 0.3 * rng.normal(size=12000) + (k >= 6) * (k - 5) / 6 * outer_race_window(rng, 12000.0, 1750.0)
+        rec = EvidenceRecord.build(site="p", gateway="g1", sensor="pump", t_ns=(now - (12 - k) * 300_000) * 1_000_000,
+                                   rpm=1750.0, sample_rate=12000.0, reason="healthy_sample", alert_id=None,
+                                   probs={"normal": 0.8, "OR021": 0.2}, window=x,
+                                   model={"name": "m", "version": "1", "sha256": "ab" * 32})
+        assert es.put(encode_evidence(rec), proto.Topics("p", "g1").evidence) is not None
+    srv = Served(url, evidence_dir=tmp_path / "dataset")
+    try:
+        driver.get(f"{srv.base}/login?token={TOKEN}")
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="plant"]').click()
+        wait_until(lambda: bool(driver.find_elements(By.ID, "tile-p-g1-pump")), 15, "the plant tiles")
+        colour = {t.get_attribute("data-asset"): t.get_attribute("class").split("st-")[1]
+                  for t in driver.find_elements(By.CSS_SELECTOR, "#plant .tile")}
+        assert colour == {"p/g1/fan": "good", "p/g1/pump": "warning", "p/g1/motor": "alarm", "p/g2/gear": "offline",
+                          "q/g9/mill": "alarm"}, colour
+        order = [t.get_attribute("data-asset") for t in driver.find_elements(By.CSS_SELECTOR, "#plant .tile")]
+        assert order == ["p/g1/motor", "p/g1/pump", "p/g1/fan", "p/g2/gear", "q/g9/mill"], order
+        assert "2 alarm" in driver.find_element(By.ID, "plant-note").text
+        driver.save_screenshot(str(artifacts() / "dashboard-plant.png"))
+        Select(driver.find_element(By.ID, "plant-sort")).select_by_value("name")
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#plant .tile")[0].get_attribute("data-asset")
+                   == "p/g1/fan", 10, "the tiles sorted by name")
+        driver.find_element(By.ID, "tile-p-g1-pump").click()  # opens its trend and history
+        wait_until(lambda: "greased the bearing" in driver.find_element(By.ID, "asset-history").text, 15, "the history")
+        hist = driver.find_element(By.ID, "asset-history").text
+        for what in ("level raised", "model changed", "alert cleared", "note", "ack", "alert raised"):
+            assert what in hist, (what, hist)
+        assert "1 level crossings" in driver.find_element(By.ID, "trend-note").text
+        assert _drawn(driver, "#tr-vel") > 1000
+        driver.execute_script("document.getElementById('asset-history').scrollIntoView()")
+        driver.save_screenshot(str(artifacts() / "dashboard-asset-history.png"))
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="waterfall"]').click()
+        wait_until(lambda: "p/g1/pump" in driver.find_element(By.ID, "wf-pick").text, 10, "the sensor list")
+        Select(driver.find_element(By.ID, "wf-pick")).select_by_visible_text("p/g1/pump")
+        driver.find_element(By.ID, "wf-load").click()
+        wait_until(lambda: "12 windows" in driver.find_element(By.ID, "wf-note").text, 20, "the waterfall")
+        assert "BPFO 104.6 Hz" in driver.find_element(By.ID, "wf-note").text
+        assert _drawn(driver, "#wf-chart") > 5000
+        n_series = driver.execute_script("return document.querySelectorAll('#wf-chart .u-series').length")
+        assert n_series in (0, 13)  # uPlot's legend rows, when shown: x + one per window
+        driver.save_screenshot(str(artifacts() / "dashboard-waterfall.png"))
+    finally:
+        srv.close()
+        s.close()

@@ -20,6 +20,8 @@ document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click
   $("#tab-" + b.dataset.tab).classList.add("active");
   if (b.dataset.tab === "sensor") loadSensors();
   if (b.dataset.tab === "trends") loadSensors();
+  if (b.dataset.tab === "waterfall") loadSensors();
+  if (b.dataset.tab === "plant") loadPlant().catch((e) => { $("#plant-note").textContent = e.message; });
 }));
 function showTab(name) { document.querySelector(`nav button[data-tab="${name}"]`).click(); }
 
@@ -136,8 +138,8 @@ function lineChart(el, data, opt) {
   const u = new uPlot({
     width: Math.min(1100, el.clientWidth || 1100), height: opt.height || 200,
     scales: {x: {time: !!opt.time}, y: {range: yr}},
-    axes: [{label: opt.xlabel || ""}, {label: opt.ylabel || "", size: 60}],
-    legend: {show: names.length > 1},
+    axes: [{label: opt.xlabel || ""}, Object.assign({label: opt.ylabel || "", size: 60}, opt.yaxis || {})],
+    legend: {show: names.length > 1 && !opt.nolegend},
     cursor: {drag: {x: true, y: false}},
     series: [{label: opt.xlabel || "x"}, ...names.map((n, i) => ({label: n, stroke: (opt.colors || PALETTE)[i], width: 1,
       points: {show: !!opt.points}, spanGaps: false}))],
@@ -165,7 +167,7 @@ function clearCharts(ids) { ids.forEach((c) => lineChart($(c), [[]], {})); }
 
 async function loadSensors() {
   const body = await api("/api/sensors");
-  for (const sel of [$("#sensor-pick"), $("#trend-pick")]) {
+  for (const sel of [$("#sensor-pick"), $("#trend-pick"), $("#wf-pick")]) {
     const cur = sel.value;
     sel.innerHTML = body.sensors.map((s) => { const v = `${s.site}/${s.gateway}/${s.sensor}`;
       return `<option${v === cur ? " selected" : ""}>${esc(v)}</option>`; }).join("");
@@ -288,6 +290,13 @@ async function showTrends() {
   const t = s.map((r) => r.t_ms / 1000);
   const alerts = d.alerts.map((a) => [a.verdict || a.cls, a.t_ms / 1000, "#6a1b9a"]);
   const hl = Object.entries(z).map(([k, y]) => ["zone " + k, y, ZONE_COLORS[k]]);
+  const lv = d.levels;
+  if (lv && lv.mode !== "iso" && lv.warning != null) hl.push([`warning (${lv.mode})`, lv.warning, "#ef6c00"], [`alarm (${lv.mode})`, lv.alarm, "#b71c1c"]);
+  const LEVEL_COLORS = {warning: "#ef6c00", alarm: "#b71c1c", normal: "#2e7d32"};
+  (d.level_events || []).filter((e) => e.kind !== "baseline").forEach((e) =>
+    alerts.push([`${e.level}${e.kind === "cleared" ? " (cleared)" : ""}`, e.t_ms / 1000, LEVEL_COLORS[e.level] || "#555"]));
+  $("#trend-note").textContent += ` ${(d.level_events || []).filter((e) => e.kind !== "baseline").length} level crossings` +
+    (lv ? ` (${lv.mode} levels: warning ${Number(lv.warning).toFixed(2)}, alarm ${Number(lv.alarm).toFixed(2)} mm/s).` : ".");
   const velData = [t, s.map((r) => r.vel)], names = ["velocity RMS"];
   if (d.resolution !== "raw") { velData.push(s.map((r) => r.vel_min), s.map((r) => r.vel_max)); names.push("min", "max"); }
   lineChart($("#tr-vel"), velData, {time: true, ylabel: "mm/s", ymin: 0, height: 260, names, hlines: hl, vlines: alerts,
@@ -295,7 +304,71 @@ async function showTrends() {
   lineChart($("#tr-acc"), [t, s.map((r) => r.acc_rms), s.map((r) => r.kurtosis)], {time: true, names: ["acc RMS (g)", "kurtosis"],
     height: 200, vlines: alerts, yrange: (u, mn, mx) => [0, mx || 1]});
 }
-$("#trend-load").addEventListener("click", () => showTrends().catch((e) => { $("#trend-note").textContent = e.message; }));
+$("#trend-load").addEventListener("click", () => showTrends().then(showHistory).catch((e) => { $("#trend-note").textContent = e.message; }));
+
+// ---- per-asset history (alerts, acks, labels, notes, level crossings, model changes) ----
+async function showHistory() {
+  const [site, gateway, sensor] = $("#trend-pick").value.split("/");
+  if (!sensor) return;
+  const h = await api("/api/history?" + new URLSearchParams({site, gateway, sensor, limit: 200}));
+  $("#asset-history tbody").innerHTML = h.items.map((x) => `<tr class="h-${esc(x.what.replace(/ /g, "-"))}"><td>${
+    x.alert_id ? `<a href="#" class="open-alert" data-id="${esc(x.alert_id)}">${fmtTime(x.t_ms)}</a>` : fmtTime(x.t_ms)}</td>
+    <td>${esc(x.what)}</td><td>${esc(x.by)}</td><td class="wrap">${esc(x.text)}</td></tr>`).join("") ||
+    '<tr><td colspan="4">nothing yet</td></tr>';
+  document.querySelectorAll("#asset-history a.open-alert").forEach((a) => a.addEventListener("click", (e) => {
+    e.preventDefault(); openAlert(a.dataset.id); }));
+}
+
+// ---- plant overview: site -> gateway -> sensor tiles, coloured by worst state ----
+async function loadPlant() {
+  const p = await api("/api/plant");
+  const byName = $("#plant-sort").value === "name";
+  const order = (xs, key, name) => xs.slice().sort((a, b) => byName ? String(a[name]).localeCompare(String(b[name]))
+    : (b[key] - a[key]) || String(a[name]).localeCompare(String(b[name])));
+  $("#plant-note").textContent = Object.entries(p.counts).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ") ||
+    "No sensors yet: tiles appear with the first indicators or alerts.";
+  $("#plant").innerHTML = order(p.sites, "rank", "site").map((s) => `<div class="site"><h3>${esc(s.site)}</h3>${
+    order(s.gateways, "rank", "gateway").map((g) => `<div class="gw"><h4>${esc(g.gateway)} <span class="${esc(g.status || "")}">${esc(g.status || "")}</span></h4>${
+      order(g.sensors, "rank", "sensor").map((t) => `<div class="tile st-${esc(t.state)}" id="tile-${esc(t.asset.replace(/\//g, "-"))}"
+        data-asset="${esc(t.asset)}" title="${esc(t.why)}"><b>${esc(t.sensor)}</b>${esc(t.state)}<br>${
+        t.vel != null ? Number(t.vel).toFixed(2) + " mm/s, zone " + esc(t.zone) : "no indicators"}<br>${esc(t.why)}</div>`).join("")
+    }</div>`).join("")}</div>`).join("");
+  document.querySelectorAll("#plant .tile").forEach((el) => el.addEventListener("click", async () => {
+    showTab("trends");
+    await loadSensors();
+    $("#trend-pick").value = el.dataset.asset;
+    $("#trend-load").click();
+  }));
+}
+$("#plant-sort").addEventListener("change", () => loadPlant().catch(() => {}));
+
+// ---- waterfall: envelope spectra of the stored evidence windows, one uPlot series per window ----
+async function showWaterfall() {
+  const [site, gateway, sensor] = $("#wf-pick").value.split("/");
+  if (!sensor) return;
+  const w = await api("/api/waterfall?" + new URLSearchParams({site, gateway, sensor, rows: $("#wf-rows").value,
+                                                              geometry: $("#wf-geometry").value}));
+  if (!w.rows.length) {
+    $("#wf-note").textContent = "No evidence windows stored for this sensor (the agent uploads them when [evidence] is enabled).";
+    lineChart($("#wf-chart"), [[]], {});
+    return;
+  }
+  const peak = Math.max(...w.rows.map((r) => Math.max(...r.a))) || 1, step = 0.35, n = w.rows.length;
+  // each row scaled to the largest peak of all, lifted by its age: the newest on top
+  const data = [w.f, ...w.rows.map((r, i) => r.a.map((a) => a / peak + i * step))];
+  const colors = w.rows.map((_, i) => `hsl(${220 - 220 * i / Math.max(1, n - 1)}, 70%, 42%)`);
+  const u = lineChart($("#wf-chart"), data, {xlabel: "Hz", ylabel: "window (oldest at the bottom)", height: 120 + 22 * n,
+    names: w.rows.map((r) => fmtTime(r.t_ms)), colors, markers: faultMarkers(w.markers), nolegend: true,
+    yrange: () => [0, (n - 1) * step + 1.05], yaxis: {size: 80,
+      // one tick per row (every k-th when many), labelled with the window's time
+      splits: () => w.rows.map((_, i) => i * step).filter((_, i) => i % Math.ceil(n / 16) === 0),
+      values: (_, ticks) => ticks.map((v) => { const r = w.rows[Math.round(v / step)]; return r ? fmtTime(r.t_ms).slice(5, 16) : ""; })}});
+  if (!u) return;
+  const last = w.rows[n - 1];
+  $("#wf-note").textContent = `${n} windows from ${fmtTime(w.rows[0].t_ms)} to ${fmtTime(last.t_ms)}; newest at ${last.rpm} rpm, ` +
+    `model said ${last.pred_cls || "-"}; BPFO ${w.markers.BPFO.toFixed(1)} Hz, BPFI ${w.markers.BPFI.toFixed(1)} Hz, BSF ${w.markers.BSF.toFixed(1)} Hz.`;
+}
+$("#wf-load").addEventListener("click", () => showWaterfall().catch((e) => { $("#wf-note").textContent = e.message; }));
 
 // ---- models ----
 const targets = () => $("#targets").value.split(",").map((s) => s.trim()).filter(Boolean);
