@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="latency rounds (interleaved)")
     ap.add_argument("--zoo", action="store_true", help="also write models/zoo/cnn_small.onnx")
     ap.add_argument("--opt", action="append", default=[], metavar="K=V", help="pipeline.Options override")
-    ap.add_argument("--skip", default="", help="comma list of extra paths to skip: align16,align8,nkd")
+    ap.add_argument("--skip", default="", help="comma list of extra paths to skip: align16,align8,nkd,align8nkd")
     ap.add_argument("--bearings", default=None, help="../shared/bearings: also measure the shipped fault-type model")
     ap.add_argument("--cwru-all", default=None, help="CWRU folder for the leave-one-rig-out row (default --data)")
     args = ap.parse_args(argv)
@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     extra_paths: dict[str, list[pipeline.Stage]] = {}
     for key, recipe, more in (("align16", "slim,align,merge,kd,int8", {"align": 16}),
                               ("align8", "slim,align,merge,kd,int8", {"align": 8}),
-                              ("nkd", "slim,merge,nkd,int8", {})):
-        if key not in args.skip:
+                              ("nkd", "slim,merge,nkd,int8", {}),
+                              ("align8nkd", "slim,align,merge,nkd,int8", {"align": 8})):
+        if key not in args.skip.split(","):
             t = time.monotonic()
             extra_paths[key] = pipeline.run(teacher, recipe, train=sp.train, meta=meta, seed=args.seed,
                                             **{**opts, **more})
@@ -211,9 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     rows_in += [("cnn-pruned(no sparsity)", onnx_of(plain_pruned, "p"), arch.n_params(plain_pruned)),
                 ("cnn-pruned(no sparsity)+merge", onnx_of(plain_merged, "m"), arch.n_params(plain_merged))]
     rows_in += quant
+    seen = {name for name, _, _ in rows_in}
     for key, stages in extra_paths.items():
-        rows_in += [(s.name.replace("+align", f"+align{key[5:]}") if key.startswith("align") else s.name,
-                     s.proto, arch.n_params(s.net)) for s in stages[1:] if "(pruned)" not in s.name]
+        n_align = "".join(c for c in key if c.isdigit())
+        for s in stages[1:]:
+            name = s.name.replace("+align", f"+align{n_align}")
+            if "(pruned)" not in name and name not in seen:  # the merge stage repeats the real path's
+                rows_in.append((name, s.proto, arch.n_params(s.net)))
+                seen.add(name)
     rows_in += [("datafree:" + s.name, s.proto, arch.n_params(s.net)) for s in free[1:]]
     rows_in += [("datafree-kegnet:" + s.name, s.proto, arch.n_params(s.net)) for s in keg[1:]]
     x_time, y_time = sp.test_time.x3d(), sp.test_time.y
@@ -247,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         "candidates": {r["stage"]: against_teacher(r) for r in rows
                        if r["stage"].endswith(("+int8", "+dfq", "+zaq")) and r["stage"] != "cnn"},
         "datafree_gaps_time_pts": {r["stage"]: 100 * (final["acc_time"] - r["acc_time"]) for r in rows
+                                   if r["stage"].startswith("datafree") and r["stage"].endswith(("+int8", "+dfq"))},
+        "datafree_gaps_snr0_pts": {r["stage"]: 100 * (final["acc_snr0"] - r["acc_snr0"]) for r in rows
                                    if r["stage"].startswith("datafree") and r["stage"].endswith(("+int8", "+dfq"))},
     }
     extra = {"targets": targets, "clock": clock, "options": vars(o), "datafree_options": free_opts,
