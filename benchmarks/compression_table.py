@@ -10,7 +10,8 @@ every stage side by side (parameters, ONNX bytes, ONNX Runtime ms/window at 1 th
 batch 1 and 32, accuracy on the time split, the load-3 hold-out and SNR 0/-4 dB) and writes
 ``compression_table.{md,json,png}`` under ``--out``. It also measures the shipped fault-type
 model (``models/zoo/faulttype.onnx``: size, ONNX Runtime latency, order-feature cost,
-leave-one-rig-out accuracy) with ``--bearings``. ``--zoo`` also writes
+leave-one-rig-out accuracy) with ``--bearings``, and probes the latency of SIMD-aligned vs
+unaligned channel counts (random weights; ``--probe-only`` runs just that). ``--zoo`` also writes
 ``models/zoo/cnn_small.onnx`` (the real-data final model). Prints a report with the targets.
 """
 
@@ -100,6 +101,31 @@ def faulttype_row(cwru: str, bearings: str, rounds: int) -> dict[str, Any]:
             "loro_by_rig": {k: v["window_acc"] for k, v in res["rigs"].items()}}
 
 
+PROBE_SHAPES = {  # conv widths, hidden: the slimmed shape of one run, aligned versions, an odd one
+    "slim [7,16,15,10,15]/98": ([7, 16, 15, 10, 15], 98), "odd [9,17,17,9,17]/97": ([9, 17, 17, 9, 17], 97),
+    "align8 [8,16,16,8,16]/96": ([8, 16, 16, 8, 16], 96), "align16 [16]*5/96": ([16] * 5, 96),
+    "teacher [16,32,64,64,64]/100": ([16, 32, 64, 64, 64], 100)}
+
+
+def align_probe(rounds: int) -> dict[str, dict[str, float]]:
+    """Latency only (random weights, seeded): does a SIMD-aligned channel count run faster than
+    an unaligned one with fewer multiply-adds? FP32 and data-free INT8 (DFQ) of each shape."""
+    from edgevib.models.cnn import build_wdcnn
+
+    sessions = {}
+    for name, (widths, hidden) in PROBE_SHAPES.items():
+        torch.manual_seed(0)
+        net = build_wdcnn(10, widths, hidden=hidden, envelope=0).eval()
+        model = cnn.CNNModel(net, tuple(CLASSES_10))
+        meta = onnxio.base_meta(model.classes, model.fs, model.window, "cnn")
+        folded, stats = dfq.dfq(net)
+        sessions[f"{name} fp32"] = table.session(pipeline._onnx(net, model, meta, "cnn"))
+        sessions[f"{name} int8"] = table.session(
+            dfq.quantize_data_free(pipeline._onnx(folded, model, meta, "cnn"), folded, stats))
+    lat = table.latency_ms(sessions, 2048, rounds=rounds)
+    return {k: {"ms_b1": v[1], "ms_b32": v[32]} for k, v in lat.items()}
+
+
 def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, Any], meta: dict[str, str],
                shape: dict[str, Any]) -> str:
     """The model card written beside ``cnn_small.onnx`` (numbers from this run)."""
@@ -141,9 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma list of extra paths to skip: align16,align8,nkd,align8nkd")
     ap.add_argument("--bearings", default=None, help="../shared/bearings: also measure the shipped fault-type model")
     ap.add_argument("--cwru-all", default=None, help="CWRU folder for the leave-one-rig-out row (default --data)")
+    ap.add_argument("--probe-only", action="store_true",
+                    help="only the SIMD-alignment latency probe: write align_probe.json under --out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.probe_only:
+        probe = align_probe(max(args.rounds, 40))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "align_probe.json").write_text(json.dumps(probe, indent=2) + "\n")
+        for k, v in probe.items():
+            print(f"{k:40s} b1 {v['ms_b1']:.4f} b32 {v['ms_b32']:.4f} ms/window")
+        return 0
     opts: dict[str, Any] = {k: (float(v) if "." in v or "e" in v else int(v))
                             for k, v in (o.split("=", 1) for o in args.opt)}
     clock: dict[str, float] = {}
@@ -270,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                  "zaq": "weights, BN statistics, teacher/INT8-copy outputs on generated windows"},
              "cpu_threads_latency": 1, "onnxruntime": table.ort.__version__,
              "cpu": cpu_name()}
+    t = time.monotonic()
+    extra["align_probe"] = align_probe(args.rounds)
+    clock["align_probe_s"] = time.monotonic() - t
     if args.bearings:
         t = time.monotonic()
         extra["faulttype"] = faulttype_row(args.cwru_all or args.data, args.bearings, args.rounds)
