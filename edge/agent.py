@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from edgevib.edge import heap
 from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
 from edgevib.edge.anomaly import AnomalyDetector
 from edgevib.edge.collect import EvidenceSampler
@@ -425,6 +426,7 @@ class Agent:
 
     def heartbeat(self) -> dict[str, Any]:
         """Publish (QoS 0) and return the heartbeat document."""
+        heap.trim()  # free heap back to the OS first, so the RSS it reports is the live data (edge/heap.py)
         m, src = self.metrics, self.link.stats()
         snap = m.snapshot()
         sensors: dict[str, dict[str, int | float]] = dict(snap["sensors"])  # type: ignore[call-overload]
