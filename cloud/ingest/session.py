@@ -10,6 +10,12 @@ are acknowledged only when ``handle`` returns True: a message is either done (on
 stored, or counted as rejected) or still unacknowledged at the broker. If ``handle``
 raises, the connection is dropped so the broker redelivers what was not acknowledged.
 
+With ``fair_key`` (the bridge: the gateway of a topic) the inbox is one queue per key and
+a batch is shared out between them, smallest queue first, so one gateway's flood does not
+delay the other gateways' messages by more than one batch (issue 19). Each key's messages
+keep their order; acks across keys may go out of arrival order (Mosquitto matches them by
+packet id).
+
 ``handle`` is also called with an empty batch every ``flush_s`` (housekeeping: the
 bridge's dead-letter summaries and spool cleanup) and once with ``final=True`` on
 :meth:`stop`, after the inbox is drained.
@@ -74,7 +80,7 @@ class DurableSession:
                  handle: Handler, component: str, max_batch: int = 1, flush_s: float = 0.0,
                  receive_maximum: int | None = None, session_expiry_s: int = SESSION_EXPIRY_S,
                  on_connect: Callable[[bool], None] | None = None, ready_fix: str = "check the broker",
-                 clock: Callable[[], float] = time.time) -> None:
+                 fair_key: Callable[[str], str] | None = None, clock: Callable[[], float] = time.time) -> None:
         mqtt = require("paho.mqtt.client", extra="cloud", feature=component)
         from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415 - after require()
 
@@ -88,7 +94,12 @@ class DurableSession:
         self.clock, self._on_connect_hook, self.ready_fix = clock, on_connect, ready_fix
         self.received = 0
         self.connects = 0
-        self._pending: list[Message] = []
+        # The inbox: one FIFO per fair_key(topic) (one in all without fair_key); dict order
+        # is arrival order of each key's oldest pending message.
+        self.fair_key = fair_key
+        self._queues: dict[str, list[Message]] = {}
+        self._npending = 0
+        self._first_ms = 0  # arrival of the oldest message of the batch being filled
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -131,10 +142,17 @@ class DurableSession:
 
     def _on_message(self, _c: object, _u: object, msg: Any) -> None:
         m = Message(msg.topic, bytes(msg.payload), int(self.clock() * 1000), msg.mid, msg.qos)
+        key = self.fair_key(m.topic) if self.fair_key is not None else ""
         with self._cond:
-            self._pending.append(m)
+            q = self._queues.get(key)
+            if q is None:
+                q = self._queues[key] = []
+            q.append(m)
+            if not self._npending:
+                self._first_ms = m.recv_ms
+            self._npending += 1
             self.received += 1
-            if len(self._pending) >= self.max_batch or self.flush_s <= 0:
+            if self._npending >= self.max_batch or self.flush_s <= 0:
                 self._cond.notify()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -176,18 +194,47 @@ class DurableSession:
 
     def _take(self) -> list[Message]:
         with self._cond:
-            if not self._pending and not self._stop.is_set():
+            if not self._npending and not self._stop.is_set():
                 self._cond.wait(self.flush_s if self.flush_s > 0 else None)
-            if self._pending and len(self._pending) < self.max_batch and not self._stop.is_set() and self.flush_s > 0:
+            if 0 < self._npending < self.max_batch and not self._stop.is_set() and self.flush_s > 0:
                 # Let a batch fill for up to flush_s after its first message.
-                self._cond.wait(max(0.0, self.flush_s - (self.clock() - self._pending[0].recv_ms / 1000)))
-            batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+                self._cond.wait(max(0.0, self.flush_s - (self.clock() - self._first_ms / 1000)))
+            batch = self._fair_share()
+            self._npending -= len(batch)
+            if self._npending:
+                self._first_ms = min(q[0].recv_ms for q in self._queues.values())
             return batch
+
+    def _fair_share(self) -> list[Message]:
+        """Up to ``max_batch`` messages, shared out between keys (water-filling, smallest queue first).
+
+        A key with a long queue (one gateway flooding) gets what the others leave, so their
+        messages never wait behind its backlog for more than one batch.
+        """
+        if len(self._queues) == 1:  # the common case: no contention (or no fair_key)
+            key, q = next(iter(self._queues.items()))
+            batch, q[:] = q[:self.max_batch], q[self.max_batch:]
+            if not q:
+                del self._queues[key]
+            return batch
+        batch: list[Message] = []
+        room = self.max_batch
+        order = sorted(self._queues.items(), key=lambda kv: len(kv[1]))
+        for i, (key, q) in enumerate(order):
+            if room <= 0:
+                break
+            n = min(len(q), room, max(1, room // (len(order) - i)))
+            batch += q[:n]
+            del q[:n]
+            room -= n
+            if not q:
+                del self._queues[key]
+        return batch
 
     def _work(self) -> None:
         while True:
             batch = self._take()
-            final = self._stop.is_set() and not self._pending
+            final = self._stop.is_set() and not self._npending
             try:
                 ack = self.handle(batch, final)
             except Exception:  # noqa: BLE001 - nothing acked: the broker redelivers after a reconnect
