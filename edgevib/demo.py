@@ -4,7 +4,10 @@ It finds an MQTT broker (or starts one), starts an agent for one gateway, stream
 simulated sensors into it (healthy ones and one bearing that develops an inner-race
 fault part-way through), and prints heartbeats and alerts as they arrive. The cloud side
 runs too: the MQTT bridge and the Flink job writing a SQLite alert store, and the web
-dashboard on 127.0.0.1 (its URL, with a fresh login token, is printed first). Without a
+dashboard on 127.0.0.1 (its URL, with a fresh login token, is printed first). Before the
+live part it publishes hours of history (edgevib/demo_history.py: a motor drifting into ISO
+zone C then D, the pump's bearing fault developing), so trends, level crossings, the plant
+overview and the waterfall have something to show at once. Without a
 JDK or pyflink the demo says so and goes on with agent and dashboard. Ctrl-C, or
 ``--duration S``, stops everything cleanly.
 """
@@ -39,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--cloud-wait", type=float, default=30.0,
                    help="after --duration, wait up to S seconds for the job to store the raised alerts")
     p.add_argument("--no-dashboard", action="store_true", help="skip the web dashboard")
+    p.add_argument("--history", type=float, default=6.0,
+                   help="hours of indicator history (a motor drifting into zone C then D, the pump's bearing fault "
+                        "developing) published before the live part, for the dashboard's trends; 0 = none")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep outbox, store, spool and logs here (default: a temporary directory, deleted)")
     p.set_defaults(func=run)
@@ -113,6 +119,15 @@ def run(args: argparse.Namespace) -> int:
                   "the job needs ~20-60 s to start, alerts wait in the spool meanwhile", flush=True)
         for problem in cloud.problems:
             print(f"edgevib demo: {problem}; going on without it", file=sys.stderr, flush=True)
+        fans = [] if args.healthy <= 0 else ["fan"] if args.healthy == 1 else [f"fan-{i}" for i in range(args.healthy)]
+        if args.history > 0 and (cloud.bridge is not None or cloud.collector is not None):
+            from edgevib.demo_history import publish_history
+
+            # Before the agent: the job's event time runs through the history, then into the live data.
+            n_ind, n_ev = publish_history(monitor, SITE, gateway, fans, args.fault, now_ns=time.time_ns(),
+                                          hours=float(args.history))
+            print(f"  history: {n_ind} indicator readings over {args.history:g} h (motor drifting into zone C, then D; "
+                  f"pump's {args.fault} fault developing) and {n_ev} pump evidence windows", flush=True)
         # The agent uploads the windows behind alerts (and a few healthy ones) for the sensor page.
         agent_env = {**os.environ, "EDGEVIB_EVIDENCE__ENABLED": "true", "EDGEVIB_EVIDENCE__HEALTHY_EVERY": "200"}
         procs.append(subprocess.Popen(_cli("agent", "--broker", url, "--site", SITE, "--gateway", gateway,
