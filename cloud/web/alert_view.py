@@ -206,6 +206,15 @@ def sensor_trends(store: Store, site: str, gateway: str, sensor: str, *, since_m
                   "SELECT id, ts_ms, kind, level, value, threshold, mode FROM level_events WHERE site = ? AND gateway = ? "
                   "AND sensor = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 500",
                   (site, gateway, sensor, since_ms, until_ms))]
+    model_changes = []
+    for t, body in store.query("SELECT ts_ms, body FROM fleet_events WHERE type = 'model_changed' AND site = ? "
+                               "AND gateway = ? AND ts_ms >= ? AND ts_ms <= ? ORDER BY ts_ms LIMIT 100",
+                               (site, gateway, since_ms, until_ms)):
+        try:
+            b = json.loads(body or "{}")
+        except ValueError:
+            b = {}
+        model_changes.append({"t_ms": t, "model_name": b.get("model_name"), "model_version": b.get("model_version")})
     # the levels in force: the newest crossing's (absolute or baseline levels are not the ISO lines)
     last = store.query("SELECT mode, detail FROM level_events WHERE site = ? AND gateway = ? AND sensor = ? "
                        "AND kind <> 'baseline' ORDER BY ts_ms DESC LIMIT 1", (site, gateway, sensor))
@@ -219,6 +228,6 @@ def sensor_trends(store: Store, site: str, gateway: str, sensor: str, *, since_m
             in_force = None
     return {"site": site, "gateway": gateway, "sensor": sensor, "since_ms": since_ms, "until_ms": until_ms,
             "resolution": used, "requested": res, "series": series, "alerts": alerts,
-            "level_events": levels, "levels": in_force,
+            "level_events": levels, "levels": in_force, "model_changes": model_changes,
             "iso": {"group": group, "foundation": foundation, "zones": zone_lines(group, foundation),
                     "latest_zone": latest[0][2] if latest else None, "latest_vel": latest[0][3] if latest else None}}

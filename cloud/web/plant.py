@@ -11,7 +11,7 @@
   rank   state       when
   =====  ==========  ===========================================================
   4      alarm       zone D, alarm level, or an open critical alert
-  3      offline     the gateway is offline (its sensors' state is not known)
+  3      offline     the gateway is offline, or no indicators for an hour (state not known)
   2      warning     zone C, warning level, or an open warning alert
   1      watch       zone B, or an open info alert
   0      good        zone A, nothing open
@@ -23,7 +23,7 @@
 ...                       "t_ms": 1000, "vel_rms_mm_s": 3.1, "iso_zone": "C"})
 >>> s.apply("level_event", {"id": "e1", "site": "p", "gateway": "g", "sensor": "pump", "asset": "p/g/pump",
 ...                         "ts_ms": 1000, "kind": "raised", "level": "warning", "value": 3.1, "threshold": 2.8})
->>> t = plant_overview(s)["sites"][0]["gateways"][0]["sensors"][0]
+>>> t = plant_overview(s, now_ms=2000)["sites"][0]["gateways"][0]["sensors"][0]
 >>> t["state"], t["rank"], t["level"]
 ('warning', 2, 'warning')
 >>> [h["what"] for h in asset_history(s, "p/g/pump")["items"]]
@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from edgevib.cloud.store import Store
@@ -42,6 +43,8 @@ _ZONE_RANK = {"A": 0, "B": 1, "C": 2, "D": 4}
 _LEVEL_RANK = {"normal": 0, "warning": 2, "alarm": 4}
 _SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 4}
 HISTORY_MAX = 1000
+FRESH_MS = 3_600_000  # a sensor's newest indicator reading is looked for this far back
+KNOWN_MS = 30 * 86_400_000  # sensors with hourly rollups or alerts this recent get a tile
 
 
 def _num(v: Any) -> str:
@@ -92,8 +95,15 @@ def _worse(cur: tuple[int, str], rank: int, why: str) -> tuple[int, str]:
     return (rank, why) if rank > cur[0] else cur
 
 
-def plant_overview(store: Store) -> dict[str, Any]:
-    """Every sensor seen (indicators or alerts), grouped site -> gateway, each with its worst state and why."""
+def plant_overview(store: Store, *, now_ms: int | None = None) -> dict[str, Any]:
+    """Every sensor seen (indicators in the last :data:`KNOWN_MS`, or alerts, or level crossings),
+    grouped site -> gateway, each with its worst state and why.
+
+    Only the last :data:`FRESH_MS` of raw indicators are read for the newest reading (the time
+    index bounds the scan; the whole table would be days x sensors rows); a sensor with hourly
+    rollups in the last :data:`KNOWN_MS` but no reading since is ``offline`` ("no indicators").
+    """
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     tiles: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def tile(site: str, gw: str, sensor: str) -> dict[str, Any]:
@@ -101,10 +111,14 @@ def plant_overview(store: Store) -> dict[str, Any]:
             "site": site, "gateway": gw, "sensor": sensor, "asset": f"{site}/{gw}/{sensor}", "zone": None, "vel": None,
             "t_ms": None, "level": None, "open_alert": None, "gateway_status": None})
 
+    for site, gw, sensor in store.query(
+            "SELECT DISTINCT site, gateway, sensor FROM indicator_rollups WHERE resolution_s >= 3600 AND window_start >= ?",
+            (now - KNOWN_MS,)):
+        tile(site, gw, sensor)
     for site, gw, sensor, t, zone, vel in store.query(
             "SELECT i.site, i.gateway, i.sensor, i.t_ms, i.iso_zone, i.vel_rms_mm_s FROM indicators i JOIN ("
-            "SELECT site, gateway, sensor, MAX(t_ms) AS t FROM indicators GROUP BY site, gateway, sensor) m "
-            "ON i.site = m.site AND i.gateway = m.gateway AND i.sensor = m.sensor AND i.t_ms = m.t"):
+            "SELECT site, gateway, sensor, MAX(t_ms) AS t FROM indicators WHERE t_ms >= ? GROUP BY site, gateway, sensor) m "
+            "ON i.site = m.site AND i.gateway = m.gateway AND i.sensor = m.sensor AND i.t_ms = m.t", (now - FRESH_MS,)):
         tile(site, gw, sensor).update(zone=zone, vel=vel, t_ms=t)
     for site, gw, sensor, level in store.query(
             "SELECT e.site, e.gateway, e.sensor, e.level FROM level_events e JOIN ("
@@ -113,8 +127,8 @@ def plant_overview(store: Store) -> dict[str, Any]:
         tile(site, gw, sensor)["level"] = level
     for aid, site, gw, sensor, state, severity, cls, ev_ms in store.query(
             "SELECT a.id, a.site, a.gateway, a.sensor, a.state, a.severity, a.cls, a.ev_ms FROM alerts a JOIN ("
-            "SELECT site, gateway, sensor, MAX(ev_ms) AS t FROM alerts GROUP BY site, gateway, sensor) m "
-            "ON a.site = m.site AND a.gateway = m.gateway AND a.sensor = m.sensor AND a.ev_ms = m.t"):
+            "SELECT site, gateway, sensor, MAX(ev_ms) AS t FROM alerts WHERE ev_ms >= ? GROUP BY site, gateway, sensor) m "
+            "ON a.site = m.site AND a.gateway = m.gateway AND a.sensor = m.sensor AND a.ev_ms = m.t", (now - KNOWN_MS,)):
         t = tile(site, gw, sensor)
         if state == "raised":
             t["open_alert"] = {"id": aid, "severity": severity, "cls": cls, "ev_ms": ev_ms}
@@ -132,6 +146,8 @@ def plant_overview(store: Store) -> dict[str, Any]:
             worst = _worse(worst, _SEVERITY_RANK.get(oa["severity"], 1), f"open {oa['severity']} alert {oa['cls']}")
         if t["gateway_status"] == "offline":
             worst = _worse(worst, 3, "gateway offline")
+        elif t["t_ms"] is None and t["open_alert"] is None:
+            worst = _worse(worst, 3, f"no indicators for {FRESH_MS // 60_000} min")
         t["rank"], t["why"], t["state"] = worst[0], worst[1], STATES[worst[0]]
         sites.setdefault(site, {}).setdefault(gw, []).append(t)
     out = []

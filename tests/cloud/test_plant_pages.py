@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tests.cloud.test_dashboard import outer_race_window
 
 TOKEN = "t0ken-for-plant-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-T0 = 1_700_000_000_000
+T0 = int(time.time() * 1000) - 120_000  # recent: the overview reads the last hour of raw indicators
 
 
 def ind(site: str, gw: str, sensor: str, t: int, vel: float, zone: str) -> dict[str, Any]:
@@ -98,6 +99,17 @@ def test_plant_overview_colours_each_tile_by_its_worst_state_and_sorts_by_critic
     assert [s["site"] for s in p["sites"]] == ["p", "q"] and [g["gateway"] for g in p["sites"][0]["gateways"]] == ["g1", "g2"]
 
 
+def test_a_sensor_silent_for_an_hour_is_offline(client: tuple[TestClient, Store, Path]) -> None:
+    c, s, _ = client
+    s.apply("indicator_rollup", {"site": "q", "gateway": "g9", "sensor": "old", "asset": "q/g9/old", "resolution_s": 3600,
+                                 "window_start": T0 - 5 * 3_600_000, "window_end": T0 - 4 * 3_600_000, "n": 360})
+    s.apply("indicator", ind("q", "g9", "old", T0 - 2 * 3_600_000, 1.0, "A"))
+    tiles = {t["asset"]: t for site in c.get("/api/plant", headers=AUTH).json()["sites"] for g in site["gateways"]
+             for t in g["sensors"]}
+    assert tiles["q/g9/old"]["state"] == "offline" and tiles["q/g9/old"]["why"] == "no indicators for 60 min"
+    assert tiles["q/g9/mill"]["state"] == "alarm"
+
+
 def test_asset_history_merges_alerts_notes_levels_and_model_changes(client: tuple[TestClient, Store, Path]) -> None:
     c, _, _ = client
     h = c.get("/api/history", params={"site": "p", "gateway": "g1", "sensor": "pump"}, headers=AUTH).json()
@@ -123,6 +135,7 @@ def test_trends_carry_the_level_events_and_the_levels_in_force(client: tuple[Tes
                                      "until_ms": T0}, headers=AUTH).json()
     assert [(e["kind"], e["level"]) for e in d["level_events"]] == [("raised", "warning"), ("cleared", "normal")]
     assert d["levels"] == {"mode": "iso", "warning": 2.8, "alarm": 4.5, "baseline": None}
+    assert d["model_changes"] == [{"t_ms": T0 - 70_000, "model_name": "faulttype", "model_version": "3"}]
 
 
 def test_waterfall_rows_are_envelope_spectra_of_the_stored_windows_oldest_first(client: tuple[TestClient, Store, Path]) -> None:

@@ -293,6 +293,7 @@ async function showTrends() {
   const lv = d.levels;
   if (lv && lv.mode !== "iso" && lv.warning != null) hl.push([`warning (${lv.mode})`, lv.warning, "#ef6c00"], [`alarm (${lv.mode})`, lv.alarm, "#b71c1c"]);
   const LEVEL_COLORS = {warning: "#ef6c00", alarm: "#b71c1c", normal: "#2e7d32"};
+  (d.model_changes || []).forEach((m) => alerts.push([`model ${m.model_name || ""} ${m.model_version || ""}`, m.t_ms / 1000, "#1565c0"]));
   (d.level_events || []).filter((e) => e.kind !== "baseline").forEach((e) =>
     alerts.push([`${e.level}${e.kind === "cleared" ? " (cleared)" : ""}`, e.t_ms / 1000, LEVEL_COLORS[e.level] || "#555"]));
   $("#trend-note").textContent += ` ${(d.level_events || []).filter((e) => e.kind !== "baseline").length} level crossings` +
