@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def _bridge(args: argparse.Namespace) -> int:
     from edgevib.cloud.ingest.bridge import run_bridge  # noqa: PLC0415
 
     stop = threading.Event()
+    # SIGTERM (Kubernetes, systemd) stops it like Ctrl-C: the pending batch is written and acked.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         run_bridge(_cfg(args), stop)
     except KeyboardInterrupt:
