@@ -1,7 +1,8 @@
 """The edge agent: vibration frames in, confirmed and explained bearing-fault alerts out.
 
-One worker thread does all the work: it takes messages from the source's bounded
-inbox, decodes frames (bad ones are counted per reason and dropped), cuts per-sensor
+One worker thread does all the work: it takes readings (a sensor id and a frame's bytes)
+from the source (edge/adapters/; by default the link's own bounded inbox), decodes frames
+(bad ones are counted per reason and dropped), cuts per-sensor
 windows, runs one batched model call for windows of *all* sensors (up to
 ``batch_size`` windows or ``batch_deadline_ms`` after the oldest one waited), feeds
 each sensor's alert state machine and anomaly baseline, attaches envelope evidence to
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge import heap
+from edgevib.edge.adapters import Reading, Source, TopicSource, rpm_topics
 from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
 from edgevib.edge.anomaly import AnomalyDetector
 from edgevib.edge.collect import EvidenceSampler
@@ -38,7 +40,8 @@ from edgevib.edge.ota import ModelSlot, Updater
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
 from edgevib.edge.replay import AckReplay
 from edgevib.edge.sink import Sink
-from edgevib.edge.source import Message, Source
+from edgevib.edge.source import Message
+from edgevib.edge.source import Source as TopicLink
 from edgevib.edge.speed import estimate_speed
 from edgevib.edge.verdict import fuse
 from edgevib.edge.windowing import SensorWindower
@@ -67,8 +70,9 @@ SPEED_ESTIMATES_PER_STEP = 1
 INDICATORS_PER_STEP = 1
 
 
-class Link(Source, Sink, Protocol):
-    """One connection that is both source and sink (MQTT, memory)."""
+class Link(TopicLink, Sink, Protocol):
+    """The agent's line to the cloud (MQTT, memory): it publishes, and takes the cloud's commands
+    and model updates on subscribed topics."""
 
     def close(self) -> None: ...
 
@@ -99,9 +103,11 @@ class _Pending:
 
 
 class Agent:
-    """Compose a model, a :class:`Link` and an :class:`Outbox`; drive with :meth:`step` or :meth:`run`."""
+    """Compose a model, a :class:`Link` (the sink), a source and an :class:`Outbox`; drive with
+    :meth:`step` or :meth:`run`. ``source=None``: the frames ride the link (one MQTT session)."""
 
     def __init__(self, cfg: AgentConfig, model: Model, link: Link, outbox: Outbox, *,
+                 source: Source | None = None,
                  clock: Callable[[], float] = time.monotonic, wall_ns: Callable[[], int] = time.time_ns,
                  anomaly_baseline: int = 200) -> None:
         self.slot = ModelSlot(model)  # shared with the updater, which swaps it between batches
@@ -120,7 +126,6 @@ class Agent:
         self._replay_rids: set[int] = set()  # outbox rows that re-send an acknowledged alert
         self._next_hb = clock()
         self._log_counts: dict[str, int] = {}
-        self._rpm_topics = {s.rpm_topic: name for name, s in cfg.sensors.items() if s.rpm_topic}
         self._fault_policy = AlertPolicy(p_on=cfg.alert.p_on, p_off=cfg.alert.p_off, k=cfg.alert.k,
                                          n=cfg.alert.n, m=cfg.alert.m, cooldown_s=cfg.alert.cooldown_s)
         self._anomaly_policy = AlertPolicy(p_on=1.0, p_off=0.8, k=cfg.alert.k, n=cfg.alert.n,
@@ -129,8 +134,11 @@ class Agent:
         self.updater = Updater(cfg, self.slot, self.metrics,  # signed model updates: verify, shadow-run, swap
                                lambda doc: self.send_reliably(self.topics.model_status, doc),
                                clock=clock, wall_ns=wall_ns)
-        for f in (self.topics.raw_all, *self._rpm_topics):
-            link.subscribe(f)  # frames: QoS 0, a late frame is worth less than a fresh one
+        # frames and shaft speeds; with no source of its own they ride the link (subscribed there)
+        self.source: Source = source if source is not None else TopicSource(link, self.topics, rpm_topics(cfg))
+        # the cloud's commands and model updates come over the link; read apart only when the
+        # source has a connection of its own
+        self._control = None if source is None else TopicSource(link, self.topics, frames=False)
         for f in (self.topics.cmd, self.topics.models):
             link.subscribe(f, qos=1)  # an update chunk or a command must not be dropped
 
@@ -176,21 +184,13 @@ class Agent:
         if n <= 3 or n % 1000 == 0:  # a stream of garbage must not flood the log
             log.warning("dropped message #%d (%s, sensor %s): %s", n, reason, sensor, exc)
 
-    def handle(self, msg: Message) -> None:
-        """Decode one message; completed windows wait in the batch."""
-        if msg.topic in self._rpm_topics:
-            return self._handle_rpm(self._rpm_topics[msg.topic], msg.payload)
-        try:
-            info = proto.parse_topic(msg.topic)
-        except ProtocolError as exc:
-            return self._drop(exc.reason, exc)
-        if info.kind == "cmd":
-            return self._handle_cmd(msg.payload)
-        if info.kind == "models":
-            return self.updater.on_message(msg.payload)
-        if info.kind != "raw" or info.sensor is None:
-            return
-        sensor = info.sensor
+    def handle(self, item: Reading | Message) -> None:
+        """Take one reading (completed windows wait in the batch) or one message from the cloud."""
+        if isinstance(item, Message):
+            return self._handle_control(item)
+        if item.kind == "rpm":
+            return self._handle_rpm(item.sensor, item.payload)
+        sensor = item.sensor
         # Metric labels only for admitted sensors (configured, or one decodable frame within
         # max_sensors): invented names must not grow the metrics or the heartbeat (their drops
         # count globally, by reason).
@@ -201,7 +201,7 @@ class Agent:
                 "edge.agent", f"sensor {sensor!r} beyond max_sensors={self.cfg.max_sensors}",
                 "raise max_sensors or find the publisher inventing sensor names"))
         try:
-            frame = decode(msg.payload, self.cfg.max_frame_samples)
+            frame = decode(item.payload, self.cfg.max_frame_samples)
             s = self._sensor(sensor)
             if not known:
                 self.metrics.inc_sensor(sensor, "frames_in")
@@ -212,8 +212,18 @@ class Agent:
             return self._drop("bad_rate", exc, sensor if known or sensor in self.sensors else None)
         dur = round(self.model.meta.window * 1e9 / self.model.meta.sample_rate)
         for t_ns, x in windows:
-            self._pending.append(_Pending(sensor, t_ns + dur, msg.t, x))
+            self._pending.append(_Pending(sensor, t_ns + dur, item.t, x))
             s.t_end_ns = t_ns + dur
+
+    def _handle_control(self, msg: Message) -> None:
+        try:
+            info = proto.parse_topic(msg.topic, self.topics.prefix)
+        except ProtocolError as exc:
+            return self._drop(exc.reason, exc)
+        if info.kind == "cmd":
+            return self._handle_cmd(msg.payload)
+        if info.kind == "models":
+            return self.updater.on_message(msg.payload)
 
     @staticmethod
     def _fault_hz(s: _Sensor) -> FaultHz:
@@ -427,7 +437,7 @@ class Agent:
     def heartbeat(self) -> dict[str, Any]:
         """Publish (QoS 0) and return the heartbeat document."""
         heap.trim()  # free heap back to the OS first, so the RSS it reports is the live data (edge/heap.py)
-        m, src = self.metrics, self.link.stats()
+        m, src = self.metrics, self.source.stats()
         snap = m.snapshot()
         sensors: dict[str, dict[str, int | float]] = dict(snap["sensors"])  # type: ignore[call-overload]
         for name, s in self.sensors.items():
@@ -471,12 +481,18 @@ class Agent:
             # Block only for the first message, and no longer than the oldest window may wait.
             wait = 0.0 if i else (deadline if not self._pending
                                   else max(0.0, self._pending[0].arrived + deadline - self.clock()))
-            msg = self.link.poll(wait)
-            if msg is None:
+            try:
+                item = self.source.poll(wait)
+            except ProtocolError as exc:  # received, but names no sensor (e.g. a bad name in the topic)
+                self._drop(exc.reason, exc)
+                continue
+            if item is None:
                 break
-            self.handle(msg)
+            self.handle(item)
             if len(self._pending) >= self.cfg.batch_size:
                 break
+        if self._control is not None:
+            self._take_control()
         now = self.clock()
         while self._batch_due(now):
             self.infer()
@@ -488,6 +504,20 @@ class Agent:
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()
+
+    def _take_control(self, most: int = 16) -> None:
+        """The cloud's messages waiting on the link, when the source reads elsewhere (rare: no wait)."""
+        if self._control is None:
+            return
+        for _ in range(most):
+            try:
+                msg = self._control.poll(0.0)
+            except ProtocolError as exc:
+                self._drop(exc.reason, exc)
+                continue
+            if msg is None:
+                return
+            self.handle(msg)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then flush: pending windows, a last heartbeat, PUBACKs."""

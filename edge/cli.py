@@ -31,9 +31,8 @@ def model_path(configured: str) -> Path:
 
 def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     """Load the model, connect, run until SIGTERM/SIGINT (or ``stop``), flush, disconnect."""
+    from edgevib.edge import adapters
     from edgevib.edge.agent import Agent
-    from edgevib.edge.limits import max_packet, message_limit
-    from edgevib.edge.mqtt import MqttLink, Tls
     from edgevib.edge.ota.updater import load_active
     from edgevib.edge.outbox import Outbox
     from edgevib.edge.runtime import OnnxModel
@@ -45,14 +44,11 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     topics = proto.Topics(cfg.site, cfg.gateway)
     outbox = Outbox(cfg.outbox.path, max_rows=cfg.outbox.max_rows)
     outbox.expire(cfg.outbox.max_age_s)
-    link = MqttLink(cfg.broker_url, cfg.client_id or f"edgevib-agent-{cfg.site}-{cfg.gateway}",
-                    username=cfg.username, password=cfg.password, tls=Tls(cfg.tls.ca, cfg.tls.cert, cfg.tls.key),
-                    inbox_size=cfg.inbox_size, inbox_bytes=cfg.inbox_bytes, keepalive=cfg.keepalive_s,
-                    # oversized messages: refused by the broker (MQTT 5 maximum packet size), else before queueing
-                    max_message=message_limit(cfg.max_frame_samples), max_packet=max_packet(cfg.max_frame_samples),
-                    status=(topics.status, proto.STATUS_ONLINE, proto.STATUS_OFFLINE), connect=False)
-    agent = Agent(cfg, model, link, outbox)
-    link.start()
+    link, source = adapters.build(cfg, topics)  # [sink] and [source] by type (default: one MQTT session)
+    agent = Agent(cfg, model, link, outbox, source=source)
+    link.start()  # after the agent subscribed: the subscriptions go out with the first connect
+    if source is not None:
+        source.start()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,6 +58,8 @@ def run_agent(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     try:
         agent.run(stop)
     finally:
+        if source is not None:
+            source.close()
         link.close()
         outbox.close()
     log.info("agent stopped cleanly")
@@ -115,8 +113,9 @@ def register(subparsers: Any) -> None:
     a = subparsers.add_parser(
         "agent", help="run the edge agent: frames in over MQTT, alerts out",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Subscribe to edgevib/v1/<site>/<gateway>/sensors/+/raw, discover sensors as they publish, "
-                    "classify windows with an ONNX model and publish confirmed alerts.",
+        description="Take frames from the source ([source] type, default mqtt: "
+                    "edgevib/v1/<site>/<gateway>/sensors/+/raw), discover sensors as they publish, classify "
+                    "windows with an ONNX model and publish confirmed alerts to the sink ([sink] type).",
         epilog=describe() + "\n\nFlags override the environment, which overrides the TOML file.")
     a.add_argument("--config", type=Path, help="TOML file (keys below)")
     a.add_argument("--broker", help="mqtt://HOST:PORT or mqtts://HOST:PORT")

@@ -164,6 +164,37 @@ class IndicatorsConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """Where frames and shaft speeds come from: an adapter by name (edge/adapters/, docs/agent.md)."""
+
+    type: str = "mqtt"
+    url: str = ""  # the adapter's own address (mqtt://, memory://, opc.tcp://...); "": ride the sink's connection
+    options: dict[str, str] = field(default_factory=dict)  # the adapter's own keys, [source.options]
+
+    def __post_init__(self) -> None:
+        from edgevib.edge.adapters import names
+
+        if self.type not in names("source"):
+            raise ConfigError("edge.config.source", f"source.type={self.type!r}",
+                              f"use one of {', '.join(sorted(names('source')))} (or register an adapter: docs/agent.md)")
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """The agent's line to the cloud: an adapter by name (``mqtt`` uses broker_url, username, tls.*)."""
+
+    type: str = "mqtt"
+    options: dict[str, str] = field(default_factory=dict)  # the adapter's own keys, [sink.options]
+
+    def __post_init__(self) -> None:
+        from edgevib.edge.adapters import names
+
+        if self.type not in names("sink"):
+            raise ConfigError("edge.config.sink", f"sink.type={self.type!r}",
+                              f"use one of {', '.join(sorted(names('sink')))} (or register an adapter: docs/agent.md)")
+
+
+@dataclass(frozen=True)
 class SensorConfig:
     """One sensor: its asset, bearing (a known name or four numbers) and shaft speed."""
 
@@ -238,6 +269,8 @@ class AgentConfig:
     max_frame_samples: int = 65_536
     max_sensors: int = 1000  # bounds the state a stream of made-up sensor names can create
     tls: TlsConfig = field(default_factory=TlsConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     evidence: EvidenceUploadConfig = field(default_factory=EvidenceUploadConfig)

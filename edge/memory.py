@@ -20,8 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from edgevib.edge.sink import register_sink
-from edgevib.edge.source import Inbox, Message, SizeLimit, register_source
+from edgevib.edge.source import Inbox, Message, SizeLimit
 from paho.mqtt.client import topic_matches_sub
 
 
@@ -89,6 +88,10 @@ class MemoryLink:
             bus.links.append(self)
         if connect:
             self.reconnect()
+
+    def start(self) -> None:
+        """Come online (a link made with ``connect=False``); the same as :meth:`reconnect`."""
+        self.reconnect()
 
     def reconnect(self) -> None:
         """Come (back) online: restore subscriptions, publish birth, re-send unacknowledged."""
@@ -160,6 +163,3 @@ class MemoryLink:
             if self in self.bus.links:
                 self.bus.links.remove(self)
 
-
-register_source("memory", MemoryLink)
-register_sink("memory", MemoryLink)

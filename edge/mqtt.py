@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from edgevib.edge.sink import register_sink
-from edgevib.edge.source import Inbox, Message, SizeLimit, register_source
+from edgevib.edge.source import Inbox, Message, SizeLimit
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -227,6 +226,3 @@ class MqttLink:
             self._seen = later
         return out
 
-
-register_source("mqtt", MqttLink)
-register_sink("mqtt", MqttLink)

@@ -10,7 +10,6 @@ message (e.g. in the outbox) and offers it again when :attr:`Sink.connected`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 
@@ -27,10 +26,3 @@ class Sink(Protocol):
         """Tokens acknowledged since the last call, in acknowledgement order."""
         ...
 
-
-# name -> factory(**options); filled by the adapter modules (memory, mqtt).
-SINKS: dict[str, Callable[..., Sink]] = {}
-
-
-def register_sink(name: str, factory: Callable[..., Sink]) -> None:
-    SINKS[name] = factory

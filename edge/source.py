@@ -204,10 +204,3 @@ class Source(Protocol):
         (one message over the size limit) and ``bytes`` (queued now)."""
         ...
 
-
-# name -> factory(**options); filled by the adapter modules (memory, mqtt).
-SOURCES: dict[str, Callable[..., Source]] = {}
-
-
-def register_source(name: str, factory: Callable[..., Source]) -> None:
-    SOURCES[name] = factory
