@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -31,3 +33,23 @@ def require_flink() -> None:
 @pytest.fixture(scope="session")
 def flink_prereqs() -> None:
     require_flink()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the PostgreSQL at EDGEVIB_TEST_POSTGRES (fails in CI without one, skips elsewhere)."""
+    psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+    base = os.environ.get("EDGEVIB_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+    schema = f"edgevib_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {base} unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {base} unreachable")
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()

@@ -18,9 +18,6 @@ from edgevib.edge.mqtt import MqttLink
 
 from edgevib.broker import MosquittoProcess
 from edgevib.cli import main
-from tests.cloud import test_units
-
-pg_url = test_units.pg_url  # the PostgreSQL fixture (a fresh schema; skips outside CI without a server)
 
 
 def alert(i: int, *, site: str = "p1", sensor: str = "de", cls: str = "IR007", ev_ms: int | None = None) -> dict[str, object]:

@@ -6,7 +6,7 @@ days x one row per 10 min = 432,000 raw rows** (numpy values, ``Store.apply_many
 20,000: benchmarks/store_retention.py ``fill``) plus the job's 72,000 hourly rollups, keeps raw
 indicators 14 days, and checks what went, what stayed and the file size after VACUUM. The same
 rules run on PostgreSQL (a smaller fill) when the server on 127.0.0.1:5432 is there (the
-``pg_url`` fixture of test_units: fails in CI without it, skips with its reason elsewhere).
+``pg_url`` fixture of tests/cloud/conftest.py: fails in CI without it, skips with its reason elsewhere).
 Timings are in the benchmark, not here.
 """
 
@@ -25,9 +25,6 @@ from edgevib.cloud.web import alert_view
 
 from benchmarks.store_retention import fill, sensor_key
 from edgevib.cli import main
-from tests.cloud import test_units
-
-pg_url = test_units.pg_url
 
 NOW_MS = 1_767_225_600_000 + 17 * 60_000 + 123  # 2026-01-01 00:17:00.123 UTC: not on an hour
 STEP_S = 600
