@@ -5,7 +5,8 @@ share the load through ``bridge.share_group``), one flooder publishing ``--flood
 500-byte messages at QoS 0 on ``.../flood/alerts`` as fast as it can, and ``--gateways``
 good gateways each publishing an alert every ``--interval`` s at QoS 1 meanwhile. Prints
 publish -> spool file latency (p50/p99/max) of the good alerts and publish -> bridge
-arrival (``recv_ms``), with ``uptime``. What reaches the spool reaches the store (the
+arrival (``recv_ms``), the bridges' CPU seconds (messages per bridge CPU-second: how many
+bridge cores a flood of a given rate needs), with ``uptime``. What reaches the spool reaches the store (the
 job's cost is measured by benchmarks/cloud_throughput.py).
 
     .venv/bin/python benchmarks/flood_cloud.py [--bridges 3] [--flood 100000]
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from edgevib.cloud.config import load_config
 from edgevib.cloud.ingest.records import SPOOL_COLUMN_NAMES
 from edgevib.cloud.testing import BridgeProcess
@@ -49,6 +51,18 @@ def _good_alerts(spool: Path) -> dict[str, tuple[int, int]]:
 def _pct(xs: list[int], q: float) -> int:
     xs = sorted(xs)
     return xs[int(q * (len(xs) - 1))] if xs else -1
+
+
+def _cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (the bridges)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def run(bridges: int, flood: int, gateways: int, interval: float, workdir: Path) -> dict[str, Any]:
@@ -84,6 +98,8 @@ def run(bridges: int, flood: int, gateways: int, interval: float, workdir: Path)
                     sent.append(a["id"])
                 stop.wait(interval)
 
+        pids = [b.proc.pid for b in procs if b.proc is not None]
+        cpu0 = _cpu(pids)
         t = threading.Thread(target=publish_alerts)
         t0 = time.monotonic()
         t.start()
@@ -99,12 +115,14 @@ def run(bridges: int, flood: int, gateways: int, interval: float, workdir: Path)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(_good_alerts(cfg.spool_dir)) < len(sent):
             time.sleep(0.5)
+        cpu = _cpu(pids) - cpu0
         lat = _good_alerts(cfg.spool_dir)
         recv = [r for r, _ in lat.values()]
         spool = [w for _, w in lat.values()]
         return {"bridges": bridges, "flood": flood, "flood_s": round(flood_s, 1), "good_sent": len(sent),
                 "good_spooled": len(lat), "recv_p50_ms": _pct(recv, 0.5), "recv_p99_ms": _pct(recv, 0.99),
                 "spool_p50_ms": _pct(spool, 0.5), "spool_p99_ms": _pct(spool, 0.99), "spool_max_ms": max(spool),
+                "bridge_cpu_s": round(cpu, 1), "msgs_per_bridge_cpu_s": round((flood + len(sent)) / cpu) if cpu else None,
                 "uptime": os.popen("uptime").read().strip()}
     finally:
         stop.set()

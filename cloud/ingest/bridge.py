@@ -100,8 +100,9 @@ class Bridge:
         self.limiter = DeadLetterLimiter(b.dead_letters_per_min, b.dead_letters_total_per_min, b.dead_summary_s,
                                          clock=clock)
         self._progress = JobProgress(cfg.store_url, cfg.checkpoint_dir) if consumed_before is None else None
-        # Shared: another bridge's file written in the same second may sort after ours
-        # (names are <second>-<run>-<seq>), so "consumed" keeps a margin of a second.
+        # Shared: another bridge's file written in the same millisecond may sort after ours
+        # (names are <ms>-<run>-<seq>), and clocks of bridge pods differ a little, so
+        # "consumed" keeps a margin of a second.
         self.quota = SpoolQuota(self.spool, b.spool_max_bytes, consumed_before or self._progress,  # type: ignore[arg-type]
                                 suffix=SPOOL_SUFFIX, margin_s=SHARED_MARGIN_S if b.share_group else 0.0)
         subs = [(shared(subscription(k, prefix=b.topic_prefix), b.share_group), 1) for k in BRIDGED_KINDS]
@@ -195,7 +196,10 @@ class Bridge:
         if not lines:
             return  # every message was a suppressed dead letter: nothing to write, all to ack
         self._file_seq += 1
-        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(self.clock()))}-{self._run}-{self._file_seq:08d}{SPOOL_SUFFIX}"
+        # Name order is write order, across bridges too (to the millisecond; the job reads in name order).
+        now = self.clock()
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}{int(now * 1000) % 1000:03d}"
+        name = f"{stamp}-{self._run}-{self._file_seq:08d}{SPOOL_SUFFIX}"
         tmp = self.spool / f".{name}.tmp"
         with open(tmp, "wb") as fh:
             fh.write(b"".join(lines))
