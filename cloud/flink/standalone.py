@@ -1,8 +1,10 @@
 """A local standalone Flink cluster from PyFlink's own ``bin/`` scripts, and job submission.
 
-    cluster = StandaloneCluster(Path("/tmp/flink"))
-    cluster.start()                       # JobManager + one TaskManager, REST on a free port
-    job_id = cluster.submit(config_toml)  # flink run -d -py <edgevib>/cloud/flink/job.py --config ...
+    cluster = StandaloneCluster(Path("/tmp/flink"), taskmanagers=2)
+    cluster.start()                       # JobManager + two TaskManagers, REST on a free port
+    job_id = cluster.submit(config_toml, parallelism=2)  # flink run -d -p 2 -py <edgevib>/cloud/flink/job.py ...
+    savepoint = cluster.stop_with_savepoint(job_id)      # flink stop --savepointPath ...
+    job_id = cluster.submit(config_toml, restore=str(savepoint), parallelism=1)  # rescaled
     cluster.cancel(job_id); cluster.stop()
 
 Every address is bound to 127.0.0.1 and every port is chosen explicitly, so several
@@ -35,10 +37,17 @@ def flink_home() -> Path:
 
 
 class StandaloneCluster:
-    """``start-cluster.sh`` / ``stop-cluster.sh`` with a private conf and log directory."""
+    """``start-cluster.sh`` / ``stop-cluster.sh`` with a private conf and log directory.
 
-    def __init__(self, workdir: Path, *, python: str | None = None, slots: int = 2) -> None:
+    ``taskmanagers`` TaskManager processes of ``slots`` slots each (one ``workers`` line per
+    TaskManager; each binds its own free ports).
+    """
+
+    def __init__(self, workdir: Path, *, python: str | None = None, slots: int = 2, taskmanagers: int = 1) -> None:
+        if taskmanagers < 1 or slots < 1:
+            raise CloudError("cloud.standalone", f"taskmanagers={taskmanagers} slots={slots}", "use at least 1 of each")
         self.home = flink_home()
+        self.taskmanagers = taskmanagers
         self.workdir = Path(workdir)
         self.conf_dir = self.workdir / "conf"
         self.log_dir = self.workdir / "log"
@@ -59,6 +68,8 @@ class StandaloneCluster:
             "jobmanager.bind-host": "127.0.0.1", "taskmanager.bind-host": "127.0.0.1",
             "taskmanager.host": "127.0.0.1", "rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1",
             "rest.port": self.rest_port, "taskmanager.numberOfTaskSlots": slots,
+            # Several TaskManagers on one host: each picks free RPC and data ports.
+            "taskmanager.rpc.port": "0", "taskmanager.data.port": "0",
             "jobmanager.memory.process.size": "1024m", "taskmanager.memory.process.size": "1600m",
             "python.executable": self.python, "python.client.executable": self.python,
         }
@@ -68,7 +79,8 @@ class StandaloneCluster:
             conf["env.java.opts.all"] = m.group(1).strip()
         (self.conf_dir / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in conf.items()))
         (self.conf_dir / "masters").write_text("localhost:0\n")
-        (self.conf_dir / "workers").write_text("localhost\n")  # "localhost": started directly, not over ssh
+        # "localhost": started directly, not over ssh; one line per TaskManager.
+        (self.conf_dir / "workers").write_text("localhost\n" * taskmanagers)
         for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties"):
             src = self.home / "conf" / name
             if src.exists():
@@ -111,21 +123,33 @@ class StandaloneCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if int(str(self.overview().get("taskmanagers", 0))) >= 1:
+                if int(str(self.overview().get("taskmanagers", 0))) >= self.taskmanagers:
                     return
             except OSError:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise CloudRetryableError("cloud.standalone", f"no TaskManager registered at {self.rest} in {timeout} s",
+        raise CloudRetryableError("cloud.standalone", f"fewer than {self.taskmanagers} TaskManagers registered at "
+                                  f"{self.rest} in {timeout} s",
                                   f"see the logs in {self.log_dir}")
 
-    def submit(self, config: Path, *, restore: str = "", timeout: float = 240.0) -> str:
-        """``flink run -d -py cloud/flink/job.py``; returns the job id."""
+    def submit(self, config: Path, *, restore: str = "", parallelism: int | None = None, timeout: float = 240.0) -> str:
+        """``flink run -d -py cloud/flink/job.py``; returns the job id.
+
+        ``restore``: a savepoint or checkpoint path (``flink run -s``; keyed state is
+        redistributed when ``parallelism`` differs from the one it was taken at), ``latest``
+        (newest retained checkpoint of the config's checkpoint_dir) or empty.
+        ``parallelism`` overrides the config's ``job.parallelism`` (``flink run -p``).
+        """
         job_py = Path(__file__).with_name("job.py")
-        out = self._run([self._bin("flink"), "run", "-d", "-m", f"127.0.0.1:{self.rest_port}",
-                         "-py", str(job_py), "-pyexec", self.python, "-pyclientexec", self.python,
-                         "--config", str(config), "--restore", restore], timeout)
+        args = [self._bin("flink"), "run", "-d", "-m", f"127.0.0.1:{self.rest_port}"]
+        if parallelism is not None:
+            args += ["-p", str(parallelism)]
+        if restore and restore != "latest":
+            args += ["-s", restore]
+        out = self._run([*args, "-py", str(job_py), "-pyexec", self.python, "-pyclientexec", self.python,
+                         "--config", str(config), "--restore", restore,
+                         *(["--parallelism", str(parallelism)] if parallelism is not None else [])], timeout)
         m = re.search(r"JobID ([0-9a-f]{32})", out)
         if m is None:
             raise CloudError("cloud.standalone", f"no JobID in the output of flink run: {out[-800:]}",
@@ -133,8 +157,24 @@ class StandaloneCluster:
         return m.group(1)
 
     def job_state(self, job_id: str) -> str:
-        with urllib.request.urlopen(f"{self.rest}/jobs/{job_id}", timeout=2) as resp:  # noqa: S310 - local URL
+        with urllib.request.urlopen(f"{self.rest}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310 - local URL
             return str(json.loads(resp.read())["state"])
+
+    def job_parallelism(self, job_id: str) -> dict[str, int]:
+        """Parallelism of each of the running job's vertices (by name)."""
+        with urllib.request.urlopen(f"{self.rest}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310 - local URL
+            return {str(v["name"]): int(v["parallelism"]) for v in json.loads(resp.read())["vertices"]}
+
+    def stop_with_savepoint(self, job_id: str, directory: Path | None = None, timeout: float = 180.0) -> Path:
+        """``flink stop --savepointPath``: a savepoint, then the job finishes; returns the savepoint's path."""
+        target = Path(directory or self.workdir / "savepoints").resolve()
+        out = self._run([self._bin("flink"), "stop", "-m", f"127.0.0.1:{self.rest_port}", "--type", "canonical",
+                         "--savepointPath", target.as_uri(), job_id], timeout)
+        m = re.search(r"Savepoint completed\. Path: (\S+)", out)
+        if m is None:
+            raise CloudError("cloud.standalone", f"no savepoint path in the output of flink stop: {out[-800:]}",
+                             f"see the logs in {self.log_dir}")
+        return Path(m.group(1).removeprefix("file:").removeprefix("//"))
 
     def cancel(self, job_id: str) -> None:
         self._run([self._bin("flink"), "cancel", "-m", f"127.0.0.1:{self.rest_port}", job_id], 60)
