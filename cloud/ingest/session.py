@@ -213,10 +213,11 @@ class DurableSession:
         """
         if len(self._queues) == 1:  # the common case: no contention (or no fair_key)
             key, q = next(iter(self._queues.items()))
-            batch, q[:] = q[:self.max_batch], q[self.max_batch:]
+            first = q[:self.max_batch]
+            del q[:self.max_batch]
             if not q:
                 del self._queues[key]
-            return batch
+            return first
         batch: list[Message] = []
         room = self.max_batch
         order = sorted(self._queues.items(), key=lambda kv: len(kv[1]))
