@@ -4,12 +4,15 @@ Two measurements, each with a fresh job in a local mini-cluster (run with the cl
 
 * ``--mode spool``: N pre-validated records in F spool files (what the bridge writes) are
   read by a fresh job; rate = records / (last store write - first store write).
-* ``--mode e2e``: simulated gateways publish alerts over real MQTT at ``--rate`` for
-  ``--seconds``; latency = store write time - the alert's own timestamp (publish time),
-  p50/p99 over the alerts after the first 3 s.
+* ``--mode e2e``: simulated gateways publish alerts over real MQTT at each of ``--rate``
+  (rising steps, one job) for ``--seconds``; latency = store write time - the alert's own
+  timestamp (publish time), p50/p99 per step over the alerts after its first second.
+
+Both print the job's CPU seconds (client, JVM, Python workers) and the load average: on a
+shared machine, events per CPU second is the per-core figure that carries over.
 
     .venv-cloud/bin/python benchmarks/cloud_throughput.py --mode spool --records 200000 --files 100
-    .venv-cloud/bin/python benchmarks/cloud_throughput.py --mode e2e --rate 500 --seconds 20
+    .venv-cloud/bin/python benchmarks/cloud_throughput.py --mode e2e --rate 250,1000,3000 --seconds 20
 
 Targets: >= 30k events/s, p50 <= 0.5 s, p99 <= 2 s.
 """
@@ -120,7 +123,10 @@ def _group_cpu_s(job: JobProcess) -> float:
     return total
 
 
-def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
+def bench_e2e(rates: list[float], seconds: float, gateways: int) -> list[dict[str, Any]]:
+    """One job; alerts at each rate in turn for ``seconds`` (waiting for the store to catch up
+    between steps); per step the published and stored rates and latency quantiles over the
+    alerts published after the step's first second (the first step: after 3 s)."""
     from edgevib.cloud.ingest.bridge import Bridge
     from edgevib.cloud.testing import GatewaySim
 
@@ -134,10 +140,11 @@ def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
     job.start(restore="")
     sims = [GatewaySim(broker.url, "s1", f"g{i}") for i in range(gateways)]
     store = Store(cfg.store_url)
+    out: list[dict[str, Any]] = []
+    stop = threading.Event()
     try:
         wait_until(lambda: (job.check(), sims[0].heartbeat(), len(store.gateways()) > 0)[2], timeout=180,
                    interval=1.0, what="job ready")
-        stop = threading.Event()
 
         def hb() -> None:
             while not stop.wait(0.5):
@@ -146,31 +153,41 @@ def bench_e2e(rate: float, seconds: float, gateways: int) -> dict[str, Any]:
 
         threading.Thread(target=hb, daemon=True).start()
         rng = random.Random(2)
-        t0 = time.time()
         n = 0
-        while time.time() - t0 < seconds:
-            target = int((time.time() - t0) * rate)
-            while n < target:
-                sims[n % gateways].alert(rng.choice(FAULTS), wait=False)
-                n += 1
-            time.sleep(0.002)
-        wait_until(lambda: store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n, timeout=300, interval=0.5,
-                   what="all alerts stored")
-        stop.set()
-        rows = store.query("SELECT ev_ms, stored_ms FROM alerts WHERE ev_ms >= ? ORDER BY ev_ms",
-                           (int((t0 + 3) * 1000),))
-        lat = sorted((s - e) / 1000 for e, s in rows)
-        first, last = store.query("SELECT MIN(stored_ms), MAX(stored_ms) FROM alerts")[0]
+        for k, rate in enumerate(rates):
+            cpu0 = _group_cpu_s(job)
+            t0 = time.time()
+            n0 = n
+            while time.time() - t0 < seconds:
+                target = n0 + int((time.time() - t0) * rate)
+                while n < target:
+                    sims[n % gateways].alert(rng.choice(FAULTS), wait=False)
+                    n += 1
+                time.sleep(0.002)
+            t1 = time.time()
+            def all_stored(n: int = n) -> bool:
+                return bool(store.query("SELECT COUNT(*) FROM alerts")[0][0] >= n)
+
+            wait_until(all_stored, timeout=300, interval=0.5, what="all alerts stored")
+            cpu_s = _group_cpu_s(job) - cpu0
+            rows = store.query("SELECT ev_ms, stored_ms FROM alerts WHERE ev_ms >= ? AND ev_ms < ? ORDER BY ev_ms",
+                               (int((t0 + (3 if k == 0 else 1)) * 1000), int(t1 * 1000)))
+            lat = sorted((st - ev) / 1000 for ev, st in rows)
+            first, last = store.query("SELECT MIN(stored_ms), MAX(stored_ms) FROM alerts WHERE ev_ms >= ? AND ev_ms < ?",
+                                      (int(t0 * 1000), int(t1 * 1000)))[0]
+            q = statistics.quantiles(lat, n=100)
+            out.append({"published": n - n0, "rate_target": rate, "published_rate": (n - n0) / (t1 - t0),
+                        "stored_rate": (n - n0) / max((last - first) / 1000, 1e-3), "p50_s": q[49], "p99_s": q[98],
+                        "max_s": lat[-1], "samples": len(lat), "job_cpu_s": cpu_s, "load": os.getloadavg()[0]})
     finally:
+        stop.set()
         for s in sims:
             s.close()
         job.stop()
         bridge.stop()
         broker.stop()
         store.close()
-    q = statistics.quantiles(lat, n=100)
-    return {"published": n, "rate_target": rate, "stored_rate": n / ((last - first) / 1000),
-            "p50_s": q[49], "p99_s": q[98], "max_s": lat[-1], "samples": len(lat)}
+    return out
 
 
 def main() -> None:
@@ -180,7 +197,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=50)
     p.add_argument("--alert-frac", type=float, default=0.5)
     p.add_argument("--gateways", type=int, default=20)
-    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--rate", default="250,1000,3000", help="alerts/s, or several comma-separated (one step each)")
     p.add_argument("--seconds", type=float, default=20.0)
     a = p.parse_args()
     if a.mode == "spool":
@@ -191,10 +208,12 @@ def main() -> None:
               f"job CPU {r['cpu_s']:.1f} s = {r['events_per_cpu_s']:.0f} events per CPU second; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     else:
-        r = bench_e2e(a.rate, a.seconds, a.gateways)
-        print(f"e2e: {r['published']} alerts at {r['rate_target']:.0f}/s target, stored {r['stored_rate']:.0f}/s; "
-              f"alert-to-store latency p50 {r['p50_s']:.3f} s p99 {r['p99_s']:.3f} s max {r['max_s']:.3f} s "
-              f"({r['samples']} samples)  targets p50 <= 0.5 s, p99 <= 2 s")
+        for r in bench_e2e([float(x) for x in a.rate.split(",")], a.seconds, a.gateways):
+            print(f"e2e: {r['published']} alerts at {r['rate_target']:.0f}/s target ({r['published_rate']:.0f}/s "
+                  f"published), stored {r['stored_rate']:.0f}/s; alert-to-store latency p50 {r['p50_s']:.3f} s "
+                  f"p99 {r['p99_s']:.3f} s max {r['max_s']:.3f} s ({r['samples']} samples; job CPU "
+                  f"{r['job_cpu_s']:.1f} s, load average {r['load']:.1f} on {os.cpu_count()} CPUs)  "
+                  "targets p50 <= 0.5 s, p99 <= 2 s")
 
 
 if __name__ == "__main__":

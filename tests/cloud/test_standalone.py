@@ -90,7 +90,8 @@ class SpoolWriter(threading.Thread):
 
         from edgevib.protocol import dumps, make_alert, make_heartbeat
 
-        lines, new = [], []
+        lines: list[bytes] = []
+        new: list[tuple[str, str, int]] = []
         for g in self.GATEWAYS:
             docs = [(f"edgevib/v1/s1/{g}/heartbeat", make_heartbeat(site="s1", gateway=g, t_ns=t_ns, uptime_s=1.0,
                                                                    sensors={}, drops={}, counters={}, resources={}))]
@@ -144,7 +145,7 @@ def test_rescale_1_2_1_from_savepoints_loses_and_doubles_nothing(cluster: Any, t
                    f"the job to store the {n} alerts written so far", lambda: _running(cluster, job_id), interval=0.5)
 
     try:
-        savepoints = []
+        savepoints: list[Path] = []
         for parallelism in (1, 2, 1):
             job_id = cluster.submit(config, restore=str(savepoints[-1]) if savepoints else "", parallelism=parallelism)
             caught_up()
