@@ -106,7 +106,7 @@ def run(real: FeatureSet, sim: FeatureSet, methods: list[str], draws: int, log: 
 def table(res: dict[str, Any]) -> str:
     names = sorted({k.split("/", 1)[1] for r in res["rigs"].values() for k in r["runs"]},
                    key=lambda n: (n != "fleet", n))
-    lines = [f"{'rig':<8} {'k':>2} {'method':<9} {'recordings (mean ± sd)':>23} {'windows':>15} "
+    lines = [f"{'rig':<8} {'k':>2} {'method':<11} {'recordings (mean ± sd)':>23} {'windows':>15} "
              f"{'fleet loss pt':>15}  per class (recordings, mean)"]
     for rig, r in res["rigs"].items():
         for k in res["ks"]:
@@ -116,7 +116,7 @@ def table(res: dict[str, Any]) -> str:
                     continue
                 ra, wa, fl = s["recording_acc"], s["window_acc"], s["fleet_loss_pt"]
                 pc = " ".join(f"{c} {v * 100:.0f}" for c, v in s["per_class_recordings"].items())
-                lines.append(f"{rig:<8} {k:>2} {n:<9} {ra['mean'] * 100:>11.1f} ± {ra['sd'] * 100:>4.1f} % "
+                lines.append(f"{rig:<8} {k:>2} {n:<11} {ra['mean'] * 100:>11.1f} ± {ra['sd'] * 100:>4.1f} % "
                              f"{wa['mean'] * 100:>6.1f} ± {wa['sd'] * 100:>4.1f} {fl['mean']:>7.2f} ± {fl['sd']:>4.2f}  {pc}")
     lines.append("")
     lines.append("mean over the four rigs (recordings %, windows %, fleet loss pt):")
@@ -124,7 +124,7 @@ def table(res: dict[str, Any]) -> str:
         for n in names:
             vals = [r["runs"][f"{k}/{n}"] for r in res["rigs"].values() if f"{k}/{n}" in r["runs"]]
             if vals:
-                lines.append(f"  k={k} {n:<9} {np.mean([v['recording_acc']['mean'] for v in vals]) * 100:6.1f} "
+                lines.append(f"  k={k} {n:<11} {np.mean([v['recording_acc']['mean'] for v in vals]) * 100:6.1f} "
                              f"{np.mean([v['window_acc']['mean'] for v in vals]) * 100:6.1f} "
                              f"{np.mean([v['fleet_loss_pt']['mean'] for v in vals]):6.2f}")
     return "\n".join(lines)
@@ -138,7 +138,8 @@ def main() -> int:
     ap.add_argument("--bearings", type=Path, default=Path("../shared/bearings"))
     ap.add_argument("--sim", type=int, default=240)
     ap.add_argument("--draws", type=int, default=5)
-    ap.add_argument("--methods", nargs="+", default=["finetune", "mlp", "ke", "rkd"], choices=["finetune", "mlp", "ke", "rkd"])
+    ap.add_argument("--methods", nargs="+", default=["finetune", "mlp", "ke", "rkd"],
+                    choices=["finetune", "finetune-sp", "mlp", "ke", "rkd"])
     ap.add_argument("--site-weight", type=float, default=A.SITE_WEIGHT,
                     help="weight of a site (class) cell relative to a fleet cell; for sensitivity runs only")
     ap.add_argument("--json", type=Path, default=None)

@@ -240,9 +240,10 @@ class RetrainConfig:
             raise ConfigError("cloud.config", f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
         if self.arch not in ("nsae-lcn", "cnn", "faulttype"):
             raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", "use 'nsae-lcn', 'cnn' or 'faulttype'")
-        if self.method not in ("finetune", "rkd", "ke", "mlp"):
+        if self.method not in ("finetune", "finetune-sp", "rkd", "ke", "mlp"):
             raise ConfigError("cloud.config", f"retrain.method={self.method!r}",
-                              "use 'finetune', 'rkd', 'ke' or 'mlp' (EDGEVIB_RETRAIN__METHOD; docs/adapt.md)")
+                              "use 'finetune', 'finetune-sp', 'rkd', 'ke' or 'mlp' (EDGEVIB_RETRAIN__METHOD; "
+                              "docs/adapt.md)")
         if self.push_to not in ("model", "trigger"):
             raise ConfigError("cloud.config", f"retrain.push_to={self.push_to!r}", "use 'model' or 'trigger'")
         if min(self.tolerance_pt, self.min_gain_pt, self.canary_pct) < 0 or self.poll_s <= 0:

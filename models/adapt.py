@@ -40,7 +40,7 @@ adapted models themselves predict with numpy.
 >>> get("nope")
 Traceback (most recent call last):
 ...
-edgevib.models.errors.ModelsError: models.adapt: unknown adaptation method 'nope'; fix: use one of ['finetune', 'ke', 'ke-dense', 'mlp', 'rkd']
+edgevib.models.errors.ModelsError: models.adapt: unknown adaptation method 'nope'; fix: use one of ['finetune', 'finetune-sp', 'ke', 'ke-dense', 'mlp', 'rkd']
 """
 
 from __future__ import annotations
@@ -101,24 +101,36 @@ def site_set(fleet: Fleet, labelled: FeatureSet, site_weight: float = SITE_WEIGH
 # -- plain fine-tuning of the logistic regression ------------------------------------------------------
 
 def finetune(fleet: Fleet, labelled: FeatureSet, *, seed: int = 0, iters: int = 600, lr: float = 0.5,
-             l2: float = 1e-2, site_weight: float = SITE_WEIGHT) -> FaultTypeModel:
+             l2: float = 1e-2, site_weight: float = SITE_WEIGHT, l2sp: float = 0.0) -> FaultTypeModel:
     """Continue the fleet model's gradient descent on replay + site windows (deterministic;
     ``seed`` is unused). No labelled window: the fleet model itself. The standardisation and the
-    temperature stay the fleet model's (too few site windows to refit either)."""
+    temperature stay the fleet model's (too few site windows to refit either). ``l2sp`` > 0 adds
+    the L2-SP penalty ``l2sp / 2 * ||theta - theta_fleet||^2`` (Li et al., ICML 2018) on weights
+    and biases, on top of the replay (``finetune-sp``)."""
     m = fleet.model
     if not len(labelled.y):
         return m
     x, y, w = site_set(fleet, labelled, site_weight)
     z = (x - m.mean) / m.scale
     onehot = np.eye(len(CLASSES))[y]
+    w0, b0 = m.weight, m.bias
     wt, b = m.weight.copy(), m.bias.copy()
     wn = w / w.sum()
     for _ in range(iters):
         p = np.exp(z @ wt + b - (z @ wt + b).max(axis=1, keepdims=True))
         g = (p / p.sum(axis=1, keepdims=True) - onehot) * wn[:, None]
-        wt -= lr * (z.T @ g + l2 * wt)
-        b -= lr * g.sum(axis=0)
-    return FaultTypeModel(m.mean, m.scale, wt, b, m.temperature, arch="faulttype-lr+finetune")
+        wt -= lr * (z.T @ g + l2 * wt + l2sp * (wt - w0))
+        b -= lr * (g.sum(axis=0) + l2sp * (b - b0))
+    return FaultTypeModel(m.mean, m.scale, wt, b, m.temperature,
+                          arch="faulttype-lr+finetune" + ("-sp" if l2sp else ""))
+
+
+L2SP = 0.1  # finetune-sp's pull to the fleet weights: fixed before its first run (10x the decay l2)
+
+
+def finetune_sp(fleet: Fleet, labelled: FeatureSet, *, seed: int = 0, **opts: Any) -> FaultTypeModel:
+    """Fine-tuning with replay and the L2-SP pull to the fleet weights (``l2sp`` = :data:`L2SP`)."""
+    return finetune(fleet, labelled, seed=seed, **{"l2sp": L2SP, **opts})
 
 
 # -- the MLP student (numpy inference, ONNX export) ------------------------------------------------------
@@ -202,19 +214,28 @@ Extra = Callable[[Any, int], Any]  # (net, step) -> additional loss tensor
 
 def train_mlp(net: Any, z: F64, y: npt.NDArray[np.int64], w: F64, *, steps: int = 300, lr: float = 1e-2,
               weight_decay: float = 1e-4, extra: Extra | None = None) -> Any:
-    """Full-batch Adam on the weighted cross-entropy of standardised inputs ``z`` (+ ``extra``)."""
+    """Full-batch Adam on the weighted cross-entropy of standardised inputs ``z`` (+ ``extra``).
+
+    Runs on one torch thread (restored afterwards): the tensors are a few thousand x 32, too
+    small for intra-op threads to pay, and on a busy 2-core host torch's default two threads
+    made the retrain worker's ``rkd`` run 5x slower (50 s vs 11 s, 300 steps) than one."""
     import torch
 
     zt, yt = torch.as_tensor(z, dtype=torch.float64), torch.as_tensor(y)
     wt = torch.as_tensor(w / w.sum(), dtype=torch.float64)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    for step in range(steps):
-        opt.zero_grad()
-        loss = (torch.nn.functional.cross_entropy(net(zt), yt, reduction="none") * wt).sum()
-        if extra is not None:
-            loss = loss + extra(net, step)
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(steps):
+            opt.zero_grad()
+            loss = (torch.nn.functional.cross_entropy(net(zt), yt, reduction="none") * wt).sum()
+            if extra is not None:
+                loss = loss + extra(net, step)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return net
 
 
@@ -410,7 +431,8 @@ def rkd(fleet: Fleet, labelled: FeatureSet, *, seed: int = 0, steps: int = 300, 
 # -- registry ----------------------------------------------------------------------------------------
 
 Adapter = Callable[..., Adapted]
-ADAPTERS: dict[str, Adapter] = {"finetune": finetune, "mlp": mlp, "ke": ke, "ke-dense": ke_dense, "rkd": rkd}
+ADAPTERS: dict[str, Adapter] = {"finetune": finetune, "finetune-sp": finetune_sp, "mlp": mlp, "ke": ke,
+                                 "ke-dense": ke_dense, "rkd": rkd}
 
 
 def get(name: str) -> Adapter:
@@ -426,6 +448,6 @@ def adapt(method: str, fleet: Fleet, labelled: FeatureSet, *, seed: int = 0, **o
     return get(method)(fleet, labelled, seed=seed, **opts)
 
 
-__all__ = ["ADAPTERS", "SITE_WEIGHT", "Adapted", "Fleet", "LayerSplit", "MLPModel", "adapt", "build_mlp",
-           "extract_slim", "finetune", "get", "huber", "ke", "ke_dense", "kels", "knowledge_evolution", "masked",
+__all__ = ["ADAPTERS", "L2SP", "SITE_WEIGHT", "Adapted", "Fleet", "LayerSplit", "MLPModel", "adapt", "build_mlp",
+           "extract_slim", "finetune", "finetune_sp", "get", "huber", "ke", "ke_dense", "kels", "knowledge_evolution", "masked",
            "mlp", "reset_hypothesis", "rkd", "rkd_angle", "rkd_distance", "site_set", "to_model", "train_mlp"]
