@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cloud = CloudSide(url, work, cloud=not args.no_cloud, dashboard=not args.no_dashboard)
     interrupted = False
+    crossings: set[str] = set()  # level crossings the seeded history makes; the end waits for them too
     try:
         cloud.start_dashboard()
         if cloud.dashboard_url:
@@ -121,11 +122,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"edgevib demo: {problem}; going on without it", file=sys.stderr, flush=True)
         fans = [] if args.healthy <= 0 else ["fan"] if args.healthy == 1 else [f"fan-{i}" for i in range(args.healthy)]
         if args.history > 0 and (cloud.bridge is not None or cloud.collector is not None):
+            from edgevib.cloud.config import load_config
             from edgevib.demo_history import publish_history
 
             # Before the agent: the job's event time runs through the history, then into the live data.
-            n_ind, n_ev = publish_history(monitor, SITE, gateway, fans, args.fault, now_ns=time.time_ns(),
-                                          hours=float(args.history))
+            n_ind, n_ev, crossings = publish_history(monitor, SITE, gateway, fans, args.fault, now_ns=time.time_ns(),
+                                                     hours=float(args.history),
+                                                     levels=load_config(None, env={}).levels.logic())
             print(f"  history: {n_ind} indicator readings over {args.history:g} h (motor drifting into zone C, then D; "
                   f"pump's {args.fault} fault developing) and {n_ev} pump evidence windows", flush=True)
         # The agent uploads the windows behind alerts (and a few healthy ones) for the sensor page.
@@ -166,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         stored = None
         if cloud.job is not None and not interrupted:
             # The job may still be working through the spool: give it a bounded moment.
-            stored = cloud.wait_stored({str(a.get("id")) for a in raised}, float(args.cloud_wait))
+            stored = cloud.wait_stored({str(a.get("id")) for a in raised}, float(args.cloud_wait),
+                                       level_ids=crossings, gateway=(SITE, gateway))
         summary = cloud.store_alerts() if cloud.job is not None else []
         cloud.stop()
         if started is not None:

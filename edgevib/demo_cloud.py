@@ -129,14 +129,26 @@ class CloudSide:
             s.close()
         return [dict(zip(("id", "sensor", "kind", "state", "cls"), r, strict=True)) for r in rows]
 
-    def wait_stored(self, ids: set[str], timeout_s: float) -> int:
-        """Wait (bounded) until the job stored the alerts ``ids``; how many it has."""
-        if self.job is None or not ids:
+    def wait_stored(self, ids: set[str], timeout_s: float, *, level_ids: set[str] | None = None,
+                    gateway: tuple[str, str] | None = None) -> int:
+        """Wait (bounded) until the job stored the alerts ``ids``, and the level crossings
+        ``level_ids`` and the ``(site, gateway)`` row its keyed operator writes (it may lag the
+        alerts); how many of the alerts it has."""
+        if self.job is None or not (ids or level_ids or gateway):
             return 0
+        from edgevib.cloud.store import Store  # noqa: PLC0415
+
         deadline = time.monotonic() + timeout_s
         while True:
             got = len(ids & {a["id"] for a in self.store_alerts()})
-            if got == len(ids) or time.monotonic() > deadline or not self.job.alive():
+            s = Store(self.store_url)
+            try:
+                levels = {r[0] for r in s.query("SELECT id FROM level_events")} if level_ids else set()
+                gw_ok = gateway is None or bool(s.query("SELECT 1 FROM gateways WHERE site = ? AND gateway = ?", gateway))
+            finally:
+                s.close()
+            done = got == len(ids) and (level_ids or set()) <= levels and gw_ok
+            if done or time.monotonic() > deadline or not self.job.alive():
                 return got
             time.sleep(0.5)
 

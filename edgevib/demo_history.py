@@ -109,9 +109,24 @@ def history_messages(site: str, gateway: str, fans: list[str], fault: str, *, no
     return docs, windows
 
 
+def expected_crossings(docs: list[dict[str, Any]], levels: Any) -> set[str]:
+    """Ids of the level crossings the job will store for ``docs`` (a ``LevelLogic``), per sensor in time order."""
+    state: dict[str, Any] = {}
+    ids: set[str] = set()
+    for d in docs:
+        key = f"{d['site']}/{d['gateway']}/{d['sensor']}"
+        rec = {"site": d["site"], "gateway": d["gateway"], "sensor": d["sensor"], "asset": d.get("asset"),
+               "ev_ms": d["t_ns"] // 1_000_000, **{k: d[k] for k in ("vel_rms_mm_s", "iso_zone", "iso_group",
+                                                                      "iso_foundation")}}
+        state[key], out = levels.on_indicator(state.get(key), key, rec)
+        ids |= {r["id"] for _, _, r in out}
+    return ids
+
+
 def publish_history(link: Any, site: str, gateway: str, fans: list[str], fault: str, *, now_ns: int,
-                    hours: float = HOURS) -> tuple[int, int]:
-    """Publish the history on ``link`` (an MqttLink, QoS 1): (indicator messages, evidence windows)."""
+                    hours: float = HOURS, levels: Any = None) -> tuple[int, int, set[str]]:
+    """Publish the history on ``link`` (an MqttLink, QoS 1): (indicator messages, evidence windows,
+    ids of the level crossings the job will store for them with ``levels``, a ``LevelLogic``)."""
     from edgevib.protocol import Topics, dumps  # noqa: PLC0415
     from edgevib.protocol.evidence import encode  # noqa: PLC0415
 
@@ -121,4 +136,4 @@ def publish_history(link: Any, site: str, gateway: str, fans: list[str], fault: 
         link.publish(topics.indicators, dumps(d), qos=1)
     for w in windows:
         link.publish(topics.evidence, encode(w), qos=1)
-    return len(docs), len(windows)
+    return len(docs), len(windows), (expected_crossings(docs, levels) if levels is not None else set())

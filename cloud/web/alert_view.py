@@ -96,7 +96,9 @@ def _evidence_at(store: Store, a: dict[str, Any], evidence_dir: Path | None, geo
     es = evidence_store(store, evidence_dir)
     if es is None:
         return None
-    rows = es.for_alert(a["id"])
+    # The windows behind the alert are the K of its debounce, oldest first; the first may still
+    # be one the model called something else: show the newest that agrees with the alert.
+    rows = sorted(es.for_alert(a["id"]), key=lambda r: (r["pred_cls"] != a["cls"], -int(r["t_ms"] or 0)))
     if not rows:
         rows = [r for r in es.recent(a["site"], a["gateway"], a["sensor"], 200)
                 if r["t_ms"] is not None and abs(int(r["t_ms"]) - int(a["ev_ms"] or 0)) <= EVIDENCE_NEAR_MS]

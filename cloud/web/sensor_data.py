@@ -7,6 +7,7 @@ Windows come from the closed loop's evidence store (:class:`edgevib.cloud.learni
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,16 @@ log = logging.getLogger(__name__)
 DEFAULT_RPM = 1797.0  # the agent's own default (edge.evidence.EvidenceConfig) when a window carries none
 
 
-def sensors(store: Store) -> list[dict[str, str]]:
-    """Every (site, gateway, sensor) seen in alerts or evidence."""
+def sensors(store: Store, *, now_ms: int | None = None) -> list[dict[str, str]]:
+    """Every (site, gateway, sensor) seen in alerts, evidence, level crossings, or indicators
+    (hourly rollups of the last 30 days and raw readings of the last hour: both by their time
+    index, not a scan of the raw table)."""
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     rows = store.query("SELECT site, gateway, sensor FROM alerts UNION SELECT site, gateway, sensor FROM evidence "
-                       "ORDER BY 1, 2, 3")
+                       "UNION SELECT site, gateway, sensor FROM level_events "
+                       "UNION SELECT site, gateway, sensor FROM indicator_rollups WHERE resolution_s >= 3600 AND window_start >= ? "
+                       "UNION SELECT site, gateway, sensor FROM indicators WHERE t_ms >= ? "
+                       "ORDER BY 1, 2, 3", (now - 30 * 86_400_000, now - 3_600_000))
     return [{"site": s, "gateway": g, "sensor": n} for s, g, n in rows if s and g and n]
 
 

@@ -109,6 +109,10 @@ def test_a_sensor_silent_for_an_hour_is_offline(client: tuple[TestClient, Store,
     assert tiles["q/g9/old"]["state"] == "offline" and tiles["q/g9/old"]["why"] == "no indicators for 60 min"
     assert tiles["q/g9/mill"]["state"] == "alarm"
 
+    # the sensor lists (trends, waterfall) hold sensors known only by their indicators too, the silent one by its rollup
+    listed = {f"{x['site']}/{x['gateway']}/{x['sensor']}" for x in c.get("/api/sensors", headers=AUTH).json()["sensors"]}
+    assert {"p/g2/gear", "q/g9/mill", "q/g9/old", "p/g1/motor"} <= listed
+
 
 def test_asset_history_merges_alerts_notes_levels_and_model_changes(client: tuple[TestClient, Store, Path]) -> None:
     c, _, _ = client
@@ -161,3 +165,19 @@ def test_waterfall_rows_are_envelope_spectra_of_the_stored_windows_oldest_first(
     assert peak[0] < 3 and min(peak[1:]) > 5 * peak[0], peak  # the BPFO line appears when the fault does
     assert c.get("/api/waterfall", params={**q, "rows": 0}, headers=AUTH).status_code == 400
     assert c.get("/api/waterfall", params={**q, "rows": "x"}, headers=AUTH).status_code == 400
+
+
+def test_alert_page_shows_the_newest_window_that_agrees_with_the_alert(client: tuple[TestClient, Store, Path]) -> None:
+    """The K windows behind an alert, oldest first, may start with one the model called normal."""
+    c, s, dataset = client
+    es = EvidenceStore(s, dataset)
+    rng = np.random.default_rng(4)
+    for k, probs in enumerate(({"normal": 0.9, "OR021": 0.1}, {"OR021": 0.8, "normal": 0.2},
+                               {"OR021": 0.95, "normal": 0.05}, {"normal": 0.6, "OR021": 0.4})):
+        rec = EvidenceRecord.build(site="p", gateway="g1", sensor="motor", t_ns=(T0 - 5000 - (4 - k) * 700) * 1_000_000,
+                                   rpm=1750.0, sample_rate=12000.0, reason="alert", alert_id="a-motor", probs=probs,
+                                   model={"name": "m", "version": "1", "sha256": "ab" * 32},
+                                   window=outer_race_window(rng, 12000.0, 1750.0))
+        assert es.put(encode_evidence(rec), proto.Topics("p", "g1").evidence) is not None
+    v = c.get("/api/alerts/a-motor/detail", headers=AUTH).json()["view"]
+    assert v["for_alert"] and v["pred_cls"] == "OR021" and v["probability"] == 0.95

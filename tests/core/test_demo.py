@@ -4,6 +4,7 @@ the cloud job stores it, and the dashboard answers with the printed token (and o
 from __future__ import annotations
 
 import http.client
+import re
 import subprocess
 import sys
 import threading
@@ -11,7 +12,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgevib.cloud.store import Store
@@ -21,7 +25,8 @@ from edgevib.models.bearing import CWRU_DE_6205
 
 from edgevib.broker import MosquittoProcess
 from edgevib.demo_cloud import flink_missing
-from tests.conftest import IN_CI
+from tests.cloud.test_dashboard_browser import TOKEN, driver  # noqa: F401 - the browser fixture
+from tests.conftest import IN_CI, wait_until
 
 
 def _status(url: str, cookie: str | None = None) -> int:
@@ -35,8 +40,22 @@ def _status(url: str, cookie: str | None = None) -> int:
         return 0  # not listening yet
 
 
-@pytest.mark.integration
-def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(broker: MosquittoProcess, tmp_path: Path) -> None:
+@dataclass
+class DemoRun:
+    rc: int
+    out: str
+    err: str
+    workdir: Path
+    why: str | None  # why the cloud job could not run here (None: it ran)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[DemoRun]:
+    """One 60 s demo on a private broker (shared by the tests below); the dashboard checks run while it runs."""
+    tmp_path = tmp_path_factory.mktemp("demo")
+    broker = MosquittoProcess()
+    broker.start()
+    request.addfinalizer(broker.stop)
     why = flink_missing()
     if why is not None and IN_CI:
         pytest.fail(f"the demo's cloud job cannot run: {why} (CI=true: prerequisites must be present)")
@@ -79,8 +98,13 @@ def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(broker: Mosqui
             p.kill()
             p.wait()
     reader.join(10)
-    out = "".join(lines)
     err = p.stderr.read() if p.stderr is not None else ""
+    yield DemoRun(rc, "".join(lines), err, tmp_path, why)
+
+
+@pytest.mark.integration
+def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(demo_run: DemoRun) -> None:
+    rc, out, err, tmp_path, why = demo_run.rc, demo_run.out, demo_run.err, demo_run.workdir, demo_run.why
     assert rc == 0, err[-2000:]
     summary = [line for line in out.splitlines() if "alerts raised" in line]
     assert summary, out[-2000:]
@@ -110,14 +134,15 @@ def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(broker: Mosqui
         crossings = s.query("SELECT kind, level FROM level_events WHERE sensor = 'motor' ORDER BY ts_ms")
         n_motor = s.query("SELECT COUNT(*) FROM indicators WHERE sensor = 'motor'")[0][0]
         hourly = s.query("SELECT COUNT(*) FROM indicator_rollups WHERE sensor = 'motor' AND resolution_s = 3600")[0][0]
-        tiles = {t["sensor"]: t["state"] for site in plant_overview(s)["sites"] for g in site["gateways"]
-                 for t in g["sensors"]}
+        tiles = {t["sensor"]: t for site in plant_overview(s)["sites"] for g in site["gateways"] for t in g["sensors"]}
         history_windows = s.query("SELECT COUNT(*) FROM evidence WHERE sensor = 'pump' AND reason = 'healthy_sample'")[0][0]
     finally:
         s.close()
     assert ("raised", "warning") in crossings and crossings[-1] == ("raised", "alarm"), crossings
     assert n_motor >= 100 and hourly >= 5, (n_motor, hourly)
-    assert tiles["motor"] == "alarm" and tiles["fan-0"] in ("good", "watch"), tiles
+    # (the demo has stopped: its gateway is offline, which the healthy fans' tiles show)
+    assert tiles["motor"]["state"] == "alarm" and tiles["motor"]["zone"] == "D", tiles
+    assert tiles["fan-0"]["level"] is None and tiles["fan-0"]["zone"] in ("A", "B"), tiles
     assert history_windows >= 10
     assert "cloud store:" in out
     # The agent uploaded the windows behind the alert; the sensor page computes its spectra from them.
@@ -132,3 +157,50 @@ def test_demo_raises_the_fault_stores_it_and_serves_the_dashboard(broker: Mosqui
     assert behind and sum(cls.startswith("OR") for cls, _ in behind) > len(behind) / 2, behind
     assert page["view"] is not None and page["n_windows"] >= len(behind)
     assert page["view"]["markers"]["BPFO"] == pytest.approx(CWRU_DE_6205.frequencies(behind[0][1]).bpfo)
+
+
+@pytest.mark.integration
+def test_demo_store_in_the_browser(demo_run: DemoRun, driver: Any) -> None:  # noqa: F811 - the browser fixture
+    """The dashboard over what the demo's agent and Flink job stored: the plant shows the motor in alarm, its
+    trend the drift with its level crossings, the pump's alert its evidence, the waterfall the pump's windows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.cloud.test_dashboard_browser import Served, _drawn, artifacts
+
+    if demo_run.why is not None:  # never in CI (the fixture fails there)
+        pytest.skip(f"the demo ran without its cloud job here: {demo_run.why}")
+    assert demo_run.rc == 0, demo_run.err[-2000:]
+    url = f"sqlite:///{demo_run.workdir / 'cloud' / 'store.db'}"
+    s = Store(url)
+    alert_id, gw = s.query("SELECT id, gateway FROM alerts WHERE sensor = 'pump' AND state = 'raised' ORDER BY ev_ms LIMIT 1")[0]
+    s.close()
+    srv = Served(url, evidence_dir=demo_run.workdir / "cloud" / "dataset")
+    try:
+        driver.get(f"{srv.base}/login?token={TOKEN}")
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="plant"]').click()
+        wait_until(lambda: bool(driver.find_elements(By.ID, f"tile-demo-{gw}-motor")), 15, "the plant tiles")
+        assert "st-alarm" in driver.find_element(By.ID, f"tile-demo-{gw}-motor").get_attribute("class")
+        driver.save_screenshot(str(artifacts() / "demo-plant.png"))
+        driver.find_element(By.ID, f"tile-demo-{gw}-motor").click()
+        wait_until(lambda: "level raised" in driver.find_element(By.ID, "asset-history").text, 15, "the motor's history")
+        note = driver.find_element(By.ID, "trend-note").text
+        crossings = re.search(r"(\d+) level crossings", note)
+        assert crossings and int(crossings.group(1)) >= 2 and "zone D" in note, note  # warning, then alarm
+        assert _drawn(driver, "#tr-vel") > 1000
+        driver.save_screenshot(str(artifacts() / "demo-trends-motor.png"))
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="alerts"]').click()
+        wait_until(lambda: bool(driver.find_elements(By.ID, f"alert-{alert_id}")), 15, "the pump's alert")
+        driver.find_element(By.CSS_SELECTOR, f"#alert-{alert_id} a.open-alert").click()
+        wait_until(lambda: "window" in driver.find_element(By.ID, "ad-ev-note").text, 15, "the alert's evidence")
+        assert _drawn(driver, "#ad-env") > 1000
+        driver.save_screenshot(str(artifacts() / "demo-alert.png"))
+        driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="waterfall"]').click()
+        wait_until(lambda: f"demo/{gw}/pump" in driver.find_element(By.ID, "wf-pick").text, 10, "the sensor list")
+        Select(driver.find_element(By.ID, "wf-pick")).select_by_visible_text(f"demo/{gw}/pump")
+        driver.find_element(By.ID, "wf-load").click()
+        wait_until(lambda: " windows from " in driver.find_element(By.ID, "wf-note").text, 20, "the waterfall")
+        assert _drawn(driver, "#wf-chart") > 5000
+        driver.save_screenshot(str(artifacts() / "demo-waterfall.png"))
+    finally:
+        srv.close()

@@ -337,7 +337,9 @@ async function loadPlant() {
   document.querySelectorAll("#plant .tile").forEach((el) => el.addEventListener("click", async () => {
     showTab("trends");
     await loadSensors();
-    $("#trend-pick").value = el.dataset.asset;
+    const pick = $("#trend-pick");
+    if (![...pick.options].some((o) => o.value === el.dataset.asset)) pick.add(new Option(el.dataset.asset, el.dataset.asset));
+    pick.value = el.dataset.asset;
     $("#trend-load").click();
   }));
 }
@@ -363,10 +365,10 @@ async function showWaterfall() {
     yrange: () => [0, (n - 1) * step + 1.05], yaxis: {size: 80,
       // one tick per row (every k-th when many), labelled with the window's time
       splits: () => w.rows.map((_, i) => i * step).filter((_, i) => i % Math.ceil(n / 16) === 0),
-      values: (_, ticks) => ticks.map((v) => { const r = w.rows[Math.round(v / step)]; return r ? fmtTime(r.t_ms).slice(5, 16) : ""; })}});
+      values: (_, ticks) => ticks.map((v) => { const r = w.rows[Math.round(v / step)]; return r ? fmtTime(r.t_ms).slice(11, 19) : ""; })}});
   if (!u) return;
   const last = w.rows[n - 1];
-  $("#wf-note").textContent = `${n} windows from ${fmtTime(w.rows[0].t_ms)} to ${fmtTime(last.t_ms)}; newest at ${last.rpm} rpm, ` +
+  $("#wf-note").textContent = `${n} windows from ${fmtTime(w.rows[0].t_ms)} to ${fmtTime(last.t_ms)}; newest at ${Number(last.rpm).toFixed(0)} rpm, ` +
     `model said ${last.pred_cls || "-"}; BPFO ${w.markers.BPFO.toFixed(1)} Hz, BPFI ${w.markers.BPFI.toFixed(1)} Hz, BSF ${w.markers.BSF.toFixed(1)} Hz.`;
 }
 $("#wf-load").addEventListener("click", () => showWaterfall().catch((e) => { $("#wf-note").textContent = e.message; }));
