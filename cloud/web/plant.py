@@ -44,7 +44,9 @@ _LEVEL_RANK = {"normal": 0, "warning": 2, "alarm": 4}
 _SEVERITY_RANK = {"info": 1, "warning": 2, "critical": 4}
 HISTORY_MAX = 1000
 FRESH_MS = 3_600_000  # a sensor's newest indicator reading is looked for this far back
-KNOWN_MS = 30 * 86_400_000  # sensors with hourly rollups or alerts this recent get a tile
+# sensors with hourly rollups or alerts this recent get a tile (the rollups' age index bounds the
+# scan: 1000 sensors x 7 days = 168k rows; 30 days took ~1 s per page on a loaded 2-core machine)
+KNOWN_MS = 7 * 86_400_000
 
 
 def _num(v: Any) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.ops import evidence_store
 from edgevib.cloud.store import Store
+from edgevib.cloud.web.plant import FRESH_MS, KNOWN_MS
 from edgevib.cloud.web.spectra import sensor_view
 from edgevib.models.bearing import GEOMETRIES
 
@@ -24,14 +25,14 @@ DEFAULT_RPM = 1797.0  # the agent's own default (edge.evidence.EvidenceConfig) w
 
 def sensors(store: Store, *, now_ms: int | None = None) -> list[dict[str, str]]:
     """Every (site, gateway, sensor) seen in alerts, evidence, level crossings, or indicators
-    (hourly rollups of the last 30 days and raw readings of the last hour: both by their time
-    index, not a scan of the raw table)."""
+    (hourly rollups of the last :data:`~edgevib.cloud.web.plant.KNOWN_MS` and finer ones of the
+    last hour: both by the rollups' age index, not a scan of the raw table)."""
     now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     rows = store.query("SELECT site, gateway, sensor FROM alerts UNION SELECT site, gateway, sensor FROM evidence "
                        "UNION SELECT site, gateway, sensor FROM level_events "
                        "UNION SELECT site, gateway, sensor FROM indicator_rollups WHERE resolution_s >= 3600 AND window_start >= ? "
-                       "UNION SELECT site, gateway, sensor FROM indicators WHERE t_ms >= ? "
-                       "ORDER BY 1, 2, 3", (now - 30 * 86_400_000, now - 3_600_000))
+                       "UNION SELECT site, gateway, sensor FROM indicator_rollups WHERE resolution_s < 3600 AND window_start >= ? "
+                       "ORDER BY 1, 2, 3", (now - KNOWN_MS, now - FRESH_MS))
     return [{"site": s, "gateway": g, "sensor": n} for s, g, n in rows if s and g and n]
 
 

@@ -109,9 +109,12 @@ def test_a_sensor_silent_for_an_hour_is_offline(client: tuple[TestClient, Store,
     assert tiles["q/g9/old"]["state"] == "offline" and tiles["q/g9/old"]["why"] == "no indicators for 60 min"
     assert tiles["q/g9/mill"]["state"] == "alarm"
 
-    # the sensor lists (trends, waterfall) hold sensors known only by their indicators too, the silent one by its rollup
+    # the sensor lists (trends, waterfall) hold sensors known only by their indicators' rollups too: of the last
+    # hour (1-min) or of the last 7 days (hourly, the silent one), besides alerts, evidence and level crossings
+    s.apply("indicator_rollup", {"site": "p", "gateway": "g2", "sensor": "gear", "asset": "p/g2/gear", "resolution_s": 60,
+                                 "window_start": T0 - 60_000, "window_end": T0, "n": 6})
     listed = {f"{x['site']}/{x['gateway']}/{x['sensor']}" for x in c.get("/api/sensors", headers=AUTH).json()["sensors"]}
-    assert {"p/g2/gear", "q/g9/mill", "q/g9/old", "p/g1/motor"} <= listed
+    assert {"p/g2/gear", "q/g9/old", "p/g1/motor", "p/g1/fan"} <= listed and "q/g9/mill" not in listed
 
 
 def test_asset_history_merges_alerts_notes_levels_and_model_changes(client: tuple[TestClient, Store, Path]) -> None:
