@@ -94,11 +94,58 @@ def faulttype_row(cwru: str, bearings: str, rounds: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     real = features_of(recs)
     feat_ms = (time.perf_counter() - t0) / len(real.y) * 1e3  # includes resampling to 12 kHz
-    res = rig_out(real, features_of(simulated(240)))
+    sim = features_of(simulated(240))
+    res = rig_out(real, sim)
     return {"stage": "faulttype (shipped LR)", "params": params, "onnx_bytes": zoo.stat().st_size, **ms,
             "features_ms_per_window": feat_ms, "windows": int(len(real.y)), "window": window,
             "loro_window_acc": res["mean"]["window_acc"], "loro_recording_acc": res["mean"]["recording_acc"],
-            "loro_by_rig": {k: v["window_acc"] for k, v in res["rigs"].items()}}
+            "loro_by_rig": {k: v["window_acc"] for k, v in res["rigs"].items()},
+            "int8": faulttype_int8_loro(real, sim, window)}
+
+
+def faulttype_int8_loro(real: Any, sim: Any, window: int) -> dict[str, Any]:
+    """Static INT8 of the fault-type LR under leave-one-rig-out: each fold's LR (trained as
+    ``models.rigout`` trains it) quantized by ONNX Runtime, calibrated on that fold's training
+    features only, scored on the held-out rig beside its float twin."""
+    import tempfile
+
+    from edgevib.models.faulttype import FeatureSet, train
+    from edgevib.models.rigout import score
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self, feats: np.ndarray) -> None:
+            self.parts = [feats[i:i + 256] for i in range(0, len(feats), 256)]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if not self.parts:
+                return None
+            f = self.parts.pop(0)
+            return {"x": np.zeros((len(f), 1, window), np.float32), "orders": f.astype(np.float32)}
+
+    out: dict[str, Any] = {"rigs": {}}
+    for rig in [str(r) for r in np.unique(real.rig)]:
+        held = real.rig == rig
+        tr, test = FeatureSet.concat([real.select(~held), sim]), real.select(held)
+        model = train(tr)
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = Path(d) / "lr.onnx", Path(d) / "lr8.onnx"
+            import onnx
+
+            onnx.save(model.to_onnx(window), str(src))
+            quantize.q.quantize_static(str(src), str(dst), Reader(tr.x), quant_format=quantize.q.QuantFormat.QDQ,
+                                       per_channel=True, activation_type=quantize.q.QuantType.QUInt8,
+                                       weight_type=quantize.q.QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            q8 = onnx.load(str(dst))
+        feed = {"x": np.zeros((len(test.y), 1, window), np.float32), "orders": test.x.astype(np.float32)}
+        probs8 = table.session(q8).run(["probs"], feed)[0]
+        out["rigs"][rig] = {"float": score(model.predict_proba(test.x), test)["window_acc"],
+                            "int8": score(probs8, test)["window_acc"]}
+        out["int8_bytes"] = len(q8.SerializeToString())
+        out["float_bytes"] = len(model.to_onnx(window).SerializeToString())
+    for k in ("float", "int8"):
+        out[f"loro_window_acc_{k}"] = round(float(np.mean([v[k] for v in out["rigs"].values()])), 4)
+    return out
 
 
 PROBE_SHAPES = {  # conv widths, hidden: the slimmed shape of one run, aligned versions, an odd one
@@ -167,11 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma list of extra paths to skip: align16,align8,nkd,align8nkd")
     ap.add_argument("--bearings", default=None, help="../shared/bearings: also measure the shipped fault-type model")
     ap.add_argument("--cwru-all", default=None, help="CWRU folder for the leave-one-rig-out row (default --data)")
+    ap.add_argument("--faulttype-only", action="store_true",
+                    help="only the shipped fault-type model's row (needs --bearings): write faulttype.json under --out")
     ap.add_argument("--probe-only", action="store_true",
                     help="only the SIMD-alignment latency probe: write align_probe.json under --out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
+    if args.faulttype_only:
+        if not args.bearings:
+            ap.error("--faulttype-only needs --bearings DIR")
+        ft = faulttype_row(args.cwru_all or args.data, args.bearings, args.rounds)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "faulttype.json").write_text(json.dumps(ft, indent=2) + "\n")
+        print(json.dumps(ft, indent=2))
+        return 0
     if args.probe_only:
         probe = align_probe(max(args.rounds, 40))
         Path(args.out).mkdir(parents=True, exist_ok=True)
