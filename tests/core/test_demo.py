@@ -173,7 +173,8 @@ def test_demo_store_in_the_browser(demo_run: DemoRun, driver: Any) -> None:  # n
     assert demo_run.rc == 0, demo_run.err[-2000:]
     url = f"sqlite:///{demo_run.workdir / 'cloud' / 'store.db'}"
     s = Store(url)
-    alert_id, gw = s.query("SELECT id, gateway FROM alerts WHERE sensor = 'pump' AND state = 'raised' ORDER BY ev_ms LIMIT 1")[0]
+    alert_id, gw, alert_cls = s.query(
+        "SELECT id, gateway, cls FROM alerts WHERE sensor = 'pump' AND state = 'raised' ORDER BY ev_ms LIMIT 1")[0]
     s.close()
     srv = Served(url, evidence_dir=demo_run.workdir / "cloud" / "dataset")
     try:
@@ -194,6 +195,9 @@ def test_demo_store_in_the_browser(demo_run: DemoRun, driver: Any) -> None:  # n
         driver.find_element(By.CSS_SELECTOR, f"#alert-{alert_id} a.open-alert").click()
         wait_until(lambda: "window" in driver.find_element(By.ID, "ad-ev-note").text, 15, "the alert's evidence")
         assert _drawn(driver, "#ad-env") > 1000
+        # the label picker starts at the alert's own class, also when the model's classes are not CWRU's (fault type "OR")
+        assert Select(driver.find_element(By.ID, "ad-label-cls")).first_selected_option.text == alert_cls
+        assert "envelope check says" in driver.find_element(By.ID, "ad-ev-note").text
         driver.save_screenshot(str(artifacts() / "demo-alert.png"))
         driver.find_element(By.CSS_SELECTOR, 'nav button[data-tab="waterfall"]').click()
         wait_until(lambda: f"demo/{gw}/pump" in driver.find_element(By.ID, "wf-pick").text, 10, "the sensor list")

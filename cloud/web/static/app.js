@@ -4,6 +4,9 @@ const $ = (s) => document.querySelector(s);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const fmtTime = (ms) => (ms ? new Date(Number(ms)).toISOString().replace("T", " ").slice(0, 19) : "-");
 const CLASSES = ["normal", "B007", "B014", "B021", "IR007", "IR014", "IR021", "OR007", "OR014", "OR021"];
+// Label choices: the CWRU classes, plus the alert's own class when a model has others (a fault-type model's "OR").
+const classOptions = (sel) => (CLASSES.includes(sel) || !sel ? CLASSES : [sel, ...CLASSES])
+  .map((c) => `<option${c === sel ? " selected" : ""}>${esc(c)}</option>`).join("");
 const MARK_COLORS = {BPFO: "#d62728", BPFI: "#2ca02c", BSF: "#9467bd", FTF: "#8c564b", shaft: "#7f7f7f"};
 
 async function api(path, opts) {
@@ -33,7 +36,7 @@ function alertRow(a, isNew) {
   tr.dataset.id = a.id;
   if (isNew) tr.className = "new";
   const p = typeof a.probability === "number" ? a.probability.toFixed(2) : "-";
-  const opts = CLASSES.map((c) => `<option${c === (a.label || a.cls) ? " selected" : ""}>${c}</option>`).join("");
+  const opts = classOptions(a.label || a.cls);
   tr.innerHTML = `<td><a href="#" class="open-alert" title="alert detail">${fmtTime(a.ev_ms)}</a></td><td>${esc(a.asset)}</td><td>${esc(a.akind)}</td><td>${esc(a.state)}</td>
     <td class="cls">${esc(a.cls)}</td><td>${p}</td><td class="sev-${esc(a.severity)}">${esc(a.severity)}</td>
     <td>${esc(a.model_name)} ${esc(a.model_version)}</td>
@@ -185,7 +188,7 @@ async function showSensor() {
     clearCharts(["#c-wave", "#c-spec", "#c-env"]);
   } else {
     const mk = v.markers;
-    $("#sensor-note").textContent = `Newest of ${d.n_windows} windows: ${fmtTime(v.t_ms)}, ${v.n} samples at ${v.fs} Hz, ${v.rpm} rpm` +
+    $("#sensor-note").textContent = `Newest of ${d.n_windows} windows: ${fmtTime(v.t_ms)}, ${v.n} samples at ${v.fs} Hz, ${Math.round(v.rpm)} rpm` +
       (v.rpm_assumed ? " (assumed)" : "") + `, ${v.geometry}; model said ${v.pred_cls} (p=${(v.probability ?? 0).toFixed(2)}), ` +
       `envelope check says ${v.physics}; band ${v.envelope.band_hz[0]}-${v.envelope.band_hz[1]} Hz. ` +
       `BPFO ${mk.BPFO.toFixed(1)} Hz, BPFI ${mk.BPFI.toFixed(1)} Hz, BSF ${mk.BSF.toFixed(1)} Hz.`;
@@ -241,13 +244,13 @@ async function openAlert(id) {
     ph += "<br>peaks: " + Object.entries(pe.peaks || {}).map(([k, x]) => `${esc(k)} ${Number(x[0]).toFixed(1)} Hz/${Number(x[1]).toFixed(1)} dB`).join(", ");
   } else ph += "<br>(the alert carried no physics evidence)";
   $("#ad-physics").innerHTML = ph;
-  $("#ad-label-cls").innerHTML = CLASSES.map((c) => `<option${c === (d.label || a.cls) ? " selected" : ""}>${c}</option>`).join("");
+  $("#ad-label-cls").innerHTML = classOptions(d.label || a.cls);
   $("#ad-label-now").textContent = d.label ? "labelled " + d.label : "";
   $("#ad-ack").disabled = !!d.ack; $("#ad-ack").textContent = d.ack ? "✓ acked by " + d.ack.by : "Ack";
   if (d.view) {
     const w = d.view;
     $("#ad-ev-note").textContent = `${w.for_alert ? "The window uploaded for this alert" : "The sensor's nearest window"}: ${fmtTime(w.t_ms)}, ` +
-      `${w.n} samples at ${w.fs} Hz, ${w.rpm} rpm${w.rpm_assumed ? " (assumed)" : ""}, ${w.geometry}; envelope check says ${w.physics}. ` +
+      `${w.n} samples at ${w.fs} Hz, ${Math.round(w.rpm)} rpm${w.rpm_assumed ? " (assumed)" : ""}, ${w.geometry}; envelope check says ${w.physics}. ` +
       `BPFO ${w.markers.BPFO.toFixed(1)} Hz, BPFI ${w.markers.BPFI.toFixed(1)} Hz.`;
     drawView(w, ["#ad-wave", "#ad-spec", "#ad-env"]);
   } else {
