@@ -33,7 +33,13 @@ from edgevib.cloud.config import CloudConfig, load_config
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.flink.fleet import FleetLogic, Record
 from edgevib.cloud.flink.levels import LevelLogic
-from edgevib.cloud.flink.sql import keyed_query, plain_query, views, watermark_expr
+from edgevib.cloud.flink.sql import (
+    fleet_batches_query,
+    keyed_query,
+    plain_query,
+    views,
+    watermark_expr,
+)
 from edgevib.cloud.ingest.records import SPOOL_COLUMNS
 from edgevib.cloud.store import Store
 
@@ -162,6 +168,9 @@ class StoreWriter(FlatMapFunction):  # type: ignore[misc, valid-type]
         row = json.loads(body, strict=False)  # JSON_QUOTE leaves rare control characters raw (sql._json_text)
         if isinstance(row, list):
             self.store.apply_many(kind, row)  # one transaction per batch
+            if kind == "fleet_event":  # after the store: a consumer that looks finds the row
+                for r in row:
+                    self._publisher().publish(self.cfg.fleet_topic, r["body"], qos=1)
             return iter(())
         self.store.apply(kind, row)
         if kind == "fleet_event":
@@ -290,9 +299,9 @@ def spool_table(env: Any, tenv: Any, cfg: CloudConfig) -> Any:
 def build(cfg: CloudConfig, restore: Path | None = None) -> Any:
     """Build the job graph; returns the StreamExecutionEnvironment (call ``execute``)."""
     require("pyflink", extra="cloud", feature="cloud job")
-    from pyflink.common import Configuration, Types  # noqa: PLC0415
+    from pyflink.common import Configuration, Row, Types  # noqa: PLC0415
     from pyflink.datastream import StreamExecutionEnvironment  # noqa: PLC0415
-    from pyflink.table import StreamTableEnvironment  # noqa: PLC0415
+    from pyflink.table import Schema, StreamTableEnvironment  # noqa: PLC0415
 
     Path(cfg.spool_dir).mkdir(parents=True, exist_ok=True)
     Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -316,9 +325,18 @@ def build(cfg: CloudConfig, restore: Path | None = None) -> Any:
     plain = tenv.to_data_stream(tenv.sql_query(plain_query(cfg)))
     plain.flat_map(StoreWriter(cfg)).uid("store-plain").name("store: alerts, counts, dead letters").print()
     keyed = tenv.to_data_stream(tenv.sql_query(keyed_query(cfg)))
-    (keyed.map(lambda r: (r[0], r[1], r[2]), output_type=row3).uid("keyed-rows")
-     .key_by(lambda r: r[1], key_type=Types.STRING())
-     .process(Fleet(logic, cfg.levels.logic()), output_type=row3).uid("fleet").name("fleet: liveness, inventory, incidents, levels")
+    fleet = (keyed.map(lambda r: (r[0], r[1], r[2]), output_type=row3).uid("keyed-rows")
+             .key_by(lambda r: r[1], key_type=Types.STRING())
+             .process(Fleet(logic, cfg.levels.logic()), output_type=row3).uid("fleet")
+             .name("fleet: liveness, inventory, incidents, levels"))
+    # The fleet's records reach the store like alerts: batched per kind and batch_ms in SQL, one
+    # transaction per batch (a gateway row per heartbeat batch each committed alone capped a
+    # large fleet); a batch is one record, written whole or not at all before a checkpoint.
+    named = Types.ROW_NAMED(["kind", "k", "body"], [Types.STRING()] * 3)
+    rows = fleet.map(lambda r: Row(*r), output_type=named).uid("fleet-rows")
+    tenv.create_temporary_view("fleet_out", tenv.from_data_stream(
+        rows, Schema.new_builder().column_by_expression("proc", "PROCTIME()").build()))
+    (tenv.to_data_stream(tenv.sql_query(fleet_batches_query(cfg)))
      .flat_map(StoreWriter(cfg)).uid("store-fleet").name("store: gateways, incidents, events").print())
     return env
 

@@ -235,3 +235,12 @@ def keyed_query(cfg: CloudConfig) -> str:
                                            "iso_group", "iso_foundation")})
                      + " FROM spool WHERE kind = 'indicator'")
     return "\nUNION ALL\n".join(parts)
+
+
+def fleet_batches_query(cfg: CloudConfig) -> str:
+    """The fleet operator's output (view ``fleet_out``: kind, k, body, proc) as one JSON array
+    per kind and ``batch_ms``, in arrival order (a later row of a gateway wins the upsert)."""
+    return (f"SELECT kind, CAST({_ms('window_end')} AS STRING) AS k, "
+            f"CONCAT('[', ARRAY_JOIN(ARRAY_AGG(body), ','), ']') AS body "
+            f"FROM TABLE(TUMBLE(TABLE fleet_out, DESCRIPTOR(proc), {_interval(cfg.job.batch_ms / 1000)})) "
+            f"GROUP BY kind, window_start, window_end")
