@@ -72,6 +72,10 @@ class StandaloneCluster:
             "taskmanager.rpc.port": "0", "taskmanager.data.port": "0",
             "jobmanager.memory.process.size": "1024m", "taskmanager.memory.process.size": "1600m",
             "python.executable": self.python, "python.client.executable": self.python,
+            # Pid files beside the cluster, not in /tmp: stop-cluster.sh stops the processes its
+            # pid files name, and every cluster on the host would share /tmp/flink-<user>-*.pid
+            # (a test run's teardown stopped another run's cluster and left its own running).
+            "env.pid.dir": str(self.workdir.resolve()),
         }
         # Java 17 needs the --add-opens list that ships in PyFlink's default config.
         m = re.search(r"^\s+all:\s*(--add-.*)$", (self.home / "conf" / "config.yaml").read_text(), re.MULTILINE)
