@@ -6,9 +6,7 @@ aggregates independently of the job.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgevib.cloud.config import CloudConfig, to_toml
+from edgevib.cloud.config import CloudConfig
+from edgevib.cloud.process import ChildGroup
 
 from edgevib.broker import parse_url
 from edgevib.extras import require
@@ -118,21 +117,20 @@ class GatewaySim:
         self.client.disconnect()
 
 
-class BridgeProcess:
+class BridgeProcess(ChildGroup):
     """``edgevib cloud bridge --client-id ID --share-group G`` as a child process group.
 
     :meth:`kill` SIGKILLs it (a crash: nothing flushed, nothing acknowledged);
     :meth:`start` again is its supervisor's restart under the same client id, which
-    resumes the MQTT session the broker kept for it.
+    resumes the MQTT session the broker kept for it; :meth:`stop` is the CLI's Ctrl-C
+    (SIGINT: writes what is pending, acks it).
     """
 
+    stop_signal = signal.SIGINT
+
     def __init__(self, cfg: CloudConfig, workdir: Path, client_id: str, share_group: str = "") -> None:
-        self.cfg, self.workdir, self.client_id, self.share_group = cfg, Path(workdir), client_id, share_group
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = self.workdir / "cloud.toml"
-        self.config_path.write_text(to_toml(cfg))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        super().__init__(cfg, workdir)
+        self.client_id, self.share_group = client_id, share_group
 
     @property
     def log_path(self) -> Path:
@@ -143,37 +141,17 @@ class BridgeProcess:
         self.starts += 1
         cmd = [sys.executable, "-c", "import sys; from edgevib.cli import main; sys.exit(main())", "cloud", "bridge",
                "--config", str(self.config_path), "--client-id", self.client_id, "--share-group", self.share_group]
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = self._spawn(cmd, self.log_path)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if b"bridge: ready" in self.log_path.read_bytes():
                 return
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 break
             time.sleep(0.05)
         tail = self.log_path.read_text(errors="replace")[-2000:]
         self.kill()
         raise RuntimeError(f"bridge {self.client_id} not ready in {timeout} s: {tail}")
 
-    def kill(self) -> None:
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
-            self.proc = None
-
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGINT (the CLI's Ctrl-C: writes what is pending, acks it), then SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            self.proc.wait(timeout)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.proc = None
+        super().stop(timeout)

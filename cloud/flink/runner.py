@@ -8,29 +8,17 @@ retained checkpoint (``--restore latest``).
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from edgevib.cloud.config import CloudConfig, to_toml
 from edgevib.cloud.errors import CloudRetryableError
+from edgevib.cloud.process import ChildGroup
 
 log = logging.getLogger(__name__)
 
 
-class JobProcess:
+class JobProcess(ChildGroup):
     """``python -m edgevib.cloud.flink.job --config <toml> --restore latest`` as a child process group."""
-
-    def __init__(self, cfg: CloudConfig, workdir: Path) -> None:
-        self.cfg = cfg
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = self.workdir / "cloud.toml"
-        self.config_path.write_text(to_toml(cfg))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     @property
     def log_path(self) -> Path:
@@ -39,36 +27,8 @@ class JobProcess:
     def start(self, restore: str = "latest") -> None:
         self.starts += 1
         cmd = [sys.executable, "-m", "edgevib.cloud.flink.job", "--config", str(self.config_path), "--restore", restore]
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        log.info("job started (pid %d), log %s", self.proc.pid, self.log_path)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the job's process group (client, JVM, Python workers): a crash, not a stop."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.proc = None
+        proc = self._spawn(cmd, self.log_path)
+        log.info("job started (pid %d), log %s", proc.pid, self.log_path)
 
     def check(self) -> None:
         """Raise with the log's tail if the job exited."""
