@@ -120,7 +120,7 @@ class Fleet:
         info = self.clients[g % len(self.clients)].publish(topic, dumps(doc), qos=1)
         self.infos.append(info)
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, heartbeats_only: bool = False) -> None:
         for g in range(len(self.names)):
             if g in self.silent:
                 continue
@@ -133,7 +133,7 @@ class Fleet:
                     drops={}, counters={}, resources={}, outbox_pending=0, agent_version="fleet-sim"))
                 self.last_hb[g] = now
                 self.counts["heartbeat"] += 1
-            if now >= self.next_ind[g]:
+            if now >= self.next_ind[g] and not heartbeats_only:
                 self.next_ind[g] += self.indicators_s
                 t_ns = int(now * 1e9)
                 doc = make_indicators(
@@ -144,7 +144,7 @@ class Fleet:
                 self._pub(g, self.topics[g].indicators, doc)
                 self.indicator_keys.add((site, gw, "de", t_ns))
                 self.counts["indicators"] += 1
-        self._alert_debt += self.alert_rate * (now - self._last_tick)
+        self._alert_debt += 0.0 if heartbeats_only else self.alert_rate * (now - self._last_tick)
         self._last_tick = now
         live = [g for g in range(len(self.names)) if g not in self.silent]
         while self._alert_debt >= 1 and live:
@@ -278,6 +278,20 @@ def run_fleet(workdir: Path, *, gateways: int = 2000, seconds: float = 180.0, cl
         res.startup_s = round(t0 - t_start, 1)
         names = fleet.names
         silent_keys = {f"{names[g][0]}/{names[g][1]}" for g in silent}
+
+        def detected() -> set[str]:
+            return {f"{e.get('site')}/{e.get('gateway')}" for t, e in list(events)
+                    if e.get("type") == "offline" and t >= t_silent}
+
+        # The job judges silence on what it has heard (FleetLogic.liveness_clock), so the live
+        # gateways keep heartbeating (nothing else) until every silent one is reported or
+        # offline_after_s + 20 s more have passed.
+        t_live_end = time.time() + offline_after_s + 20
+        while (now := time.time()) < t_live_end and not silent_keys <= detected():
+            fleet.tick(now, heartbeats_only=True)
+            job.check()
+            time.sleep(max(0.0, 0.1 - (time.time() - now)))
+        fleet.drain()
         res.silent = len(silent_keys)
         first_off: dict[str, float] = {}  # after warm-up: silent ones after they went silent
         for t, e in list(events):

@@ -81,8 +81,43 @@ class FleetLogic:
         out.append(("gateway", key, self._gateway_row(st)))
         return st, out
 
+    def liveness_clock(self, now_ms: int, frontier_ms: int) -> int:
+        """The time silence is judged at: how far the job has heard, not the wall clock.
+
+        ``frontier_ms`` is the newest bridge receipt time (``recv_ms``) of any heartbeat this
+        operator has processed. A gateway is silent when the job has processed heartbeats
+        received ``offline_after_ms`` after its last one and none of its own. A job that is
+        behind its input (start-up backlog, restored from a checkpoint, a bridge's queue
+        redelivered, a slow store) has not heard the newer heartbeats yet, so its gateways are
+        not reported offline; judging at the wall clock made them flap offline, which slowed
+        the job further. When nothing arrives at all (a single gateway, or every bridge quiet),
+        the clock follows the wall clock ``offline_after_ms`` behind, so silence is still
+        reported, one ``offline_after_ms`` late.
+
+        >>> f = FleetLogic(offline_after_ms=3000, incident_k=2, incident_window_ms=10_000, resolve_ms=5000)
+        >>> f.liveness_clock(10_000, 9_500), f.liveness_clock(10_000, 2_000)
+        (9500, 7000)
+        """
+        return max(frontier_ms, now_ms - self.offline_after_ms)
+
+    def on_liveness_check(self, st: State | None, key: str, now_ms: int,
+                          frontier_ms: int) -> tuple[State | None, list[Record], int | None]:
+        """A liveness timer at wall time ``now_ms``: state, records, and when to look again (or None).
+
+        Judged on :meth:`liveness_clock`; while that clock is short of the gateway's due time
+        (the job lags its input), nothing is reported and the check is due again that much later.
+        """
+        if not st or st.get("status") != "online":
+            return st, [], None
+        clock = self.liveness_clock(now_ms, frontier_ms)
+        due = int(st["last_seen_ms"]) + self.offline_after_ms
+        if clock < due:
+            return st, [], now_ms + (due - clock)
+        st, out = self.on_liveness_timer(st, key, clock)
+        return st, out, None
+
     def on_liveness_timer(self, st: State | None, key: str, now_ms: int) -> tuple[State | None, list[Record]]:
-        """Processing-time check: no heartbeat for ``offline_after_ms`` -> ``offline``."""
+        """Check on the liveness clock (:meth:`liveness_clock`): no heartbeat for ``offline_after_ms`` -> ``offline``."""
         if not st or st.get("status") != "online" or now_ms - int(st.get("last_seen_ms", now_ms)) < self.offline_after_ms:
             return st, []
         st = {**st, "status": "offline"}

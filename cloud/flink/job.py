@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +196,10 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
 
         self.state = runtime_context.get_state(ValueStateDescriptor("fleet", Types.STRING()))
         self.timer = runtime_context.get_state(ValueStateDescriptor("liveness_timer", Types.LONG()))
-        self.opened_ms = int(time.time() * 1000)
+        # Newest bridge receipt time of any heartbeat seen by this instance (FleetLogic.liveness_clock).
+        # Not checkpointed: after a restore, silence is judged once replayed heartbeats advance it
+        # (or, with no input at all, at the wall clock one offline_after late).
+        self.frontier_ms = 0
 
     def _load(self) -> dict[str, Any] | None:
         s = self.state.value()
@@ -221,6 +223,7 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
             # Silence counts from the bridge's receipt of the last heartbeat, not from this
             # (batched, later) arrival; bridge and job share a clock (same host, or NTP).
             seen = int(body["recv_ms"])
+            self.frontier_ms = max(self.frontier_ms, seen)
             st, out = self.logic.on_heartbeat(st, key, body, seen)
             old = self.timer.value()
             if old is not None:
@@ -250,13 +253,10 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
         key = ctx.get_current_key()
         st = self._load()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
-            if timestamp < self.opened_ms + self.logic.offline_after_ms:
-                # Just restored: heartbeats sent while the job was down are still being replayed.
-                due = self.opened_ms + self.logic.offline_after_ms
-                ctx.timer_service().register_processing_time_timer(due)
-                self.timer.update(due)
-                return
-            st, out = self.logic.on_liveness_timer(st, key, timestamp)
+            st, out, again = self.logic.on_liveness_check(st, key, timestamp, self.frontier_ms)
+            if again is not None:  # the job lags its input: look again once it may have caught up
+                ctx.timer_service().register_processing_time_timer(again)
+                self.timer.update(again)
         else:
             st, out = self.logic.on_resolve_timer(st, key, timestamp)
         self._save(st)

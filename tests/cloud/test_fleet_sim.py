@@ -5,15 +5,14 @@ silent later.
 
 * nothing lost: alerts and indicators stored = published, no duplicate;
 * an offline event for every silent gateway;
-* liveness exact: no running gateway ever reported offline, every gateway in its true state
-  in the store at the end, the silent ones detected within offline_after_s plus slack. **Known to fail** (xfail, reported
-  by every run): a transient delay (the killed bridge's share of heartbeats waits for its
-  restart in its Mosquitto session; the job's start-up backlog) makes some gateways flap
-  offline; each fleet event is one store transaction and one MQTT publish in the job, which
-  slows the keyed operator, delays more heartbeats past the timeout, and the flapping feeds
-  itself for the rest of the run (measured: 4,121 false offline reports over 51 s at load
-  13; docs/scale.md). The fix is in the job (batched fleet events; liveness judged against
-  the job's own ingest progress, not the wall clock), not in the bridges.
+* liveness right: no running gateway ever reported offline (0 false reports, also across the
+  bridge kill), every gateway in its true state in the store at the end. The job judges
+  silence on what it has heard (``FleetLogic.liveness_clock``); judged on the wall clock, a
+  transient delay made gateways flap offline and the flapping fed itself (4,121 false reports
+  over 51 s at load 13 before; docs/scale.md).
+* detection time: the silent ones reported within offline_after_s plus slack. **Known to
+  fail** here (xfail, reported by every run): at 2,000 gateways the job runs ~13 s behind its
+  input on 2 cores, and that lag adds to the detection time (p50 33 s for 20 s configured).
 """
 
 from __future__ import annotations
@@ -47,9 +46,12 @@ def test_nothing_lost_and_every_silent_gateway_offline(fleet: FleetResult) -> No
     assert fleet.silent == 40 and fleet.offline_detected == fleet.silent, "an offline event for every silent gateway"
 
 
-@pytest.mark.xfail(reason="job liveness flaps under a transient delay at 2,000 gateways (module docstring, "
-                          "docs/scale.md); fix in cloud/flink", strict=False)
-def test_liveness_exact_for_every_gateway(fleet: FleetResult) -> None:
+def test_no_running_gateway_reported_offline_and_every_final_state_right(fleet: FleetResult) -> None:
     assert fleet.false_offline_n == 0, (fleet.false_offline_n, fleet.false_offline_s, fleet.kill_s)
     assert fleet.status_wrong == [] and fleet.store_offline == fleet.silent, "every gateway ends in its true state"
+
+
+@pytest.mark.xfail(reason="at 2,000 gateways the job runs ~13 s behind its input on 2 cores, and silence is "
+                          "judged on what it has heard (p50 33 s for 20 s configured; docs/scale.md)", strict=False)
+def test_silent_gateways_detected_within_offline_after_plus_slack(fleet: FleetResult) -> None:
     assert OFFLINE_AFTER_S - 1 <= fleet.offline_s["p50"] and fleet.offline_s["max"] <= OFFLINE_AFTER_S + SLACK_S
