@@ -136,6 +136,9 @@ def test_page_loads_with_the_token_and_a_live_alert_appears_without_reload(drive
             "const c = document.querySelector('#c-env canvas'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
             "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;")
         assert drawn > 1000
+        # class probabilities over time: a uPlot chart (the chart library), not a hand-drawn canvas
+        assert driver.execute_script("return document.querySelector('#c-prob .uplot') !== null")
+        assert _drawn(driver, "#c-prob") > 500
         driver.save_screenshot(str(artifacts() / "dashboard-sensor.png"))
     finally:
         srv.close()

@@ -194,29 +194,16 @@ async function showSensor() {
       `BPFO ${mk.BPFO.toFixed(1)} Hz, BPFI ${mk.BPFI.toFixed(1)} Hz, BSF ${mk.BSF.toFixed(1)} Hz.`;
     drawView(v, ["#c-wave", "#c-spec", "#c-env"]);
   }
-  const series = {};
-  d.probabilities.forEach((p) => Object.entries(p.probs).forEach(([c, val]) => { (series[c] = series[c] || []).push([p.t_ms, val]); }));
-  const cv = $("#c-prob"), palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
-  const ts = d.probabilities.map((p) => p.t_ms);
-  cv.getContext("2d").clearRect(0, 0, cv.width, cv.height);
-  Object.entries(series).forEach(([c, pts], i) => {
-    const ctx = cv.getContext("2d"); ctx.save();
-    plotOver(cv, pts, Math.min(...ts), Math.max(...ts), palette[i % palette.length], i === 0);
-    ctx.restore();
-  });
-  $("#prob-legend").innerHTML = Object.keys(series).map((c, i) => `<i style="border-color:${palette[i % palette.length]}">${esc(c)}</i>`).join("");
+  // One uPlot series per class on the union of the alert/window times (null where a row lacks the class).
+  const ts = [...new Set(d.probabilities.map((p) => p.t_ms))].sort((x, y) => x - y);
+  const classes = [...new Set(d.probabilities.flatMap((p) => Object.keys(p.probs)))];
+  const col = Object.fromEntries(ts.map((t, i) => [t, i]));
+  const ys = classes.map(() => ts.map(() => null));
+  d.probabilities.forEach((p) => Object.entries(p.probs).forEach(([c, val]) => { ys[classes.indexOf(c)][col[p.t_ms]] = val; }));
+  lineChart($("#c-prob"), [ts.map((t) => t / 1000), ...ys], {names: classes, time: true, ylabel: "probability",
+    yrange: [0, 1], points: true, height: 200});
 }
 
-function plotOver(canvas, pts, t0, t1, color, frame) {
-  const ctx = canvas.getContext("2d"), W = canvas.width, H = canvas.height, P = 40;
-  const X = (t) => P + (t - t0) / ((t1 - t0) || 1) * (W - P - 10), Y = (p) => H - 20 - p * (H - 30);
-  if (frame) { ctx.strokeStyle = "#999"; ctx.strokeRect(P, 10, W - P - 10, H - 30); ctx.fillStyle = "#444";
-    ctx.fillText("1.0", 2, 18); ctx.fillText("0", 2, H - 20); ctx.fillText(fmtTime(t0), P, H - 6); ctx.fillText(fmtTime(t1), W - 130, H - 6); }
-  ctx.strokeStyle = color; ctx.fillStyle = color; ctx.beginPath();
-  pts.forEach(([t, p], i) => (i ? ctx.lineTo(X(t), Y(p)) : ctx.moveTo(X(t), Y(p))));
-  ctx.stroke();
-  pts.forEach(([t, p]) => ctx.fillRect(X(t) - 2, Y(p) - 2, 4, 4));
-}
 $("#sensor-load").addEventListener("click", () => showSensor().catch((e) => { $("#sensor-note").textContent = e.message; }));
 
 // ---- alert detail ----
