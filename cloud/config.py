@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevib.cloud.flink.levels import LevelLogic, LevelSpec, parse_sensor_rules
+from edgevib.models import arch as archs
 
 from edgevib.config import load
 from edgevib.errors import ConfigError
@@ -238,8 +239,8 @@ class RetrainConfig:
     def __post_init__(self) -> None:
         if not 0 < self.new_eval_frac < 1:
             raise ConfigError("cloud.config", f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
-        if self.arch not in ("nsae-lcn", "cnn", "faulttype"):
-            raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", "use 'nsae-lcn', 'cnn' or 'faulttype'")
+        if self.arch not in archs.names():  # the trainers registered in models/arch/
+            raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", f"use one of {', '.join(archs.names())}")
         if self.method not in ("finetune", "finetune-sp", "rkd", "ke", "mlp"):
             raise ConfigError("cloud.config", f"retrain.method={self.method!r}",
                               "use 'finetune', 'finetune-sp', 'rkd', 'ke' or 'mlp' (EDGEVIB_RETRAIN__METHOD; "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import logging
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edgevib.models import arch as archs
 from edgevib.models.card import write_card
 from edgevib.models.classes import parse_classes
 from edgevib.models.contract import ModelMeta, read_meta, save
@@ -26,21 +26,15 @@ from edgevib.models.split import WindowSet, load_split, time_split
 
 from edgevib import __version__
 from edgevib.errors import ConfigError
-from edgevib.extras import require
 from edgevib.progress import Bar, null_progress
 
 log = logging.getLogger(__name__)
-TRAINERS = {"cnn": "edgevib.models.cnn", "nsae-lcn": "edgevib.models.nsae_lcn"}
-ZOO_NAMES = {"cnn": "cnn", "nsae-lcn": "nsae_lcn"}
 ZOO_SNRS = (0.0, -4.0)
 
 
 def load_trainer(arch: str) -> ModuleType:
-    """The trainer module of ``arch``; a missing torch/onnx raises MissingExtraError."""
-    if arch == "cnn":
-        require("torch", extra="train", feature="CNN training")
-    require("onnx", extra="train", feature="ONNX export")
-    return importlib.import_module(TRAINERS[arch])
+    """The trainer module registered as ``arch`` (:mod:`edgevib.models.arch`); a missing extra raises."""
+    return archs.get(arch).load()
 
 
 def _value(v: str) -> Any:
@@ -148,7 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def build_one(arch: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train ``arch`` on the time split and on loads 0-2; write ``<name>.onnx/.json/.md/_confusion.png``."""
-    mod, name, opts = load_trainer(arch), ZOO_NAMES[arch], parse_opts(args.opt)
+    mod, name, opts = load_trainer(arch), archs.get(arch).zoo_name, parse_opts(args.opt)
     classes = parse_classes(args.classes)
     recs = load_dir(args.data, classes)
     tr, te = time_split(recs, args.window, args.hop, 0.3, classes)
@@ -211,7 +205,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=lambda _a: (p.print_help(), 2)[1])
 
     t = sub.add_parser("train", help="train a model on a leak-free split and save it as ONNX")
-    t.add_argument("--arch", choices=sorted(TRAINERS), required=True)
+    t.add_argument("--arch", choices=archs.names(data="windows"), required=True)
     _data_args(t)
     t.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     t.add_argument("--classes", default=None, help="'10' (default), '4' (fault types) or a comma list")
@@ -236,7 +230,7 @@ def register(subparsers: Any) -> None:
     z = sub.add_parser("build-zoo", help="train and evaluate both architectures, write models and cards")
     z.add_argument("--data", type=Path, required=True)
     z.add_argument("--out", type=Path, default=Path("models/zoo"))
-    z.add_argument("--archs", nargs="+", choices=sorted(TRAINERS), default=["cnn", "nsae-lcn"])
+    z.add_argument("--archs", nargs="+", choices=archs.names(data="windows"), default=["cnn", "nsae-lcn"])
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--classes", default=None, help="'10' (default), '4' or a comma list")
     z.add_argument("--window", type=int, default=2048)

@@ -47,6 +47,7 @@ import numpy as np
 from edgevib.cloud.config import RetrainConfig
 from edgevib.cloud.errors import CloudError
 from edgevib.cloud.store import Store
+from edgevib.models import arch as archs
 
 from edgevib.extras import require
 
@@ -226,10 +227,11 @@ class Worker:
             raise CloudError(_COMP, "retrain.base is empty", "build the base dataset (save_base) and set retrain.base")
         self.cfg, self.store, self.evidence, self.broker_url, self.clock = cfg, store, evidence, broker_url, clock
         self.base = load_base(cfg.base)
-        if (cfg.arch == "faulttype") != (self.base.kind == "orders"):
+        self.arch = archs.get(cfg.arch)
+        if self.arch.data != self.base.kind:
             raise CloudError(_COMP, f"retrain.arch={cfg.arch!r} with a base of {self.base.kind} ({cfg.base})",
                              "build the base for that arch: edgevib cloud base --arch "
-                             f"{'faulttype' if cfg.arch == 'faulttype' else 'windows'} ...")
+                             f"{'faulttype' if self.arch.data == 'orders' else 'windows'} ...")
 
     def pending(self) -> list[dict[str, Any]]:
         cols = ("id", "reason", "model_name", "site", "gateway", "n_windows", "ts_ms", "detail")
@@ -284,7 +286,7 @@ class Worker:
                             if self.cfg.private_key else None)
         entry = self._current(registry, trig["model_name"])
         cur, cur_path = entry.manifest, entry.model_path
-        if self.cfg.arch == "faulttype":
+        if self.arch.data == "orders":
             return self._run_faulttype(trig, registry, entry, t0, secs)
         x, y, rows = self.evidence.labelled_windows(model_name=trig["model_name"])
         if len(x) == 0:
@@ -404,7 +406,7 @@ class Worker:
         # windows against hundreds per known class is repeated up to the median class size.
         # The CNN samples balanced over classes by itself.
         per_class = np.median([np.sum(b.y_train == c) for c in set(b.y_train.tolist())])
-        reps = 1 if cfg.arch == "cnn" else max(1, int(per_class // max(1, len(x_new))))
+        reps = 1 if self.arch.balanced else max(1, int(per_class // max(1, len(x_new))))
         xs = np.concatenate([b.x_train, *[x_new] * reps]).astype(np.float32)
         ys = np.concatenate([b.y_train, *[y_new] * reps])
         idx = {c: i for i, c in enumerate(classes)}
@@ -413,17 +415,9 @@ class Worker:
         ws = WindowSet(xs, np.asarray([idx[c] for c in ys], np.int64), classes, np.arange(n),
                        np.zeros(n, np.int64), tuple(f"w{i}" for i in range(n)), b.fs, np.zeros(n))
         trained_on = f"base + {len(x_new)} labelled evidence windows"
-        if cfg.arch == "cnn":
-            require("torch", extra="train", feature="retraining the CNN")
-            from edgevib.models import cnn  # noqa: PLC0415
-
-            net = cnn.train(ws, seed=cfg.seed, epochs=cfg.cnn_epochs, steps_per_epoch=cfg.cnn_steps_per_epoch)
-            meta = ModelMeta(classes, b.fs, ws.window, ws.window // 2, "cnn", version, trained_on=trained_on)
-            return bytes(attach(net.to_onnx(), meta).SerializeToString())
-        from edgevib.models import nsae_lcn  # noqa: PLC0415
-
-        model = nsae_lcn.train(ws, seed=cfg.seed, nsae_iters=cfg.nsae_iters, clf_iters=cfg.clf_iters)
-        meta = ModelMeta(classes, b.fs, model.window, model.window // 2, nsae_lcn.ARCH, version, trained_on=trained_on)
+        trainer = self.arch.load()  # MissingExtraError names the extra (torch for the CNN)
+        model = trainer.train(ws, seed=cfg.seed, **{kw: getattr(cfg, field) for kw, field in self.arch.retrain_opts})
+        meta = ModelMeta(classes, b.fs, ws.window, ws.window // 2, model.arch, version, trained_on=trained_on)
         return bytes(attach(model.to_onnx(), meta).SerializeToString())
 
     def _push(self, registry: Any, man: Any, trig: dict[str, Any]) -> dict[str, Any]:

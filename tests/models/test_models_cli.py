@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgevib.models import cli
+from edgevib.models import arch as archs
 from edgevib.models.contract import read_meta
 from edgevib.models.data import NOMINAL_RPM, load_dir
 from edgevib.models.evaluate import confusion
@@ -82,8 +83,8 @@ def fake_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     mod = types.ModuleType("edgevib_test_fake_trainer")
     mod.train = fake_train  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    monkeypatch.setitem(cli.TRAINERS, "cnn", mod.__name__)
-    monkeypatch.setitem(cli.TRAINERS, "nsae-lcn", mod.__name__)
+    for name in ("cnn", "nsae-lcn"):  # the registry's entries, pointed at the fake module
+        monkeypatch.setitem(archs._REGISTRY, name, dataclasses.replace(archs.get(name), module=mod.__name__))
 
 
 def test_train_then_eval(sim_dir: Path, tmp_path: Path, fake_trainer: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,83 @@
+"""Trainers by name: each architecture is one small file in this folder that registers it.
+
+The CLI (``edgevib models train --arch``), the retrain worker (``retrain.arch``) and the
+model build find a trainer here, never by an ``if arch == ...`` of their own. Adding one is
+a file ``models/arch/<name>.py`` calling :func:`register` plus its import at the end of
+this module. Nothing heavy is imported until :meth:`Arch.load` (torch and onnx are optional
+extras).
+
+>>> from edgevib.models import arch
+>>> arch.names()
+('cnn', 'faulttype', 'nsae-lcn')
+>>> arch.names(data="windows")
+('cnn', 'nsae-lcn')
+>>> arch.get("faulttype").data
+'orders'
+>>> arch.get("lstm")
+Traceback (most recent call last):
+...
+edgevib.errors.ConfigError: models.arch: arch='lstm'; fix: use one of cnn, faulttype, nsae-lcn
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from edgevib.errors import ConfigError
+from edgevib.extras import require
+
+__all__ = ["DATA_KINDS", "Arch", "get", "names", "register"]
+
+# What a trainer learns from: raw windows [N, 1, W] (a WindowSet) or order features [N, 20].
+DATA_KINDS: tuple[str, ...] = ("windows", "orders")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One trainer. ``module`` has ``train(data, *, seed=..., **opts)`` returning a model with ``to_onnx()``."""
+
+    name: str
+    module: str
+    zoo_name: str
+    data: str = "windows"
+    requires: tuple[tuple[str, str, str], ...] = ()  # (module, extra, feature) checked before import
+    balanced: bool = False  # it samples classes balanced by itself: a retrain need not repeat rare ones
+    retrain_opts: tuple[tuple[str, str], ...] = ()  # (train() keyword, retrain config field)
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_KINDS:
+            raise ConfigError("models.arch", f"{self.name}: data={self.data!r}", f"use one of {', '.join(DATA_KINDS)}")
+
+    def load(self) -> ModuleType:
+        """The trainer module; a missing extra raises MissingExtraError naming it."""
+        for mod, extra, feature in self.requires:
+            require(mod, extra=extra, feature=feature)
+        return importlib.import_module(self.module)
+
+
+_REGISTRY: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    """Add ``arch`` under its name (a second registration of a name replaces the first)."""
+    _REGISTRY[arch.name] = arch
+    return arch
+
+
+def names(data: str | None = None) -> tuple[str, ...]:
+    """Registered names, sorted; only those learning from ``data`` if given."""
+    return tuple(sorted(n for n, a in _REGISTRY.items() if data is None or a.data == data))
+
+
+def get(name: str) -> Arch:
+    """The trainer registered as ``name``, else ConfigError listing the names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError("models.arch", f"arch={name!r}", f"use one of {', '.join(names())}") from None
+
+
+# The built-in trainers register themselves (one file each).
+from edgevib.models.arch import cnn, faulttype, nsae_lcn  # noqa: E402, F401
