@@ -1,1 +1,4 @@
+"""The closed loop's learning side: the evidence dataset, operators' labels, the retrain worker.
+"""
 
+__all__ = ["dataset", "labels", "retrain"]
