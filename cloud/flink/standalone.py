@@ -109,7 +109,7 @@ class StandaloneCluster:
         r = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         if r.returncode != 0:
             raise CloudError("cloud.standalone", f"{Path(args[0]).name} exited {r.returncode}: "
-                             f"{(r.stdout + r.stderr).strip()[-1500:]}", f"see the logs in {self.log_dir}")
+                             f"{_causes(r.stdout + r.stderr)}", f"see the logs in {self.log_dir}")
         return r.stdout + r.stderr
 
     def overview(self) -> dict[str, object]:
@@ -169,11 +169,41 @@ class StandaloneCluster:
         with urllib.request.urlopen(f"{self.rest}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310 - local URL
             return {str(v["name"]): int(v["parallelism"]) for v in json.loads(resp.read())["vertices"]}
 
-    def stop_with_savepoint(self, job_id: str, directory: Path | None = None, timeout: float = 180.0) -> Path:
-        """``flink stop --savepointPath``: a savepoint, then the job finishes; returns the savepoint's path."""
+    def tasks_running(self, job_id: str) -> bool:
+        """True when the job is RUNNING and every one of its tasks is too (a savepoint needs all of them)."""
+        with urllib.request.urlopen(f"{self.rest}/jobs/{job_id}", timeout=10) as resp:  # noqa: S310 - local URL
+            job = json.loads(resp.read())
+        return bool(job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"]))
+
+    def stop_with_savepoint(self, job_id: str, directory: Path | None = None, timeout: float = 180.0,
+                            attempts: int = 3) -> Path:
+        """``flink stop --savepointPath``: a savepoint, then the job finishes; returns the savepoint's path.
+
+        A stop-with-savepoint can be declined while a task is not running yet (still deploying, or
+        restarting after a failover) or fail in the finishing phase, after which Flink restarts the
+        job; the job then runs on, untouched, so the stop is tried again (``attempts`` in all) once
+        every task runs. The last failure is raised with its root causes.
+        """
         target = Path(directory or self.workdir / "savepoints").resolve()
-        out = self._run([self._bin("flink"), "stop", "-m", f"127.0.0.1:{self.rest_port}", "--type", "canonical",
-                         "--savepointPath", target.as_uri(), job_id], timeout)
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, attempts + 1):
+            try:
+                out = self._run([self._bin("flink"), "stop", "-m", f"127.0.0.1:{self.rest_port}", "--type",
+                                 "canonical", "--savepointPath", target.as_uri(), job_id],
+                                max(10.0, deadline - time.monotonic()))
+                break
+            except CloudError as exc:
+                if attempt == attempts or time.monotonic() >= deadline:
+                    raise
+                log.warning("stop-with-savepoint of %s failed (attempt %d of %d), retrying once every task runs: %s",
+                            job_id, attempt, attempts, exc)
+                while time.monotonic() < deadline:
+                    try:
+                        if self.tasks_running(job_id):
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.5)
         m = re.search(r"Savepoint completed\. Path: (\S+)", out)
         if m is None:
             raise CloudError("cloud.standalone", f"no savepoint path in the output of flink stop: {out[-800:]}",
@@ -188,3 +218,15 @@ class StandaloneCluster:
             self._run([self._bin("stop-cluster.sh")], 60)
         except (CloudError, subprocess.TimeoutExpired) as exc:
             log.warning("stop-cluster.sh failed: %s", exc)
+
+
+def _causes(output: str, limit: int = 1500) -> str:
+    """The exception lines of a Java stack trace (first message and every ``Caused by``), no frames.
+
+    >>> _causes("org.X: boom\\n\\tat a.b(C.java:1)\\nCaused by: java.Y: root\\n\\t... 5 more")
+    'org.X: boom | Caused by: java.Y: root'
+    """
+    lines = [ln.strip() for ln in output.strip().splitlines()]
+    kept = [ln for ln in lines if ln and not ln.startswith(("at ", "... "))]
+    text = " | ".join(kept) if kept else output.strip()
+    return text if len(text) <= limit else text[:limit // 3] + " [...] " + text[-(limit - limit // 3):]

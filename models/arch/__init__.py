@@ -28,7 +28,7 @@ from types import ModuleType
 from edgevib.errors import ConfigError
 from edgevib.extras import require
 
-__all__ = ["DATA_KINDS", "Arch", "get", "names", "register"]
+__all__ = ["DATA_KINDS", "Arch", "get", "names", "of_model", "register"]
 
 # What a trainer learns from: raw windows [N, 1, W] (a WindowSet) or order features [N, 20].
 DATA_KINDS: tuple[str, ...] = ("windows", "orders")
@@ -45,10 +45,23 @@ class Arch:
     requires: tuple[tuple[str, str, str], ...] = ()  # (module, extra, feature) checked before import
     balanced: bool = False  # it samples classes balanced by itself: a retrain need not repeat rare ones
     retrain_opts: tuple[tuple[str, str], ...] = ()  # (train() keyword, retrain config field)
+    compress: tuple[str, ...] = ()  # steps of the compression pipeline (models.compress) that apply; () = none
+    checkpoint: str = ""  # "module:function" reading this arch's .pt checkpoint -> (model, meta dict)
 
     def __post_init__(self) -> None:
         if self.data not in DATA_KINDS:
             raise ConfigError("models.arch", f"{self.name}: data={self.data!r}", f"use one of {', '.join(DATA_KINDS)}")
+
+    def load_checkpoint(self, path: object) -> tuple[object, dict[str, str]]:
+        """The teacher model and metadata of a ``.pt`` checkpoint of this arch (for compression)."""
+        if not self.checkpoint:
+            raise ConfigError("models.arch", f"{self.name}: no .pt checkpoint format",
+                              f"compress its ONNX model (steps {', '.join(self.compress) or 'none'})")
+        mod, _, fn = self.checkpoint.partition(":")
+        for m, extra, feature in self.requires:
+            require(m, extra=extra, feature=feature)
+        loaded: tuple[object, dict[str, str]] = getattr(importlib.import_module(mod), fn)(path)
+        return loaded
 
     def load(self) -> ModuleType:
         """The trainer module; a missing extra raises MissingExtraError naming it."""
@@ -69,6 +82,23 @@ def register(arch: Arch) -> Arch:
 def names(data: str | None = None) -> tuple[str, ...]:
     """Registered names, sorted; only those learning from ``data`` if given."""
     return tuple(sorted(n for n, a in _REGISTRY.items() if data is None or a.data == data))
+
+
+def of_model(arch: str) -> Arch:
+    """The trainer a model came from, by its ``edgevib.arch`` metadata (``cnn+slim+int8`` -> cnn).
+
+    >>> from edgevib.models import arch
+    >>> arch.of_model("cnn+slim+merge+kd+int8").name, arch.of_model("faulttype-lr").name
+    ('cnn', 'faulttype')
+    """
+    base = arch.split("+", 1)[0]
+    if base in _REGISTRY:
+        return _REGISTRY[base]
+    # a variant tag after a dash (faulttype-lr) names the same trainer
+    for name in sorted(_REGISTRY, key=len, reverse=True):
+        if base.startswith(name + "-"):
+            return _REGISTRY[name]
+    return get(base)
 
 
 def get(name: str) -> Arch:

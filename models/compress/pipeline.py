@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 from edgevib.models.cnn import CNNModel
 from edgevib.models.compress import onnxio
-from edgevib.models.compress.arch import load_checkpoint
 from edgevib.models.compress.errors import CompressError
 
+from edgevib.errors import EdgevibError
+from edgevib.extras import require
 from edgevib.progress import Progress, null_progress
 
 log = logging.getLogger(__name__)
@@ -206,16 +207,52 @@ def compress(model: str | Path, recipe: str | Sequence[str] = STEPS, *, data_dir
         raise CompressError(_COMP, f"data_dir={data_dir}, data_free={data_free}",
                             "give exactly one of --data DIR or --data-free")
     p = Path(model)
+    trainer = _trainer(p)
+    unsupported = [s for s in steps if s not in trainer.compress]
+    if unsupported:
+        raise CompressError(_COMP, f"recipe step(s) {','.join(unsupported)} for a {trainer.name} model {p.name!r}",
+                            f"a {trainer.name} model takes {','.join(trainer.compress) or 'no compression step'} "
+                            "(models.arch registry)")
     if p.suffix == ".onnx":
         if steps != ["int8"]:
             raise CompressError(_COMP, f"recipe {steps} on ONNX model {p.name!r}",
                                 "slim/merge/kd/dfq/zaq need the torch checkpoint (.pt); on an ONNX model use --recipe int8")
         return _int8_only(p, data_dir, out)
-    teacher, meta = load_checkpoint(p)
+    teacher, meta = trainer.load_checkpoint(p)
+    if not isinstance(teacher, CNNModel):
+        raise CompressError(_COMP, f"{p.name!r} loads as {type(teacher).__name__}",
+                            "the layer steps (slim, merge, kd, dfq, zaq) take a WDCNN (models.cnn) checkpoint")
     train = training_windows(data_dir, teacher.classes, teacher.window) if data_dir is not None else None
     stages = run(teacher, steps, train=train, data_free=data_free, meta=meta or None, progress=progress, **opts)
     final = stages[-1]
     return onnxio.save(final.proto, onnxio.read_meta(final.proto), out)
+
+
+def _trainer(p: Path) -> Any:
+    """The registered trainer (:mod:`edgevib.models.arch`) of model file ``p``, from its own metadata."""
+    from edgevib.models import arch
+
+    if not p.is_file():
+        raise CompressError(_COMP, f"model {str(p)!r} not found", "pass a .pt checkpoint or an .onnx model")
+    if p.suffix == ".onnx":
+        name = onnxio.read_meta(p).get("edgevib.arch", "")
+        if not name:
+            raise CompressError(_COMP, f"{p.name!r} has no edgevib.arch metadata",
+                                "pass a model built by edgevib (see docs/model-contract.md)")
+    else:
+        torch = require("torch", extra="train", feature="model compression")
+        try:
+            ck = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a foreign file
+            raise CompressError(_COMP, f"{p.name!r} is not a readable torch checkpoint ({exc})",
+                                "pass a .pt written by edgevib.models.compress.arch.save_checkpoint") from exc
+        # checkpoints carry the trainer's name; those older than the registry were all WDCNNs
+        name = str(ck.get("model_arch", "cnn")) if isinstance(ck, dict) else "cnn"
+    try:
+        return arch.of_model(name)
+    except EdgevibError as exc:
+        raise CompressError(_COMP, f"{p.name!r} comes from arch {name!r}, which no trainer registers",
+                            f"compress a model of a registered arch ({', '.join(arch.names())})") from exc
 
 
 def _int8_only(p: Path, data_dir: str | Path | None, out: str | Path) -> Path:

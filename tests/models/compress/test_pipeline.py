@@ -55,3 +55,27 @@ def test_compress_rejects_bad_requests(tmp_path: Path, trained_net: Any) -> None
         pipeline.compress(onnx_path, "int8", out=tmp_path / "x.onnx")
     with pytest.raises(CompressError, match="prune_typo"):
         pipeline.run(CNNModel(trained_net, CLASSES), "slim", data_free=True, prune_typo=1)
+
+
+def test_compress_finds_the_trainer_in_the_arch_registry(tmp_path: Path, trained_net: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which steps apply and how a checkpoint loads come from models.arch, not from the pipeline."""
+    import dataclasses
+
+    from edgevib.models import arch as registry
+
+    onnx_path = tmp_path / "m.onnx"
+    net = CNNModel(trained_net, CLASSES).to_onnx()
+    onnxio.save(net, onnxio.base_meta(CLASSES, 12000, W, "faulttype-lr"), onnx_path)
+    with pytest.raises(CompressError, match="faulttype model .* takes no compression step"):
+        pipeline.compress(onnx_path, "int8", data_dir=tmp_path, out=tmp_path / "x.onnx")
+    onnxio.save(net, onnxio.base_meta(CLASSES, 12000, W, "lstm+int8"), onnx_path)
+    with pytest.raises(CompressError, match="arch 'lstm\\+int8', which no trainer registers"):
+        pipeline.compress(onnx_path, "int8", data_dir=tmp_path, out=tmp_path / "x.onnx")
+    # a registry entry that allows fewer steps is obeyed for a .pt checkpoint too
+    ck = arch.save_checkpoint(CNNModel(trained_net, CLASSES), tmp_path / "t.pt")
+    monkeypatch.setitem(registry._REGISTRY, "cnn", dataclasses.replace(registry.get("cnn"), compress=("int8", "dfq")))
+    with pytest.raises(CompressError, match="step\\(s\\) slim for a cnn model .* takes int8,dfq"):
+        pipeline.compress(ck, "slim,int8", data_free=True, out=tmp_path / "x.onnx")
+    out = pipeline.compress(ck, "dfq", out=tmp_path / "q.onnx")  # loaded by the registered checkpoint reader
+    assert onnxio.read_meta(out)["edgevib.arch"].endswith("+dfq")
