@@ -214,17 +214,22 @@ class Store:
                 for table in ("alerts", "asset_counts", "site_counts"):
                     self.conn.execute(f"UPDATE {table} SET severity = {self.ph} WHERE severity = {self.ph}", (new, old))
 
+        self._atomic(migrate)
+
+    def _atomic(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in one transaction: all of it is stored or none (a crash redoes it whole)."""
         if self.kind == "sqlite":
+            # IMMEDIATE: take the write lock up front, so a second writer waits instead of failing mid-way
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                migrate()
+                work()
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
         else:
             with self.conn.transaction():
-                migrate()
+                work()
 
     def _upsert_sql(self, table: str) -> str:
         sql = self._sql.get(table)
@@ -271,17 +276,7 @@ class Store:
         if table in ("alerts", "dead_letters"):
             now = int(self.clock() * 1000)
             rows = [{**r, "stored_ms": now} for r in rows]
-        if self.kind == "sqlite":
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self.upsert(table, rows)
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-        else:
-            with self.conn.transaction():
-                self.upsert(table, rows)
+        self._atomic(lambda: self.upsert(table, rows))
 
     # -- readers for the CLI, dashboard and tests --------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -163,6 +163,15 @@ class IndicatorsConfig:
 
 
 
+def _check_adapter(kind: str, name: str) -> None:
+    """ConfigError unless an adapter of ``kind`` (source or sink) is registered as ``name``."""
+    from edgevib.edge.adapters import names
+
+    if name not in names(kind):
+        raise ConfigError(f"edge.config.{kind}", f"{kind}.type={name!r}",
+                          f"use one of {', '.join(sorted(names(kind)))} (or register an adapter: docs/agent.md)")
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """Where frames and shaft speeds come from: an adapter by name (edge/adapters/, docs/agent.md)."""
@@ -172,11 +181,7 @@ class SourceConfig:
     options: dict[str, str] = field(default_factory=dict)  # the adapter's own keys, [source.options]
 
     def __post_init__(self) -> None:
-        from edgevib.edge.adapters import names
-
-        if self.type not in names("source"):
-            raise ConfigError("edge.config.source", f"source.type={self.type!r}",
-                              f"use one of {', '.join(sorted(names('source')))} (or register an adapter: docs/agent.md)")
+        _check_adapter("source", self.type)
 
 
 @dataclass(frozen=True)
@@ -187,11 +192,7 @@ class SinkConfig:
     options: dict[str, str] = field(default_factory=dict)  # the adapter's own keys, [sink.options]
 
     def __post_init__(self) -> None:
-        from edgevib.edge.adapters import names
-
-        if self.type not in names("sink"):
-            raise ConfigError("edge.config.sink", f"sink.type={self.type!r}",
-                              f"use one of {', '.join(sorted(names('sink')))} (or register an adapter: docs/agent.md)")
+        _check_adapter("sink", self.type)
 
 
 @dataclass(frozen=True)
