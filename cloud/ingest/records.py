@@ -36,6 +36,7 @@ from edgevib.protocol import (
     ENVELOPE_LINES,
     PREFIX,
     SEVERITIES,
+    TopicInfo,
     parse_alert,
     parse_heartbeat,
     parse_indicators,
@@ -109,13 +110,23 @@ def dead(topic: str, payload: bytes, recv_ms: int, mid: str, reason: str, detail
     }
 
 
+@functools.lru_cache(maxsize=4096)
+def _topic_info(topic: str, prefix: str) -> TopicInfo | tuple[str, str]:
+    """:func:`parse_topic`, or its error as ``(reason, text)``; cached: a bridge sees the same
+    few topics per gateway again and again (under a flood, one topic 100,000 times), and an
+    exception is returned rather than re-raised (a cached one would grow its traceback)."""
+    try:
+        return parse_topic(topic, prefix)
+    except ProtocolError as exc:
+        return exc.reason, str(exc)
+
+
 def normalize(topic: str, payload: bytes, recv_ms: int, mid: str, prefix: str = PREFIX) -> dict[str, Any]:
     """One MQTT message on a topic under ``prefix`` -> one flat spool record
     (``kind`` alert/heartbeat/status/label/model_status/indicator/dead)."""
-    try:
-        info = parse_topic(topic, prefix)
-    except ProtocolError as exc:
-        return dead(topic, payload, recv_ms, mid, exc.reason, str(exc))
+    info = _topic_info(topic, prefix)
+    if not isinstance(info, TopicInfo):
+        return dead(topic, payload, recv_ms, mid, *info)
     base = {"mid": mid, "site": info.site, "gateway": info.gateway, "recv_ms": recv_ms}
     try:
         if info.kind in _PARSERS:

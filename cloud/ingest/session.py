@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from edgevib.cloud.errors import CloudError, CloudRetryableError
+from edgevib.cloud.ingest.fastmqtt import make_client
 
 from edgevib.broker import parse_url
 from edgevib.extras import require
@@ -104,7 +105,10 @@ class DurableSession:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+        # The cheaper receive path (fastmqtt): under a flood, what the bridge cannot read yet
+        # waits at the broker, ahead of the other gateways' alerts (issue 19).
+        c = make_client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=mqtt.MQTTv5, manual_ack=True)
         if tls:
             c.tls_set()
         c.on_connect, c.on_subscribe, c.on_message = self._on_connect, self._on_subscribe, self._on_message

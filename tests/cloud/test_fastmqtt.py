@@ -1,0 +1,166 @@
+"""cloud/ingest/fastmqtt.py: the cheaper receive path decodes what paho decodes.
+
+The decoder against paho's own on hand-made PUBLISH packets (properties of every length
+class, malformed ones); the client against a real Mosquitto with messages smaller and
+larger than one socket read, QoS 0 and 1, with and without properties, across a reconnect.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from edgevib.cloud.ingest import fastmqtt
+from edgevib.cloud.ingest.fastmqtt import READ_CHUNK, client_class, decode_publish_v5, make_client
+
+from edgevib.broker import MosquittoProcess
+
+mqtt = pytest.importorskip("paho.mqtt.client")
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from paho.mqtt.packettypes import PacketTypes  # noqa: E402
+from paho.mqtt.properties import Properties  # noqa: E402
+
+
+def _props(**values: Any) -> Properties:
+    p = Properties(PacketTypes.PUBLISH)
+    for k, v in values.items():
+        setattr(p, k, v)
+    return p
+
+
+def _packet(topic: bytes, qos: int, mid: int, payload: bytes, props: Properties | None) -> tuple[int, bytes]:
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    body += props.pack() if props is not None else b"\x00"
+    return 0x30 | qos << 1 | 0x01, body + payload  # retain set: the flags must come through too
+
+
+CASES = [
+    (b"edgevib/v1/p1/gw/alerts", 0, 0, b"{}", None),
+    (b"edgevib/v1/p1/gw/alerts", 1, 65535, b"", None),
+    (b"a", 1, 1, bytes(range(256)) * 300, _props(ContentType="application/json")),
+    (b"t/\xc3\xa9", 1, 7, b"x", _props(UserProperty=[("k", "v" * 200)])),  # property length: 2 bytes
+    (b"t", 0, 0, b"y" * 5, _props(UserProperty=[("k", "v" * 20000)])),  # 3 bytes
+    (b"t", 1, 9, b"z", _props(SubscriptionIdentifier=[300], MessageExpiryInterval=5)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=range(len(CASES)))
+def test_decode_matches_paho(case: tuple[bytes, int, int, bytes, Properties | None]) -> None:
+    topic, qos, mid, payload, props = case
+    header, packet = _packet(topic, qos, mid, payload, props)
+    assert decode_publish_v5(header, packet) == (topic, mid, qos, payload)
+    paho_packet = pytest.importorskip("paho.mqtt._packet")  # paho >= 2.2 has a decoder of its own
+    theirs = paho_packet.decode_publish(header, packet, mqtt.MQTTv5)
+    assert (theirs.topic, theirs.mid, theirs.qos, theirs.payload) == (topic, mid, qos, payload)
+
+
+@pytest.mark.parametrize("packet, why", [
+    (b"\x00", "shorter than its topic length"),
+    (b"\x00\x01a", "without its packet id"),
+    (b"\x00\x01a\x00\x01", "without its property length"),
+    (b"\x00\x01a\x00\x01\x05ab", "longer than the packet"),
+    (b"\x00\x01a\x00\x01\xff\xff\xff\xff\x01", "longer than 4 bytes"),
+])
+def test_malformed_packets_are_refused(packet: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        decode_publish_v5(0x32, packet)
+
+
+def test_qos2_is_left_to_paho() -> None:
+    with pytest.raises(ValueError, match="QoS 2"):
+        decode_publish_v5(0x34, b"\x00\x01a\x00\x01\x00")
+
+
+def test_without_pahos_hooks_the_plain_client_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastmqtt, "_client_class", None)
+    monkeypatch.delattr(mqtt.Client, "_sock_recv")
+    assert client_class() is mqtt.Client
+    monkeypatch.setattr(fastmqtt, "_client_class", None)  # the next caller builds the fast one again
+
+
+class _FakeSock:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+def test_a_new_socket_starts_with_an_empty_buffer() -> None:
+    c = make_client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5)
+    c._sock = _FakeSock(b"abcdef")
+    assert c._sock_recv(1) == b"a" and c.buffered() == 5
+    assert c._sock_recv(2) == b"bc" and c._sock_recv(10) == b"def" and c.buffered() == 0
+    c._sock = _FakeSock(b"ghi")
+    assert c._sock_recv(1) == b"g" and c.buffered() == 2
+    c._sock = _FakeSock(b"xyz")  # a reconnect with bytes of the old connection still buffered
+    assert c._sock_recv(2) == b"xy", "nothing of the old connection is served"
+    c._sock = None
+    assert c.buffered() == 0
+
+
+SIZES = [0, 1, 127, 128, 16383, 16384, READ_CHUNK - 10, READ_CHUNK + 10, 200_000]
+
+
+@pytest.mark.integration
+def test_receives_what_was_published_across_reads_and_a_reconnect(broker: MosquittoProcess) -> None:
+    got: list[tuple[str, int, bytes]] = []
+    lock = threading.Lock()
+    sub = make_client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="fast-sub",
+                      protocol=mqtt.MQTTv5, manual_ack=True)
+    assert type(sub).__name__ == "FastReceiveClient"
+    subscribed = threading.Event()
+
+    def on_message(c: Any, _u: object, m: Any) -> None:
+        with lock:
+            got.append((m.topic, m.qos, bytes(m.payload)))
+        if m.qos:
+            c.ack(m.mid, m.qos)
+
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_a: subscribed.set()
+    sub.on_connect = lambda c, *_a: c.subscribe("fast/#", 1)
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fast-pub", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        assert subscribed.wait(5)
+        sent: list[tuple[str, int, bytes]] = []
+
+        def burst(tag: str) -> None:
+            for i in range(300):
+                size, qos = SIZES[i % len(SIZES)], i % 2
+                payload = bytes([i % 251]) * size
+                props = _props(UserProperty=[("i", str(i))]) if i % 3 == 0 else None
+                topic = f"fast/{tag}/{i}"
+                pub.publish(topic, payload, qos=qos, properties=props).wait_for_publish(5)
+                sent.append((topic, qos, payload))
+
+        def wait_for(n: int) -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(got) < n:
+                time.sleep(0.05)
+
+        burst("a")
+        wait_for(len(sent))
+        subscribed.clear()
+        sub.loop_stop()
+        sub.reconnect()  # a new socket (test_a_new_socket_starts_with_an_empty_buffer)
+        sub.loop_start()
+        assert subscribed.wait(5)
+        burst("b")
+        wait_for(len(sent))
+        with lock:
+            assert got == sent, "every message, in order, topic, QoS and payload intact"
+        assert sub.buffered() == 0
+    finally:
+        for c in (pub, sub):
+            c.loop_stop()
+            c.disconnect()
