@@ -6,7 +6,8 @@ on top of the rows above it (shared pages included, as RSS counts them):
 
     interpreter -> numpy -> onnxruntime -> model session (+ batches of 1..32) -> paho-mqtt
     -> psutil -> the agent's own modules -> SQLite outbox -> agent with N sensors fed 8 s of
-    12 kHz signal through the in-memory link (windows, history, alerting, anomaly, metrics)
+    12 kHz signal through the in-memory link (windows, history, alerting, anomaly, metrics;
+    the int16 frames' signals are simulated in a child process, so the simulator is not counted)
 
 Also: ONNX Runtime memory options at N sensors (RSS and windows/s of a batch-32 loop),
 bytes per sensor by allocation site (tracemalloc), import + model load time, and agent start
@@ -69,6 +70,18 @@ STEPS: list[tuple[str, str]] = [
 ]
 
 FEED = """
+def _signals(seconds):
+    # The simulated signals come from a child process: the simulator and numpy.random (~3.4 MB of
+    # RSS) are the feeder's, not the agent's, and must not count in the agent's process.
+    import subprocess, sys
+    import numpy as np
+    code = ("import sys, numpy as np; from edgevib.models.simulate import simulate; "
+            "sys.stdout.buffer.write(np.stack([simulate(f, duration_s=float(sys.argv[1]), seed=i) "
+            "for i, f in enumerate(('normal', 'IR'))]).astype('<f4').tobytes())")
+    raw = subprocess.run([sys.executable, "-c", code, str(seconds)], capture_output=True, check=True).stdout
+    normal, ir = np.frombuffer(raw, "<f4").reshape(2, -1)
+    return {"normal": normal, "IR": ir}
+
 def feed_agent(outbox, model, n, seconds, trace=False):
     import numpy as np
     from edgevib.edge.agent import Agent
@@ -76,7 +89,6 @@ def feed_agent(outbox, model, n, seconds, trace=False):
     from edgevib.protocol.frames import Frame, encode
     from edgevib.edge.memory import MemoryBus, MemoryLink
     from edgevib.protocol import Topics
-    from edgevib.models.simulate import simulate
     cfg = load_agent_config(None, env={}, site="mem", gateway="gw", heartbeat_s=3600,
                             outbox={"path": outbox.path if hasattr(outbox, "path") else ":memory:"})
     bus, now = MemoryBus(), [0.0]
@@ -84,7 +96,7 @@ def feed_agent(outbox, model, n, seconds, trace=False):
     agent = Agent(cfg, model, MemoryLink(bus, "agent", inbox_size=100_000, clock=clock), outbox, clock=clock)
     pub = MemoryLink(bus, "sensors")
     topics = Topics("mem", "gw")
-    base = {f: simulate(f, duration_s=seconds + 1, seed=i) for i, f in enumerate(("normal", "IR"))}
+    base = _signals(seconds + 1)
     frames = int(seconds * 12000.0 / 4096)
     for k in range(frames):
         for i in range(n):

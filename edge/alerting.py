@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ import numpy.typing as npt
 from edgevib.errors import ConfigError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ class Alerter:
         self.clock = clock
         self.active: str | None = None
         self.counters = AlertCounters()
-        self._recent: deque[tuple[str, float]] = deque(maxlen=self.policy.n)
-        self._rows: deque[npt.NDArray[np.float64]] = deque(maxlen=self.policy.n)  # class probabilities
+        # the last n windows' (label, score) and class probabilities, oldest first; lists, not
+        # deque(maxlen=n): a deque takes ~620 bytes for its first block, x 4 per sensor (fault + anomaly)
+        self._recent: list[tuple[str, float]] = []
+        self._rows: list[npt.NDArray[np.float64]] = []
         self._classes: tuple[str, ...] | None = None
         self._below = 0
 
@@ -91,7 +95,7 @@ class Alerter:
         """Record one window's best non-normal ``label`` and its score; return state changes."""
         p, now = self.policy, self.clock()
         self.counters.windows += 1
-        self._recent.append((label, float(value)))
+        _push(self._recent, (label, float(value)), p.n)
         events: list[AlertEvent] = []
         if self.active is not None:
             self._below = self._below + 1 if value < p.p_off else 0
@@ -122,7 +126,7 @@ class Alerter:
         p = np.asarray(probs, dtype=np.float64).reshape(-1)
         top_fault(p, classes, normal)  # validates shape and classes
         self._classes = tuple(classes)
-        self._rows.append(p)
+        _push(self._rows, p, self.policy.n)
         mass = np.sum(self._rows, axis=0)
         label, _ = top_fault(mass, classes, normal)
         value = 1.0 - float(p[list(classes).index(normal)]) if normal in classes else float(p[list(classes).index(label)])
@@ -153,6 +157,13 @@ class Alerter:
         self.counters.cleared += 1
         log.info("alert cleared: %s", label)
         return AlertEvent("cleared", label, 0.0, now, len(self._recent))
+
+
+def _push(items: list[_T], item: _T, n: int) -> None:
+    """Append, keeping the last ``n``."""
+    items.append(item)
+    if len(items) > n:
+        del items[0]
 
 
 def top_fault(probs: npt.ArrayLike, classes: Sequence[str], normal: str = "normal") -> tuple[str, float]:

@@ -71,8 +71,9 @@ class AnomalyDetector:
         if margin < 1 or not 0 <= shrinkage <= 1:
             raise EdgeError("edge.anomaly", f"margin={margin}, shrinkage={shrinkage}", "use margin >= 1, 0 <= shrinkage <= 1")
         self.n_baseline, self.n_bands, self.margin, self.shrinkage = n_baseline, n_bands, margin, shrinkage
-        # Baseline rows in one preallocated array (200 x 11 float64 = 17.6 kB per sensor, against
-        # ~40 kB as a list of 200 small arrays); allocated on the first window, freed after fit.
+        # Baseline rows in one array (200 x 11 float64 = 17.6 kB per sensor once full, against ~40 kB
+        # as a list of 200 small arrays), grown by doubling from 16 rows: a sensor costs for the rows
+        # it has given so far (at anomaly_every = 4 the baseline fills over a minute); freed after fit.
         self._baseline: npt.NDArray[np.float64] | None = None
         self._n_seen = 0
         self.mean: npt.NDArray[np.float64] | None = None
@@ -107,8 +108,11 @@ class AnomalyDetector:
         if not np.all(np.isfinite(f)):
             raise EdgeError("edge.anomaly", "window gives non-finite features", "drop windows with NaN/inf samples")
         if not self.ready:
-            if self._baseline is None:
-                self._baseline = np.empty((self.n_baseline, len(f)))
+            if self._baseline is None or self._n_seen == len(self._baseline):
+                grown = np.empty((min(self.n_baseline, max(16, 2 * self._n_seen)), len(f)))
+                if self._baseline is not None:
+                    grown[: self._n_seen] = self._baseline
+                self._baseline = grown
             self._baseline[self._n_seen] = f
             self._n_seen += 1
             if self._n_seen >= self.n_baseline:

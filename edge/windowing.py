@@ -14,6 +14,7 @@ samples as resampling it at once (all but the not-yet-emitted tail).
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -33,6 +34,9 @@ F32 = npt.NDArray[np.float32]
 RATE_TOLERANCE = 1e-4
 MAX_RATIO_TERM = 1000  # fallback when no p/q <= 160 fits: the filter grows with q (20 q taps)
 RING_SLACK = 4096  # the history ring holds at least a window plus this many samples (one frame in one piece)
+# An int16 history ring keeps one (start, scale) pair per run of frames with one scale; a stream whose
+# scale changes every few hundred samples would need more than this many, and is kept as float32.
+MAX_SCALE_RUNS = 64
 
 
 def rate_ratio(fs_in: float, fs_out: float, max_den: int = 160) -> tuple[int, int]:
@@ -138,6 +142,15 @@ class SensorWindower:
     sample windows that buffer was ~45 kB per sensor on top of the 96 kB ring); the ring is at
     least ``window + RING_SLACK`` samples, and a frame longer than the ring's room beyond one
     window is taken in chunks, so no sample of an uncut window is overwritten.
+
+    While every frame arrives as int16 at the model rate (``Frame.counts``), the ring stores
+    the int16 counts (2 bytes a sample instead of 4: 48 kB for 2 s at 12 kHz) and the scale of
+    each run of frames; windows and ``recent()`` convert only what they copy out, with the
+    decoder's own two steps (``edgevib.protocol.frames.counts_to_samples``: counts to float32,
+    times the float32 scale), so they are bit-identical to the float32 samples the frames
+    decoded to. The first frame without an exact int16 form (float32, JSON, resampled) or a
+    scale that changes more than ``MAX_SCALE_RUNS`` times within the ring turns the ring into
+    float32 for good.
     """
 
     def __init__(self, window: int = 2048, hop: int = 1024, model_fs: float = 12000.0,
@@ -156,7 +169,11 @@ class SensorWindower:
         self._expect: int | None = None
         # ring buffer, grown to history_len as signal arrives: a sensor that sent one frame
         # (or a flood of invented names, up to max_sensors) does not cost 2 s of samples each
-        self._hist = np.zeros(0, np.float32)
+        self._hist: npt.NDArray[np.int16] | F32 = np.zeros(0, np.int16)
+        self._counts = True  # the ring holds int16 counts (else float32 samples)
+        # int16 ring: stream index (as _total counts) where each run of one scale starts, and its scale
+        self._run_start: list[int] = []
+        self._run_scale: list[np.float32] = []
         self._reset_stream()
 
     def _reset_stream(self) -> None:
@@ -165,6 +182,7 @@ class SensorWindower:
         self._stream_t0_ns = 0
         self._hist_n = 0  # valid samples in the history ring (it fills from index 0 until it wraps)
         self._hist_pos = 0  # where the next sample goes
+        self._run_start, self._run_scale = [], []
         if self._resampler is not None:
             self._resampler.reset()
 
@@ -204,13 +222,15 @@ class SensorWindower:
         st.frames += 1
         st.samples += len(frame.samples)
         assert self._resampler is not None
-        y = self._resampler.push(frame.samples)
+        if self._counts and (frame.counts is None or self._resampler.up != self._resampler.down):
+            self._to_float32()
+        # int16 at the model rate: the counts are the samples (the resampler would only copy them)
+        y: npt.NDArray[np.int16] | F32 = frame.counts if self._counts and frame.counts is not None \
+            else self._resampler.push(frame.samples)
         out: list[tuple[int, F32]] = []
         room = self._capacity - self.window  # samples the ring takes before an uncut window's start is overwritten
         for c0 in range(0, len(y), room):
-            chunk = y[c0 : c0 + room]
-            self._remember(chunk)
-            self._total += len(chunk)
+            self._remember(y[c0 : c0 + room], frame.scale)
             while self._next_start + self.window <= self._total:
                 t_ns = self._stream_t0_ns + round(self._next_start * 1e9 / self.model_fs)
                 out.append((t_ns, self._cut(self._total - self._next_start)))
@@ -220,37 +240,79 @@ class SensorWindower:
 
     def _cut(self, back: int) -> F32:
         """A copy of the ``window`` samples that start ``back`` samples before the newest one's end."""
-        ring, size = self._hist, len(self._hist)
-        i = (self._hist_pos - back) % size if self._hist_n == size else self._hist_n - back
-        if i + self.window <= size:
-            return ring[i : i + self.window].copy()
-        return np.concatenate([ring[i:], ring[: i + self.window - size]])
+        return self._read(back, self.window)
 
     def recent(self) -> F32:
         """The last ``history_s`` seconds of continuous signal at the model rate."""
-        ring, pos, n = self._hist, self._hist_pos, min(self._hist_n, self.history_len)
-        if self._hist_n < len(ring):
-            return ring[self._hist_n - n : self._hist_n].copy()
-        if n <= pos:
-            return ring[pos - n : pos].copy()
-        return np.concatenate([ring[len(ring) - (n - pos) :], ring[:pos]])
+        n = min(self._hist_n, self.history_len)
+        return self._read(n, n)
 
-    def _remember(self, y: F32) -> None:
+    @property
+    def history_bytes(self) -> int:
+        """Bytes the history ring holds now (int16 or float32 samples)."""
+        return int(self._hist.nbytes)
+
+    def _read(self, back: int, n: int) -> F32:
+        """float32 copy of the ``n`` samples that start ``back`` (<= the samples held) before the newest one's end."""
+        ring, size = self._hist, len(self._hist)
+        if n == 0:
+            return np.zeros(0, np.float32)
+        # the ring fills from index 0 until it wraps (_hist_pos == _hist_n until then): one formula for both
+        i = (self._hist_pos - back) % size
+        if not self._counts:
+            if i + n <= size:
+                return ring[i : i + n].copy()  # type: ignore[return-value]
+            return np.concatenate([ring[i:], ring[: i + n - size]])
+        # the counts as float32 (exact), then each run's part times its scale: the decoder's two steps
+        out = ring[i : i + n].astype(np.float32) if i + n <= size else np.concatenate([ring[i:], ring[: i + n - size]],
+                                                                                       dtype=np.float32)
+        a = self._total - back  # stream index of the first sample wanted
+        starts, scales = self._run_start, self._run_scale
+        j = bisect_right(starts, a) - 1  # the run holding sample a (runs start at or before the oldest sample)
+        while j < len(starts) and (p := starts[j]) < a + n:
+            q = starts[j + 1] if j + 1 < len(starts) else self._total  # run j is [p, q); its part of [a, a + n):
+            view = out[max(p, a) - a : min(q, a + n) - a]
+            np.multiply(view, scales[j], out=view)
+            j += 1
+        return out
+
+    def _to_float32(self) -> None:
+        """From now on the ring holds float32 samples: what it holds is converted (exactly), in order."""
+        held = self._read(self._hist_n, self._hist_n)
+        ring = np.zeros(len(self._hist), np.float32)
+        ring[: len(held)] = held
+        self._hist, self._counts = ring, False
+        self._hist_pos = self._hist_n % len(ring) if len(ring) else 0
+        self._run_start, self._run_scale = [], []
+
+    def _remember(self, y: npt.NDArray[np.int16] | F32, scale: float) -> None:
         """Append to the history ring: only the new samples are copied, not the whole history
-        (a 2 s history at 12 kHz is 96 kB that concatenating would copy on every frame)."""
+        (a 2 s history at 12 kHz is 96 kB that concatenating would copy on every frame).
+        ``scale`` (g per count) applies to int16 counts only."""
         n = len(y)
+        if self._counts and (not self._run_scale or self._run_scale[-1] != scale):
+            self._run_start.append(self._total)
+            self._run_scale.append(np.float32(scale))  # exact: the wire's scale is a float32
         if len(self._hist) < self._capacity and self._hist_n + n > len(self._hist):
-            grown = np.zeros(min(self._capacity, max(2 * len(self._hist), self._hist_n + n)), np.float32)
+            k = min(self._capacity, max(2 * len(self._hist), self._hist_n + n))
+            grown = np.zeros(k, np.int16) if self._counts else np.zeros(k, np.float32)
             grown[: self._hist_n] = self._hist[: self._hist_n]  # not wrapped yet: data is [0, n)
             self._hist, self._hist_pos = grown, self._hist_n
         ring = self._hist
         size = len(ring)
+        self._total += n
         if n >= size:
             ring[:] = y[n - size :]
             self._hist_pos, self._hist_n = 0, size
-            return
-        first = min(n, size - self._hist_pos)
-        ring[self._hist_pos : self._hist_pos + first] = y[:first]
-        ring[: n - first] = y[first:]
-        self._hist_pos = (self._hist_pos + n) % size
-        self._hist_n = min(size, self._hist_n + n)
+        else:
+            first = min(n, size - self._hist_pos)
+            ring[self._hist_pos : self._hist_pos + first] = y[:first]
+            ring[: n - first] = y[first:]
+            self._hist_pos = (self._hist_pos + n) % size
+            self._hist_n = min(size, self._hist_n + n)
+        if self._counts:
+            oldest = self._total - self._hist_n  # runs that ended before it are overwritten
+            while len(self._run_start) > 1 and self._run_start[1] <= oldest:
+                del self._run_start[0], self._run_scale[0]
+            if len(self._run_start) > MAX_SCALE_RUNS:  # a scale per small frame: one float32 per sample is less work
+                self._to_float32()

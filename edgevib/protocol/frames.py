@@ -19,7 +19,7 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -45,12 +45,20 @@ FrameDtype = Literal["int16", "float32"]
 
 @dataclass(frozen=True)
 class Frame:
-    """``samples`` are float32 acceleration in g; ``t0_ns`` is the first sample's time."""
+    """``samples`` are float32 acceleration in g; ``t0_ns`` is the first sample's time.
+
+    A frame decoded from int16 also keeps its wire form: ``counts`` (int16) and ``scale``
+    (g per count), with ``samples == counts.astype(float32) * float32(scale)`` exactly, so a
+    consumer may store the 2-byte counts and rebuild the same float32 samples later (the
+    agent's history ring does). ``counts`` is None for float32 and JSON frames.
+    """
 
     seq: int
     t0_ns: int
     fs: float
     samples: npt.NDArray[np.float32]
+    counts: npt.NDArray[np.int16] | None = field(default=None, repr=False, compare=False)
+    scale: float = 1.0
 
     @property
     def duration_s(self) -> float:
@@ -145,12 +153,21 @@ def _decode_binary(payload: bytes, max_samples: int) -> Frame:
     if code == DTYPE_INT16:
         if not (math.isfinite(scale) and scale > 0):
             raise FrameError("bad_value", f"scale={scale!r}", "send a positive finite g per count")
-        samples = (raw.astype(np.float32) * np.float32(scale)).astype(np.float32)
+        samples = counts_to_samples(raw, scale)
     else:
         samples = raw.astype(np.float32)
     if not np.all(np.isfinite(samples)):
         raise FrameError("bad_value", "samples contain NaN or inf", "send finite samples")
-    return Frame(seq=seq, t0_ns=t0, fs=float(fs), samples=samples)
+    return Frame(seq=seq, t0_ns=t0, fs=float(fs), samples=samples,
+                 counts=raw if code == DTYPE_INT16 else None, scale=float(scale) if code == DTYPE_INT16 else 1.0)
+
+
+def counts_to_samples(counts: npt.NDArray[Any], scale: float) -> npt.NDArray[np.float32]:
+    """int16 counts -> float32 g, as every int16 frame is decoded: each count to float32 (exact),
+    times ``float32(scale)`` rounded once in float32. A consumer that keeps the counts and repeats
+    these two steps gets the same samples to the last bit (edge/windowing.py's int16 ring)."""
+    out = counts.astype(np.float32)
+    return np.multiply(out, np.float32(scale), out=out)
 
 
 def _reject_constant(name: str) -> Any:
