@@ -159,6 +159,31 @@ def test_packets_split_anywhere_in_the_stream_are_read_whole(seed: int) -> None:
     assert got == sent
 
 
+def test_per_topic_callbacks_and_errors_in_on_message_behave_as_in_paho() -> None:
+    stream = b""
+    for topic in (b"t/a", b"t/b", b"t/a"):
+        header, body = _packet(topic, 0, 0, b"p", None)
+        stream += bytes([header]) + _varint(len(body)) + body
+    got: list[str] = []
+    c = make_client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5)
+    c.on_message = lambda _c, _u, m: got.append("any " + m.topic)
+    c.message_callback_add("t/b", lambda _c, _u, m: got.append("b " + m.topic))
+    c._sock = _ChunkedSock(stream, 0)
+    while c._sock.left() or c.buffered():
+        assert c.loop_read() == 0
+    assert got == ["any t/a", "b t/b", "any t/a"]
+
+    def boom(*_a: object) -> None:
+        raise RuntimeError("callback failed")
+
+    header, body = _packet(b"t/c", 0, 0, b"p", None)
+    c2 = make_client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="t2", protocol=mqtt.MQTTv5)
+    c2.on_message = boom
+    c2._sock = _ChunkedSock(bytes([header]) + _varint(len(body)) + body, 0)
+    with pytest.raises(RuntimeError, match="callback failed"):  # paho's default: not suppressed
+        c2.loop_read()
+
+
 SIZES = [0, 1, 127, 128, 16383, 16384, READ_CHUNK - 10, READ_CHUNK + 10, 200_000]
 
 
