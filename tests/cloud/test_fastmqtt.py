@@ -159,6 +159,21 @@ def test_packets_split_anywhere_in_the_stream_are_read_whole(seed: int) -> None:
     assert got == sent
 
 
+def test_a_received_message_has_every_field_paho_sets() -> None:
+    header, body = _packet(b"t/x", 1, 42, b"payload", _props(ContentType="x"))
+    got: list[Any] = []
+    c = make_client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5,
+                    manual_ack=True)
+    c.on_message = lambda _c, _u, m: got.append(m)
+    c._sock = _ChunkedSock(bytes([header | 0x08]) + _varint(len(body)) + body, 0)  # dup set too
+    assert c.loop_read() == 0 and len(got) == 1
+    m = got[0]
+    assert type(m) is mqtt.MQTTMessage
+    assert all(hasattr(m, slot) for slot in mqtt.MQTTMessage.__slots__), "no slot left unset"
+    assert (m.topic, m.mid, m.qos, m.payload, m.dup, m.retain, m.properties) == ("t/x", 42, 1, b"payload", True, True, None)
+    assert m.timestamp > 0 and m == mqtt.MQTTMessage(mid=42)  # paho's equality: by mid
+
+
 def test_per_topic_callbacks_and_errors_in_on_message_behave_as_in_paho() -> None:
     stream = b""
     for topic in (b"t/a", b"t/b", b"t/a"):
