@@ -30,7 +30,18 @@ import numpy as np
 import torch
 from edgevib.models import cnn
 from edgevib.models.classes import CLASSES_10
-from edgevib.models.compress import arch, dfq, merging, onnxio, pipeline, quantize, slimming, table
+from edgevib.models.compress import (
+    arch,
+    dfq,
+    merging,
+    onnxio,
+    pipeline,
+    quantize,
+    slimming,
+    table,
+    training,
+    wgroup,
+)
 from edgevib.models.compress.data import splits
 
 log = logging.getLogger("compression_table")
@@ -173,6 +184,168 @@ def align_probe(rounds: int) -> dict[str, dict[str, float]]:
     return {k: {"ms_b1": v[1], "ms_b32": v[32]} for k, v in lat.items()}
 
 
+def test_sets(sp: Any, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The table's test sets: time split, load-3 hold-out, time split at SNR 0 and -4 dB (seeded)."""
+    x_time, y_time = sp.test_time.x3d(), sp.test_time.y
+    return {"acc_time": (x_time, y_time), "acc_load3": (sp.test_load.x3d(), sp.test_load.y),
+            "acc_snr0": (table.add_noise(x_time, 0.0, seed), y_time),
+            "acc_snr-4": (table.add_noise(x_time, -4.0, seed), y_time)}
+
+
+def sparse_initializers(proto: Any, min_zero: float = 0.3) -> Any:
+    """A copy of ``proto`` whose float initializers with >= ``min_zero`` zeros are ONNX sparse
+    initializers (COO: float32 values + int64 linear indices, the only index type ONNX allows)."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = copy.deepcopy(proto)
+    dense = []
+    for init in out.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype != np.float32 or a.size < 64 or np.mean(a == 0) < min_zero:
+            dense.append(init)
+            continue
+        flat = a.ravel()
+        idx = np.flatnonzero(flat).astype(np.int64)
+        out.graph.sparse_initializer.append(onnx.helper.make_sparse_tensor(
+            numpy_helper.from_array(flat[idx], init.name), numpy_helper.from_array(idx, init.name + "_idx"), a.shape))
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(dense)
+    return out
+
+
+def sparse_matmul_probe(w: np.ndarray, rounds: int) -> dict[str, float]:
+    """ms per call of ``x @ w.T`` (``w`` [out, in]; x [1, in] and [32, in]) through ONNX Runtime's
+    dense MatMul vs its only sparse CPU kernel, com.microsoft SparseToDenseMatMul (A sparse, B
+    dense: ``(w @ x.T).T``). ORT densifies sparse *initializers* at load, so the kernel takes
+    ``w`` as a sparse graph input, fed as an OrtValue (COO and CSR), one thread."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.ascontiguousarray(w, np.float32)
+    o, i = w.shape
+    x_info, y_info = (helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", i]),
+                      helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", o]))
+    dense = helper.make_graph([helper.make_node("MatMul", ["x", "wt"], ["y"])], "dense", [x_info], [y_info],
+                              [numpy_helper.from_array(np.ascontiguousarray(w.T), "wt")])
+    sparse = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+         helper.make_node("SparseToDenseMatMul", ["w", "xt"], ["yt"], domain="com.microsoft"),
+         helper.make_node("Transpose", ["yt"], ["y"], perm=[1, 0])], "sparse",
+        [helper.make_sparse_tensor_value_info("w", TensorProto.FLOAT, [o, i]), x_info], [y_info])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    d_sess = table.session(helper.make_model(dense, opset_imports=opsets))
+    s_sess = table.session(helper.make_model(sparse, opset_imports=opsets))
+    dev = ort.OrtDevice.make("cpu", 0)
+    rows, cols = np.nonzero(w)
+    vals = np.ascontiguousarray(w[rows, cols])
+    shape = np.array([o, i], np.int64)
+    coo = ort.SparseTensor.sparse_coo_from_numpy(shape, vals, np.stack([rows, cols], 1).astype(np.int64).ravel(), dev)
+    indptr = np.concatenate([[0], np.cumsum(np.count_nonzero(w, axis=1))]).astype(np.int64)
+    csr = ort.SparseTensor.sparse_csr_from_numpy(shape, vals, cols.astype(np.int64), indptr, dev)
+    w_vals = {"coo": ort.OrtValue.ort_value_from_sparse_tensor(coo), "csr": ort.OrtValue.ort_value_from_sparse_tensor(csr)}
+    out: dict[str, float] = {"zero_fraction": float(np.mean(w == 0))}
+    rng = np.random.default_rng(0)
+    for b in (1, 32):
+        x = rng.standard_normal((b, i)).astype(np.float32)
+        xv = ort.OrtValue.ortvalue_from_numpy(x)
+        runs: dict[str, Any] = {"dense": lambda x=x: d_sess.run(["y"], {"x": x})[0]}
+        for k, v in w_vals.items():
+            runs[f"sparse_{k}"] = lambda v=v, xv=xv: s_sess.run_with_ort_values(["y"], {"w": v, "x": xv})[0].numpy()
+        ref = runs["dense"]()
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for k, f in runs.items():
+            out[f"{k}_max_abs_diff_b{b}"] = float(np.max(np.abs(f() - ref)))
+        for _ in range(rounds):
+            for k, f in runs.items():
+                t0 = time.perf_counter()
+                for _ in range(200):
+                    f()
+                times[k].append((time.perf_counter() - t0) / 200 * 1e3)
+        for k in runs:
+            out[f"{k}_ms_b{b}"] = float(np.percentile(times[k], 25))
+    return out
+
+
+def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str]) -> int:
+    """``--only wgroup,integral``: the teacher, Scalpel weight-group pruning (8 and 16 lanes, then
+    static INT8 of the 8-lane one) and integral pruning, measured side by side with the teacher
+    only; writes ``compression_wgroup.{md,json,png}`` under ``--out``."""
+    bad = sorted(set(only) - {"wgroup", "integral"})
+    if bad:
+        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of wgroup,integral")
+    clock: dict[str, float] = {}
+    t = time.monotonic()
+    sp = splits(args.data, CLASSES_10)
+    teacher, meta = teacher_model(args, sp)
+    meta = meta or onnxio.base_meta(teacher.classes, teacher.fs, teacher.window, "cnn", trained_on=TRAINED_ON)
+    clock["data+teacher_s"] = time.monotonic() - t
+    o = pipeline.Options(**opts)
+    batches = training.window_batches(sp.train, seed=args.seed)
+    calib = real_calib(sp, o)
+    tests = test_sets(sp, args.seed)
+    t_net = teacher.net.eval()
+    stages: list[tuple[str, Any, int]] = [("cnn", pipeline._onnx(t_net, teacher, meta, "cnn"), arch.n_params(t_net))]
+    x_time = tests["acc_time"][0]
+    info: dict[str, Any] = {"cnn": {"weights": wgroup.weight_report(t_net, 8),
+                                    "act_sparsity_time": wgroup.act_sparsity(t_net, x_time)}}
+    kd = {"steps": o.kd_steps, "temperature": o.temperature, "alpha": o.alpha, "lr": o.kd_lr, "seed": args.seed}
+    plain_rows: dict[str, Any] = {}
+
+    def add(name: str, net: Any, width: int, **more: Any) -> Any:
+        proto = pipeline._onnx(net, teacher, meta, name)
+        stages.append((name, proto, arch.n_params(net)))
+        sparse = sparse_initializers(proto)
+        sess = table.session(sparse)  # ONNX Runtime loads sparse initializers (densified at load)
+        same = float(np.mean(table.predict(sess, x_time) == table.predict(table.session(proto), x_time)))
+        info[name] = {"weights": wgroup.weight_report(net, width), "act_sparsity_time": wgroup.act_sparsity(net, x_time),
+                      "onnx_sparse_initializer_bytes": len(sparse.SerializeToString()),
+                      "sparse_initializer_same_predictions": same, **more}
+        return proto
+
+    if "wgroup" in only:
+        for width in (8, 16):
+            t = time.monotonic()
+            net = wgroup.mask(copy.deepcopy(t_net), wgroup.group_masks(t_net, width, args.wgroup_ratio))
+            wgroup.finetune(net, t_net, batches, **kd)
+            name = f"cnn+wgroup{width}+kd"
+            plain_rows[name] = add(name, wgroup.finish(net), width, ratio=args.wgroup_ratio)
+            clock[f"wgroup{width}_s"] = time.monotonic() - t
+            if width == 8:
+                stages.append((name + "+int8", quantize.quantize_int8_static(plain_rows[name], calib),
+                               arch.n_params(net)))
+                info[name]["hidden_weight"] = net.head[1].weight.detach().numpy().copy()
+    if "integral" in only:
+        t = time.monotonic()
+        net = wgroup.mask(copy.deepcopy(t_net), wgroup.group_masks(t_net, 8, args.wgroup_ratio))
+        thetas = wgroup.act_thresholds(t_net, torch.from_numpy(calib), args.act_quantile)
+        wgroup.set_thresholds(net, thetas)
+        wgroup.finetune(net, t_net, batches, act_l1=args.act_l1, **kd)
+        name = "cnn+integral8+kd"
+        add(name, wgroup.finish(net), 8, ratio=args.wgroup_ratio, act_quantile=args.act_quantile,
+            act_l1=args.act_l1, thetas=thetas)
+        clock["integral_s"] = time.monotonic() - t
+    probe = {}
+    hw = next((v.pop("hidden_weight") for v in info.values() if "hidden_weight" in v), None)
+    load = {"before": Path("/proc/loadavg").read_text().split()[:3]}
+    t = time.monotonic()
+    if hw is not None:
+        probe["hidden_dense_of_wgroup8"] = sparse_matmul_probe(hw, max(10, args.rounds // 3))
+        probe["hidden_dense_of_teacher"] = sparse_matmul_probe(t_net.head[1].weight.detach().numpy(),
+                                                               max(10, args.rounds // 3))
+    rows = table.measure(stages, tests, window=teacher.window, rounds=args.rounds)
+    clock["measure_s"] = time.monotonic() - t
+    load["after"] = Path("/proc/loadavg").read_text().split()[:3]
+    extra = {"info": info, "sparse_matmul_probe": probe, "clock": clock, "loadavg": load, "options": vars(o),
+             "wgroup_ratio": args.wgroup_ratio, "act_quantile": args.act_quantile, "act_l1": args.act_l1,
+             "onnxruntime": table.ort.__version__, "cpu": cpu_name(), "cpu_threads_latency": 1}
+    files = table.write(rows, args.out, "compression_wgroup", ref="cnn", extra=extra)
+    print(table.markdown(rows, "cnn"))
+    print(json.dumps({k: v for k, v in extra.items() if k != "options"}, indent=2, default=str))
+    print("wrote", *files, file=sys.stderr)
+    return 0
+
+
 def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, Any], meta: dict[str, str],
                shape: dict[str, Any]) -> str:
     """The model card written beside ``cnn_small.onnx`` (numbers from this run)."""
@@ -218,6 +391,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the shipped fault-type model's row (needs --bearings): write faulttype.json under --out")
     ap.add_argument("--probe-only", action="store_true",
                     help="only the SIMD-alignment latency probe: write align_probe.json under --out")
+    ap.add_argument("--only", default="",
+                    help="comma list: run only these new rows beside the teacher (wgroup,integral); "
+                    "writes compression_wgroup.{md,json,png} under --out")
+    ap.add_argument("--wgroup-ratio", type=float, default=0.6, help="fraction of aligned weight groups removed per layer")
+    ap.add_argument("--act-quantile", type=float, default=0.3,
+                    help="integral: activation threshold = this quantile of each layer's positive activations")
+    ap.add_argument("--act-l1", type=float, default=0.05, help="integral: L1 weight on the mean post-ReLU activation")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -238,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opts: dict[str, Any] = {k: (float(v) if "." in v or "e" in v else int(v))
                             for k, v in (o.split("=", 1) for o in args.opt)}
+    if args.only:
+        return wgroup_rows(args, opts, [k for k in args.only.split(",") if k])
     clock: dict[str, float] = {}
     t = time.monotonic()
     sp = splits(args.data, CLASSES_10)
@@ -314,10 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 seen.add(name)
     rows_in += [("datafree:" + s.name, s.proto, arch.n_params(s.net)) for s in free[1:]]
     rows_in += [("datafree-kegnet:" + s.name, s.proto, arch.n_params(s.net)) for s in keg[1:]]
-    x_time, y_time = sp.test_time.x3d(), sp.test_time.y
-    tests = {"acc_time": (x_time, y_time), "acc_load3": (sp.test_load.x3d(), sp.test_load.y),
-             "acc_snr0": (table.add_noise(x_time, 0.0, args.seed), y_time),
-             "acc_snr-4": (table.add_noise(x_time, -4.0, args.seed), y_time)}
+    tests = test_sets(sp, args.seed)
     t = time.monotonic()
     rows = table.measure(rows_in, tests, window=teacher.window, rounds=args.rounds)
     clock["measure_s"] = time.monotonic() - t
