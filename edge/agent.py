@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 # a few bearings x a few speeds per gateway; an estimated speed moves in small steps
 _cached_fault_hz = lru_cache(maxsize=4096)(fault_frequencies)
 F32 = npt.NDArray[np.float32]
-SPEED_HISTORY_S = 2.0  # signal each sensor keeps for the speed estimate (the evidence uses the last 1 s)
+SPEED_HISTORY_S = 2.0  # signal each sensor keeps for the speed estimate and the indicators
+EVIDENCE_HISTORY_S = 1.0  # ... and what an alert's evidence reads (all a sensor needs when neither runs)
 # Heartbeat sensors[...]["rpm_source"] is a number (the heartbeat schema allows numbers only).
 RPM_SOURCES = {"configured": 0, "topic": 1, "estimated": 2}
 # The heartbeat lists at most this many sensors (alerting first, then the most drops, then the
@@ -168,8 +169,12 @@ class Agent:
         s = self.sensors.get(name)
         if s is None:
             sc, meta = self.cfg.sensor(name), self.model.meta
-            # 2 s of history: the speed estimate needs them (1 s is refused far more often)
-            s = _Sensor(SensorWindower(meta.window, self.cfg.hop or meta.hop, meta.sample_rate, history_s=SPEED_HISTORY_S),
+            # 2 s of history where the speed estimate (1 s is refused far more often) or the indicators
+            # read it; else the evidence's 1 s (the ring is then a window + RING_SLACK: 24.6 kB of int16
+            # instead of 48 kB per sensor at 12 kHz)
+            needs = self.cfg.indicators.enabled or (sc.speed_estimate and not sc.rpm_topic)
+            history_s = SPEED_HISTORY_S if needs else EVIDENCE_HISTORY_S
+            s = _Sensor(SensorWindower(meta.window, self.cfg.hop or meta.hop, meta.sample_rate, history_s=history_s),
                         Alerter(self._fault_policy, self.clock),
                         AnomalyDetector(self._anomaly_baseline) if self.cfg.alert.anomaly else None,
                         Alerter(self._anomaly_policy, self.clock), sc.rpm, sc.asset or name,
@@ -352,7 +357,8 @@ class Agent:
                anomaly: tuple[float, float] | None = None) -> None:
         raised = ev.state == "raised"
         try:
-            last_1s = s.windower.recent()[-int(self.model.meta.sample_rate):]  # history holds 2 s for the speed
+            # the history holds 2 s for the speed estimate and indicators, or 1 s (EVIDENCE_HISTORY_S)
+            last_1s = s.windower.recent()[-int(EVIDENCE_HISTORY_S * self.model.meta.sample_rate):]
             evidence = analyze(last_1s, self.model.meta.sample_rate, s.evidence) if raised else None
         except EdgeError as exc:  # the alert still goes out, without physics evidence
             log.warning("no evidence for %s: %s", p.sensor, exc)
@@ -439,19 +445,19 @@ class Agent:
         heap.trim()  # free heap back to the OS first, so the RSS it reports is the live data (edge/heap.py)
         m, src = self.metrics, self.source.stats()
         snap = m.snapshot()
-        sensors: dict[str, dict[str, int | float]] = dict(snap["sensors"])  # type: ignore[call-overload]
+        sensors: dict[str, dict[str, int | float]] = dict(snap["sensors"])
         for name, s in self.sensors.items():
             st = s.windower.stats
             sensors[name] = {**sensors.get(name, {}), "gaps": st.gaps, "reorders": st.reorders,
                              "resets": st.resets, "alert_active": int(s.alerter.active is not None)}
             sensors[name].update(_speed_fields(self.cfg.sensor(name).rpm, s))
         inf, lat = m.percentiles("inference_ms"), m.percentiles("latency_ms")
-        counters: dict[str, int | float] = dict(snap["counters"])  # type: ignore[call-overload]
+        counters: dict[str, int | float] = dict(snap["counters"])
         counters.update(inference_p50_ms=inf["p50"], inference_p99_ms=inf["p99"],
                         latency_p50_ms=lat["p50"], latency_p99_ms=lat["p99"],
                         queue_depth=src["depth"], pending_windows=len(self._pending),
                         received=src["received"], inflight=len(self._inflight))
-        drops: dict[str, int] = dict(snap["drops"])  # type: ignore[call-overload]
+        drops: dict[str, int] = dict(snap["drops"])
         for key, reason in (("overflow", "queue_full"), ("overflow_bytes", "queue_bytes_full"),
                             ("too_large", "too_large")):  # dropped by the inbox, before the agent saw them
             if src.get(key):
