@@ -97,6 +97,11 @@ class JobConfig:
     heartbeat_batch_s: float = 1.0
     file_monitor_ms: int = 100
     bundle_time_ms: int = 50
+    # Keyed states the fleet operator's Python worker keeps in memory (one per gateway, sensor
+    # with levels, asset with incidents, model with labels). A miss is a blocking round trip
+    # to the JVM: at PyFlink's default (1,000) 2,000 gateways thrashed the cache and the job
+    # ran ~9 s behind its heartbeats (benchmarks/fleet_operator.py, docs/scale.md).
+    state_cache_size: int = 50_000
     parallelism: int = 1
     # Retrain triggers: this many newly labelled windows (per model) ...
     retrain_min_windows: int = 20
@@ -110,7 +115,7 @@ class JobConfig:
     def __post_init__(self) -> None:
         for name in ("window_s", "out_of_orderness_s", "incident_k", "incident_window_s", "incident_bucket_s",
                      "incident_resolve_s", "offline_after_s", "checkpoint_interval_ms", "batch_ms", "heartbeat_batch_s", "file_monitor_ms",
-                     "bundle_time_ms", "parallelism", "retrain_min_windows", "drift_anomalies", "drift_window_s"):
+                     "bundle_time_ms", "state_cache_size", "parallelism", "retrain_min_windows", "drift_anomalies", "drift_window_s"):
             _positive(f"job.{name}", getattr(self, name))
         if self.min_incident_severity in _OLD_SEVERITY:
             raise ConfigError("cloud.config", f"job.min_incident_severity={self.min_incident_severity!r} is an old "

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,7 @@ def flink_config(cfg: CloudConfig, restore: Path | None = None) -> dict[str, str
         "python.client.executable": cfg.python_executable or sys.executable,
         "python.fn-execution.bundle.time": str(j.bundle_time_ms),
         "python.fn-execution.bundle.size": "1000",
+        "python.state.cache-size": str(j.state_cache_size),
         "parallelism.default": str(j.parallelism),
         # Keyed state is cut into this many key groups; fixed, so a savepoint restores at any
         # parallelism up to it (Flink's default depends on the first parallelism).
@@ -184,6 +186,10 @@ class StoreWriter(FlatMapFunction):  # type: ignore[misc, valid-type]
             self.mqtt.disconnect()
 
 
+# Key in a gateway's state: when its pending liveness timer fires (absent: none pending).
+TIMER = "_liveness_timer_ms"
+
+
 class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
     """Keyed by gateway (heartbeat, status) or asset (bucket); state is one JSON string."""
 
@@ -194,12 +200,17 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
         from pyflink.common import Types  # noqa: PLC0415
         from pyflink.datastream.state import ValueStateDescriptor  # noqa: PLC0415
 
+        # One state per key: every state written in a bundle is one synchronous round trip to
+        # the JVM when the bundle ends (the pending liveness timer lives in it too: TIMER).
         self.state = runtime_context.get_state(ValueStateDescriptor("fleet", Types.STRING()))
-        self.timer = runtime_context.get_state(ValueStateDescriptor("liveness_timer", Types.LONG()))
         # Newest bridge receipt time of any heartbeat seen by this instance (FleetLogic.liveness_clock).
         # Not checkpointed: after a restore, silence is judged once replayed heartbeats advance it
         # (or, with no input at all, at the wall clock one offline_after late).
         self.frontier_ms = 0
+        # How far the liveness clock trails the wall clock: the job's lag on heartbeats, which
+        # adds to the time a silent gateway takes to be reported (docs/scale.md).
+        runtime_context.get_metrics_group().gauge(
+            "livenessLagMs", lambda: int(time.time() * 1000) - self.frontier_ms if self.frontier_ms else 0)
 
     def _load(self) -> dict[str, Any] | None:
         s = self.state.value()
@@ -212,8 +223,10 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
             self.state.update(json.dumps(st))
 
     def _emit(self, out: list[Record]) -> Any:
+        from pyflink.common import Row  # noqa: PLC0415
+
         for kind, key, row in out:
-            yield kind, key, json.dumps(row)
+            yield Row(kind, key, json.dumps(row))
 
     def process_element(self, value: Any, ctx: Any) -> Any:
         kind, key, body = value[0], value[1], json.loads(value[2])
@@ -225,12 +238,13 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
             seen = int(body["recv_ms"])
             self.frontier_ms = max(self.frontier_ms, seen)
             st, out = self.logic.on_heartbeat(st, key, body, seen)
-            old = self.timer.value()
-            if old is not None:
-                ts.delete_processing_time_timer(old)
-            due = int(st["last_seen_ms"]) + self.logic.offline_after_ms
-            ts.register_processing_time_timer(due)
-            self.timer.update(due)
+            # One pending liveness timer per gateway, armed here only when none is, rather than
+            # moved (delete + register) on every heartbeat: each timer call is a message to the
+            # JVM. A timer that fires before the gateway is due re-arms itself for the rest
+            # (on_liveness_check's ``again``).
+            if st.get(TIMER) is None:
+                st[TIMER] = int(st["last_seen_ms"]) + self.logic.offline_after_ms
+                ts.register_processing_time_timer(st[TIMER])
         elif kind == "status":
             st, out = self.logic.on_status(st, key, body)
         elif kind == "label":
@@ -253,10 +267,14 @@ class Fleet(KeyedProcessFunction):  # type: ignore[misc, valid-type]
         key = ctx.get_current_key()
         st = self._load()
         if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            if st is not None and st.get(TIMER) not in (None, timestamp):
+                return  # superseded (one restored from an older job); the pending one decides
+            if st is not None:
+                st.pop(TIMER, None)
             st, out, again = self.logic.on_liveness_check(st, key, timestamp, self.frontier_ms)
-            if again is not None:  # the job lags its input: look again once it may have caught up
+            if again is not None and st is not None:  # heard from since it was armed, or the job lags
+                st[TIMER] = again
                 ctx.timer_service().register_processing_time_timer(again)
-                self.timer.update(again)
         else:
             st, out = self.logic.on_resolve_timer(st, key, timestamp)
         self._save(st)
@@ -299,7 +317,7 @@ def spool_table(env: Any, tenv: Any, cfg: CloudConfig) -> Any:
 def build(cfg: CloudConfig, restore: Path | None = None) -> Any:
     """Build the job graph; returns the StreamExecutionEnvironment (call ``execute``)."""
     require("pyflink", extra="cloud", feature="cloud job")
-    from pyflink.common import Configuration, Row, Types  # noqa: PLC0415
+    from pyflink.common import Configuration, Types  # noqa: PLC0415
     from pyflink.datastream import StreamExecutionEnvironment  # noqa: PLC0415
     from pyflink.table import Schema, StreamTableEnvironment  # noqa: PLC0415
 
@@ -321,19 +339,18 @@ def build(cfg: CloudConfig, restore: Path | None = None) -> Any:
     logic = FleetLogic(offline_after_ms=int(j.offline_after_s * 1000), incident_k=j.incident_k,
                        incident_window_ms=int(j.incident_window_s * 1000), resolve_ms=int(j.incident_resolve_s * 1000),
                        retrain_min_windows=j.retrain_min_windows)
-    row3 = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING()])
     plain = tenv.to_data_stream(tenv.sql_query(plain_query(cfg)))
     plain.flat_map(StoreWriter(cfg)).uid("store-plain").name("store: alerts, counts, dead letters").print()
     keyed = tenv.to_data_stream(tenv.sql_query(keyed_query(cfg)))
-    fleet = (keyed.map(lambda r: (r[0], r[1], r[2]), output_type=row3).uid("keyed-rows")
-             .key_by(lambda r: r[1], key_type=Types.STRING())
-             .process(Fleet(logic, cfg.levels.logic()), output_type=row3).uid("fleet")
-             .name("fleet: liveness, inventory, incidents, levels"))
+    # Rows straight in and out of the keyed operator: no Python map on either side (Row <-> tuple),
+    # each of which was one more Python call and conversion per record on the fleet's bottleneck.
+    named = Types.ROW_NAMED(["kind", "k", "body"], [Types.STRING()] * 3)
+    rows = (keyed.key_by(lambda r: r[1], key_type=Types.STRING())
+            .process(Fleet(logic, cfg.levels.logic()), output_type=named).uid("fleet")
+            .name("fleet: liveness, inventory, incidents, levels"))
     # The fleet's records reach the store like alerts: batched per kind and batch_ms in SQL, one
     # transaction per batch (a gateway row per heartbeat batch each committed alone capped a
     # large fleet); a batch is one record, written whole or not at all before a checkpoint.
-    named = Types.ROW_NAMED(["kind", "k", "body"], [Types.STRING()] * 3)
-    rows = fleet.map(lambda r: Row(*r), output_type=named).uid("fleet-rows")
     tenv.create_temporary_view("fleet_out", tenv.from_data_stream(
         rows, Schema.new_builder().column_by_expression("proc", "PROCTIME()").build()))
     (tenv.to_data_stream(tenv.sql_query(fleet_batches_query(cfg)))

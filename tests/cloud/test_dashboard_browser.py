@@ -292,6 +292,7 @@ def test_push_clicked_in_the_page_reaches_a_real_agent(driver: Any, broker: Mosq
 def test_plant_overview_history_and_waterfall_pages(driver: Any, tmp_path: Path) -> None:
     """The plant tiles coloured by worst state (sorted by criticality), a tile opening its sensor's trend with the
     level crossings and the asset history (notes included), and the waterfall of stored envelope spectra."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -325,8 +326,13 @@ def test_plant_overview_history_and_waterfall_pages(driver: Any, tmp_path: Path)
         assert "2 alarm" in driver.find_element(By.ID, "plant-note").text
         driver.save_screenshot(str(artifacts() / "dashboard-plant.png"))
         Select(driver.find_element(By.ID, "plant-sort")).select_by_value("name")
-        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#plant .tile")[0].get_attribute("data-asset")
-                   == "p/g1/fan", 10, "the tiles sorted by name")
+        def first_tile() -> str | None:
+            try:  # the list is redrawn on sorting: a tile found just before may be gone
+                return str(driver.find_elements(By.CSS_SELECTOR, "#plant .tile")[0].get_attribute("data-asset"))
+            except (StaleElementReferenceException, IndexError):
+                return None
+
+        wait_until(lambda: first_tile() == "p/g1/fan", 10, "the tiles sorted by name")
         driver.find_element(By.ID, "tile-p-g1-pump").click()  # opens its trend and history
         wait_until(lambda: "greased the bearing" in driver.find_element(By.ID, "asset-history").text, 15, "the history")
         hist = driver.find_element(By.ID, "asset-history").text
