@@ -88,7 +88,7 @@ class SpoolWriter(threading.Thread):
         while not self.stop_.wait(self.flush_s):
             now = time.time()
             ms = b"%d" % int(now * 1000)
-            lines = []
+            lines: list[bytes] = []
             for g, due in enumerate(self.next_hb):
                 if due <= now:
                     self.next_hb[g] = due + self.heartbeat_s
