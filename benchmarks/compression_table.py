@@ -271,9 +271,9 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     """``--only wgroup,integral``: the teacher, Scalpel weight-group pruning (8 and 16 lanes, then
     static INT8 of the 8-lane one) and integral pruning, measured side by side with the teacher
     only; writes ``compression_wgroup.{md,json,png}`` under ``--out``."""
-    bad = sorted(set(only) - {"wgroup", "integral"})
+    bad = sorted(set(only) - {"wgroup", "integral", "scalpel"})
     if bad:
-        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of wgroup,integral")
+        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of wgroup,integral,scalpel")
     clock: dict[str, float] = {}
     t = time.monotonic()
     sp = splits(args.data, CLASSES_10)
@@ -303,28 +303,44 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
                       "sparse_initializer_same_predictions": same, **more}
         return proto
 
+    ratios = [float(r) for r in str(args.wgroup_ratio).split(",")]
     if "wgroup" in only:
-        for width in (8, 16):
-            t = time.monotonic()
-            net = wgroup.mask(copy.deepcopy(t_net), wgroup.group_masks(t_net, width, args.wgroup_ratio))
-            wgroup.finetune(net, t_net, batches, **kd)
-            name = f"cnn+wgroup{width}+kd"
-            plain_rows[name] = add(name, wgroup.finish(net), width, ratio=args.wgroup_ratio)
-            clock[f"wgroup{width}_s"] = time.monotonic() - t
-            if width == 8:
-                stages.append((name + "+int8", quantize.quantize_int8_static(plain_rows[name], calib),
-                               arch.n_params(net)))
-                info[name]["hidden_weight"] = net.head[1].weight.detach().numpy().copy()
-    if "integral" in only:
+        for ratio in ratios:
+            for width in (8, 16):
+                t = time.monotonic()
+                net = wgroup.mask(copy.deepcopy(t_net), wgroup.group_masks(t_net, width, ratio))
+                wgroup.finetune(net, t_net, batches, **kd)
+                name = f"cnn+wgroup{width}({ratio:.0%})+kd"
+                plain_rows[name] = add(name, wgroup.finish(net), width, ratio=ratio)
+                clock[f"{name}_s"] = time.monotonic() - t
+                if width == 8:
+                    stages.append((name + "+int8", quantize.quantize_int8_static(plain_rows[name], calib),
+                                   arch.n_params(net)))
+                    if ratio == ratios[0]:
+                        info[name]["hidden_weight"] = net.head[1].weight.detach().numpy().copy()
+    if "scalpel" in only:  # node pruning (slim + align 8) then 8-lane weight groups: both halves of Scalpel
         t = time.monotonic()
-        net = wgroup.mask(copy.deepcopy(t_net), wgroup.group_masks(t_net, 8, args.wgroup_ratio))
-        thetas = wgroup.act_thresholds(t_net, torch.from_numpy(calib), args.act_quantile)
-        wgroup.set_thresholds(net, thetas)
-        wgroup.finetune(net, t_net, batches, act_l1=args.act_l1, **kd)
-        name = "cnn+integral8+kd"
-        add(name, wgroup.finish(net), 8, ratio=args.wgroup_ratio, act_quantile=args.act_quantile,
-            act_l1=args.act_l1, thetas=thetas)
-        clock["integral_s"] = time.monotonic() - t
+        st = pipeline.run(teacher, "slim,align,merge,kd", train=sp.train, meta=meta, seed=args.seed,
+                          **{**opts, "align": 8})
+        student = st[-1].net
+        stages.append((st[-1].name.replace("+align", "+align8"), st[-1].proto, arch.n_params(student)))
+        for ratio in ratios:
+            net = wgroup.mask(copy.deepcopy(student), wgroup.group_masks(student, 8, ratio))
+            wgroup.finetune(net, t_net, batches, **kd)
+            name = st[-1].name.replace("+align", "+align8") + f"+wgroup8({ratio:.0%})+kd"
+            proto = add(name, wgroup.finish(net), 8, ratio=ratio)
+            stages.append((name + "+int8", quantize.quantize_int8_static(proto, calib), arch.n_params(net)))
+        clock["scalpel_s"] = time.monotonic() - t
+    if "integral" in only:
+        for q in (float(v) for v in str(args.act_quantile).split(",")):
+            t = time.monotonic()
+            net = wgroup.mask(copy.deepcopy(t_net), wgroup.group_masks(t_net, 8, ratios[0]))
+            thetas = wgroup.act_thresholds(t_net, torch.from_numpy(calib), q)
+            wgroup.set_thresholds(net, thetas)
+            wgroup.finetune(net, t_net, batches, act_l1=args.act_l1, **kd)
+            name = f"cnn+integral8({ratios[0]:.0%},q{q:g})+kd"
+            add(name, wgroup.finish(net), 8, ratio=ratios[0], act_quantile=q, act_l1=args.act_l1, thetas=thetas)
+            clock[f"{name}_s"] = time.monotonic() - t
     probe = {}
     hw = next((v.pop("hidden_weight") for v in info.values() if "hidden_weight" in v), None)
     load = {"before": Path("/proc/loadavg").read_text().split()[:3]}
@@ -392,11 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-only", action="store_true",
                     help="only the SIMD-alignment latency probe: write align_probe.json under --out")
     ap.add_argument("--only", default="",
-                    help="comma list: run only these new rows beside the teacher (wgroup,integral); "
+                    help="comma list: run only these new rows beside the teacher (wgroup,integral,scalpel); "
                     "writes compression_wgroup.{md,json,png} under --out")
-    ap.add_argument("--wgroup-ratio", type=float, default=0.6, help="fraction of aligned weight groups removed per layer")
-    ap.add_argument("--act-quantile", type=float, default=0.3,
-                    help="integral: activation threshold = this quantile of each layer's positive activations")
+    ap.add_argument("--wgroup-ratio", default="0.6",
+                    help="fraction(s) of aligned weight groups removed per layer, comma list (integral: the first)")
+    ap.add_argument("--act-quantile", default="0.3",
+                    help="integral: activation threshold = this quantile of each layer's positive activations "
+                    "(comma list: one row each)")
     ap.add_argument("--act-l1", type=float, default=0.05, help="integral: L1 weight on the mean post-ReLU activation")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
