@@ -9,7 +9,8 @@ on top of the rows above it (shared pages included, as RSS counts them):
     12 kHz signal through the in-memory link (windows, history, alerting, anomaly, metrics;
     the int16 frames' signals are simulated in a child process, so the simulator is not counted)
 
-Also: ONNX Runtime memory options at N sensors (RSS and windows/s of a batch-32 loop),
+Also: the RSS in-process feeds reach, as the agent's heartbeat reports it (``--feeds``),
+ONNX Runtime memory options at N sensors (RSS and windows/s of a batch-32 loop),
 bytes per sensor by allocation site (tracemalloc), import + model load time, and agent start
 to first heartbeat / first inference (``edgevib agent`` as its own process on a private
 Mosquitto). A report, not a test:
@@ -44,10 +45,11 @@ STEPS: list[tuple[str, str]] = [
         from edgevib.models.bearing import CWRU_DE_6205
         from edgevib.models.orders import fault_frequencies
         model = OnnxModel(MODEL, threads=1, **ORT)
-        _rng = np.random.default_rng(0)
         _fhz = fault_frequencies(CWRU_DE_6205, 1797.0)
+        # a deterministic signal, not numpy.random: the agent never imports it (~2-3 MB of RSS)
+        _sig = np.sin(np.arange(32 * model.meta.window) * 0.37).astype(np.float32).reshape(32, 1, -1)
         for _b in list(range(1, 33)) * 2:
-            model.predict(_rng.normal(size=(_b, 1, model.meta.window)).astype(np.float32), [_fhz] * _b)
+            model.predict(_sig[:_b], [_fhz] * _b)
     """),
     ("paho-mqtt", "import paho.mqtt.client"),
     ("psutil", "import psutil"),
@@ -210,6 +212,20 @@ def sensor_bytes(model: str, sensors: int) -> tuple[float, dict[str, float]]:
     return sum(info["by"].values()) / sensors, by
 
 
+def feed_rss(model: str, sensors: int, seconds: float) -> dict[str, float]:
+    """The agent's RSS (MB) in a fresh process before and after feeding ``sensors`` x ``seconds``, and
+    what its heartbeat reports (after the heap trim it does first: the live data)."""
+    body = _steps_upto(len(STEPS) - 2) + textwrap.dedent(f"""
+        _before = psutil.Process().memory_info().rss / 2**20
+        _agent = feed_agent(outbox, model, SENSORS, {seconds!r})
+        _after = psutil.Process().memory_info().rss / 2**20
+        _hb = _agent.heartbeat()["resources"]["rss_mb"]
+        print("READY " + json.dumps({{"t": 0, "before": _before, "after": _after, "heartbeat": _hb}}), flush=True)
+    """)
+    _, info = _child_rss(body, model, sensors, {})
+    return info
+
+
 def import_and_load(model: str) -> dict[str, float]:
     body = textwrap.dedent("""
         _t0 = time.perf_counter()
@@ -292,6 +308,8 @@ def main() -> int:
     ap.add_argument("--sensors", default="100,1000", help="sensor counts for the agent row")
     ap.add_argument("--no-startup", action="store_true", help="skip the start-up timing (needs Mosquitto)")
     ap.add_argument("--no-options", action="store_true", help="skip the ONNX Runtime options comparison")
+    ap.add_argument("--feeds", default="100x8,1000x3",
+                    help="in-process feeds NxS (N sensors x S s of signal) whose heartbeat RSS to report ('' to skip)")
     args = ap.parse_args()
     from edgevib.edge.cli import model_path
 
@@ -322,6 +340,13 @@ def main() -> int:
         for r in ort_options(model, n0):
             print(f"  arena {str(r['arena']):5s} mem_pattern {str(r['mem_pattern']):5s}: RSS {r['rss_mb']:6.1f} MB, "
                   f"{r['win_s']:9.0f} windows/s")
+    for spec in filter(None, args.feeds.split(",")):
+        n, sec = spec.split("x")
+        f = feed_rss(model, int(n), float(sec))
+        print(f"in-process feed {n} sensors x {sec} s: RSS {f['before']:.1f} MB before, {f['after']:.1f} MB after, "
+              f"heartbeat (after its heap trim) {f['heartbeat']:.1f} MB = "
+              f"{(f['heartbeat'] - f['before']) * 1024 / int(n):.1f} kB per sensor over the agent before the feed",
+              flush=True)
     for rep in range(2):
         il = import_and_load(model)
         print(f"import + model load (run {rep + 1}): imports {il['imports'] * 1000:.0f} ms, model load "
