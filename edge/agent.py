@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -445,19 +445,19 @@ class Agent:
         heap.trim()  # free heap back to the OS first, so the RSS it reports is the live data (edge/heap.py)
         m, src = self.metrics, self.source.stats()
         snap = m.snapshot()
-        sensors: dict[str, dict[str, int | float]] = dict(snap["sensors"])
+        sensors = dict(cast("dict[str, dict[str, int | float]]", snap["sensors"]))
         for name, s in self.sensors.items():
             st = s.windower.stats
             sensors[name] = {**sensors.get(name, {}), "gaps": st.gaps, "reorders": st.reorders,
                              "resets": st.resets, "alert_active": int(s.alerter.active is not None)}
             sensors[name].update(_speed_fields(self.cfg.sensor(name).rpm, s))
         inf, lat = m.percentiles("inference_ms"), m.percentiles("latency_ms")
-        counters: dict[str, int | float] = dict(snap["counters"])
+        counters = dict(cast("dict[str, int | float]", snap["counters"]))
         counters.update(inference_p50_ms=inf["p50"], inference_p99_ms=inf["p99"],
                         latency_p50_ms=lat["p50"], latency_p99_ms=lat["p99"],
                         queue_depth=src["depth"], pending_windows=len(self._pending),
                         received=src["received"], inflight=len(self._inflight))
-        drops: dict[str, int] = dict(snap["drops"])
+        drops = dict(cast("dict[str, int]", snap["drops"]))
         for key, reason in (("overflow", "queue_full"), ("overflow_bytes", "queue_bytes_full"),
                             ("too_large", "too_large")):  # dropped by the inbox, before the agent saw them
             if src.get(key):

@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edgevib.edge.limits import largest_message
 from edgevib.models.bearing import GEOMETRIES, BearingGeometry
@@ -163,7 +163,7 @@ class IndicatorsConfig:
 
 
 
-def _check_adapter(kind: str, name: str) -> None:
+def _check_adapter(kind: Literal["source", "sink"], name: str) -> None:
     """ConfigError unless an adapter of ``kind`` (source or sink) is registered as ``name``."""
     from edgevib.edge.adapters import names
 
