@@ -240,12 +240,30 @@ class RetrainConfig:
     clf_iters: int = 300
     cnn_epochs: int = 30
     cnn_steps_per_epoch: int = 60
+    # Compression of a retrained model before the gate (the gate judges what ships): "auto" =
+    # the arch's own choice (models/arch: static INT8 for the CNN, none for the others), "none", or
+    # steps that need no training among those the arch lists: "int8" (calibrated on base
+    # windows), "dfq" (no data).
+    compress: str = "auto"
+
+    def compress_choices(self) -> tuple[str, ...]:
+        """Compression steps this arch takes that need no training (``retrain.compress`` values)."""
+        return tuple(s for s in archs.get(self.arch).compress if s in ("int8", "dfq"))
+
+    def compress_step(self) -> str:
+        """The step a retrained model gets before the gate, "" for none (``auto`` resolved)."""
+        if self.compress == "auto":
+            return archs.get(self.arch).retrain_compress
+        return "" if self.compress == "none" else self.compress
 
     def __post_init__(self) -> None:
         if not 0 < self.new_eval_frac < 1:
             raise ConfigError("cloud.config", f"retrain.new_eval_frac={self.new_eval_frac}", "use a fraction, e.g. 0.3")
         if self.arch not in archs.names():  # the trainers registered in models/arch/
             raise ConfigError("cloud.config", f"retrain.arch={self.arch!r}", f"use one of {', '.join(archs.names())}")
+        if self.compress not in ("auto", "none", *self.compress_choices()):
+            raise ConfigError("cloud.config", f"retrain.compress={self.compress!r} for arch {self.arch!r}",
+                              f"use one of {', '.join(('auto', 'none', *self.compress_choices()))}")
         if self.method not in ("finetune", "finetune-sp", "rkd", "ke", "mlp"):
             raise ConfigError("cloud.config", f"retrain.method={self.method!r}",
                               "use 'finetune', 'finetune-sp', 'rkd', 'ke' or 'mlp' (EDGEVIB_RETRAIN__METHOD; "

@@ -306,7 +306,8 @@ class Worker:
         secs["evaluate"] = time.perf_counter() - t0 - sum(secs.values())
         metrics = {**g.numbers, "n_new_train": int(len(tr)), "n_new_eval": int(len(ev)),
                    "n_holdout": int(len(b.y_holdout)), "new_classes": sorted(set(y.tolist())),
-                   "from_version": cur.version}
+                   "from_version": cur.version, "compress": self.cfg.compress_step() or "none",
+                   "onnx_bytes": len(onnx_bytes)}
         return self._finish(trig, registry, cur, g, metrics, version, onnx_bytes, _card(trig, g, metrics, version),
                             t0, secs)
 
@@ -418,7 +419,32 @@ class Worker:
         trainer = self.arch.load()  # MissingExtraError names the extra (torch for the CNN)
         model = trainer.train(ws, seed=cfg.seed, **{kw: getattr(cfg, field) for kw, field in self.arch.retrain_opts})
         meta = ModelMeta(classes, b.fs, ws.window, ws.window // 2, model.arch, version, trained_on=trained_on)
-        return bytes(attach(model.to_onnx(), meta).SerializeToString())
+        proto = attach(model.to_onnx(), meta)
+        step = cfg.compress_step()
+        if step:
+            proto = self._compress(step, model, proto, ws)
+        return bytes(proto.SerializeToString())
+
+    def _compress(self, step: str, model: Any, proto: Any, ws: Any) -> Any:
+        """``proto`` compressed by ``step`` (models.compress): what the gate then judges and what ships.
+
+        ``dfq``: INT8 from the trained weights alone (cross-layer equalisation, bias correction,
+        ranges from batch norm), seconds; ``int8``: static INT8 calibrated on base windows.
+        """
+        from edgevib.models.compress import onnxio, quantize  # noqa: PLC0415
+
+        t = time.perf_counter()
+        before = len(proto.SerializeToString())
+        if step == "dfq":
+            from edgevib.models.compress import pipeline  # noqa: PLC0415
+
+            out = pipeline.run(model, ["dfq"], meta=onnxio.read_meta(proto))[-1].proto
+        else:
+            idx = np.random.default_rng(self.cfg.seed).permutation(len(ws))[:256]
+            out = quantize.quantize_int8_static(proto, ws.x3d()[np.sort(idx)])
+        log.info("retrain: %s compressed by %s: %d -> %d bytes of ONNX in %.1f s", onnxio.read_meta(out).get(
+            "edgevib.arch"), step, before, len(out.SerializeToString()), time.perf_counter() - t)
+        return out
 
     def _push(self, registry: Any, man: Any, trig: dict[str, Any]) -> dict[str, Any]:
         from edgevib.cloud.rollout import push  # noqa: PLC0415
@@ -456,7 +482,9 @@ def _card(trig: dict[str, Any], g: Gate, metrics: dict[str, Any], version: str) 
             f"Promotion gate: {'PROMOTED' if g.promote else 'REJECTED'}: {_summary(g)}.\n\n"
             f"New classes seen in labels: {', '.join(metrics['new_classes'])}; new windows: "
             f"{metrics['n_new_train']} trained on, {metrics['n_new_eval']} held out by time; fixed held-out "
-            f"set: {metrics['n_holdout']} windows.\n")
+            f"set: {metrics['n_holdout']} windows.\n"
+            + (f"\nShips compressed by `{metrics['compress']}` ({metrics['onnx_bytes']:,} bytes of ONNX); the gate "
+               "judged the compressed model.\n" if metrics.get("compress", "none") != "none" else ""))
 
 
 def _adapt_card(m: dict[str, Any]) -> str:

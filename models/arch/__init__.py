@@ -47,10 +47,17 @@ class Arch:
     retrain_opts: tuple[tuple[str, str], ...] = ()  # (train() keyword, retrain config field)
     compress: tuple[str, ...] = ()  # steps of the compression pipeline (models.compress) that apply; () = none
     checkpoint: str = ""  # "module:function" reading this arch's .pt checkpoint -> (model, meta dict)
+    # Compression a retrained model gets before the promotion gate (retrain.compress = "auto"):
+    # steps that need no training, so the loop stays within minutes; "" = ships as trained.
+    retrain_compress: str = ""
 
     def __post_init__(self) -> None:
         if self.data not in DATA_KINDS:
             raise ConfigError("models.arch", f"{self.name}: data={self.data!r}", f"use one of {', '.join(DATA_KINDS)}")
+        bad = [s for s in self.retrain_compress.split(",") if s and s not in self.compress]
+        if bad:
+            raise ConfigError("models.arch", f"{self.name}: retrain_compress={self.retrain_compress!r}",
+                              f"use steps it lists in compress ({', '.join(self.compress) or 'none'})")
 
     def load_checkpoint(self, path: object) -> tuple[object, dict[str, str]]:
         """The teacher model and metadata of a ``.pt`` checkpoint of this arch (for compression)."""

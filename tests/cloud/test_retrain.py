@@ -223,8 +223,16 @@ def test_worker_retrains_the_cnn_when_asked(tmp_path: Path) -> None:
                         arch="cnn", cnn_epochs=1, cnn_steps_per_epoch=3, tolerance_pt=100.0, min_gain_pt=0.0)
     (res,) = Worker(cfg, store, _or_evidence(10), broker_url="mqtt://x:1").run_pending()
     assert res.status == "promoted", res.decision
-    meta = read_meta(reg.get("cnn", "2").model_path)
-    assert meta.arch == "cnn" and meta.classes == ("normal", "IR007", "OR007") and meta.version == "2"
+    shipped = reg.get("cnn", "2").model_path
+    meta = read_meta(shipped)
+    # compressed before the gate (retrain.compress = "auto": the CNN's static INT8), contract kept
+    assert meta.arch == "cnn+int8" and meta.classes == ("normal", "IR007", "OR007") and meta.version == "2"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(shipped)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops, ops
+    assert res.metrics["compress"] == "int8" and res.metrics["onnx_bytes"] < len(first.to_onnx().SerializeToString())
+    assert "compressed by `int8`" in (reg.get("cnn", "2").dir / "card.md").read_text()
 
 
 def _slow_machine_evidence(n_windows: int = 28) -> tuple[FakeEvidence, Any]:
@@ -327,3 +335,16 @@ def test_cli_faulttype_base(cwru_dir: Path, tmp_path: Path, capsys: pytest.Captu
     assert b.kind == "orders" and b.x_train.shape[1] == b.x_holdout.shape[1] == len(FEATURES)
     assert b.rig_train is not None and len(b.rig_train) == len(b.y_train) > 0 and len(b.y_holdout) > 0
     assert set(b.y_train.tolist()) <= set(CLASSES) and "order-feature windows" in capsys.readouterr().out
+
+
+def test_retrain_compress_is_checked_against_the_arch() -> None:
+    """``retrain.compress``: "auto" takes the arch's own choice from models/arch; a step the arch
+    does not take is refused naming the ones it does."""
+    assert RetrainConfig(arch="cnn").compress_step() == "int8"
+    assert RetrainConfig(arch="nsae-lcn").compress_step() == ""
+    assert RetrainConfig(arch="nsae-lcn", compress="int8").compress_step() == "int8"
+    assert RetrainConfig(arch="cnn", compress="none").compress_step() == ""
+    with pytest.raises(ConfigError, match="retrain.compress='dfq' for arch 'nsae-lcn'.*auto, none, int8"):
+        RetrainConfig(arch="nsae-lcn", compress="dfq")
+    with pytest.raises(ConfigError, match="retrain.compress='slim'"):
+        RetrainConfig(arch="cnn", compress="slim")
