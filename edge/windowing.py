@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import WindowingError
 
-from edgevib.protocol.frames import Frame
+from edgevib.protocol.frames import Frame, counts_to_samples
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -290,6 +290,8 @@ class SensorWindower:
         (a 2 s history at 12 kHz is 96 kB that concatenating would copy on every frame).
         ``scale`` (g per count) applies to int16 counts only."""
         n = len(y)
+        if not self._counts and y.dtype != np.float32:  # the ring turned float32 within this frame's chunks
+            y = counts_to_samples(y, scale)
         if self._counts and (not self._run_scale or self._run_scale[-1] != scale):
             self._run_start.append(self._total)
             self._run_scale.append(np.float32(scale))  # exact: the wire's scale is a float32

@@ -87,3 +87,13 @@ def test_decoded_int16_frame_keeps_its_counts() -> None:
     assert f.counts is not None and f.counts.dtype.itemsize == 2
     assert _same((f.counts.astype(np.float32) * np.float32(f.scale)).astype(np.float32), f.samples)
     assert _wire(0, x, "float32").counts is None
+
+
+def test_falls_back_in_the_middle_of_a_long_frame(rng: np.random.Generator) -> None:
+    """Too many scale runs reached by the first chunk of a frame longer than the ring's room:
+    the rest of that frame goes into the float32 ring as samples, not counts."""
+    x = (rng.normal(size=80_000) * 0.3).astype(np.float32)
+    frames = [_wire(k, x[k * 100 : (k + 1) * 100], "int16") for k in range(MAX_SCALE_RUNS)]
+    frames.append(_wire(MAX_SCALE_RUNS, x[10_000:50_000], "int16"))  # 40,000 samples: taken in chunks
+    w, n = _feed_both(frames, 8192, 1024, 2.0)
+    assert n > 20 and w.history_bytes == 4 * len(w._hist)
