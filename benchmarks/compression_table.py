@@ -13,6 +13,9 @@ model (``models/zoo/faulttype.onnx``: size, ONNX Runtime latency, order-feature 
 leave-one-rig-out accuracy) with ``--bearings``, and probes the latency of SIMD-aligned vs
 unaligned channel counts (random weights; ``--probe-only`` runs just that). ``--zoo`` also writes
 ``models/zoo/cnn_small.onnx`` (the real-data final model). Prints a report with the targets.
+``--only wgroup,scalpel,integral`` runs only the hardware-aware weight/activation pruning rows
+(:mod:`edgevib.models.compress.wgroup`) beside the teacher, plus ONNX Runtime's sparse paths
+(sparse initializers, SparseToDenseMatMul), into ``compression_wgroup.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def faulttype_int8_loro(real: Any, sim: Any, window: int) -> dict[str, Any]:
     from edgevib.models.rigout import score
     from onnxruntime.quantization import CalibrationDataReader
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self, feats: np.ndarray) -> None:
             self.parts = [feats[i:i + 256] for i in range(0, len(feats), 256)]
 
@@ -286,6 +289,8 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     tests = test_sets(sp, args.seed)
     t_net = teacher.net.eval()
     stages: list[tuple[str, Any, int]] = [("cnn", pipeline._onnx(t_net, teacher, meta, "cnn"), arch.n_params(t_net))]
+    # the teacher's own static INT8 (same calibration): what the pruned INT8 rows compare against
+    stages.append(("cnn+int8", quantize.quantize_int8_static(stages[0][1], calib), arch.n_params(t_net)))
     x_time = tests["acc_time"][0]
     info: dict[str, Any] = {"cnn": {"weights": wgroup.weight_report(t_net, 8),
                                     "act_sparsity_time": wgroup.act_sparsity(t_net, x_time)}}
@@ -324,6 +329,8 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
                           **{**opts, "align": 8})
         student = st[-1].net
         stages.append((st[-1].name.replace("+align", "+align8"), st[-1].proto, arch.n_params(student)))
+        stages.append((stages[-1][0] + "+int8", quantize.quantize_int8_static(st[-1].proto, calib),
+                       arch.n_params(student)))
         for ratio in ratios:
             net = wgroup.mask(copy.deepcopy(student), wgroup.group_masks(student, 8, ratio))
             wgroup.finetune(net, t_net, batches, **kd)
