@@ -220,9 +220,18 @@ def run_scenario(broker_url: str, model: Path, outbox: Path, cwru: Path, seconds
         sent = json.loads(out)
         streamer.join(10)
 
+        seen: list[Any] = [None, -1]  # the last (counts, heartbeat number) looked at
+
         def drained() -> bool:
-            c = cloud.last().get("counters", {})
-            return c.get("queue_depth") == 0 and c.get("pending_windows") == 0 and len(cloud.heartbeats) > n_hb + 2
+            # An empty inbox is not the end: the broker may still hold part of the flood for the
+            # agent. Drained = inbox empty and the counts the same in two successive heartbeats.
+            hb = cloud.last()
+            c, n = hb.get("counters", {}), len(cloud.heartbeats)
+            counts = (tuple(c.get(k) for k in ("received", "frames_in", "dropped")), sorted(hb.get("drops", {}).items()))
+            same = n > seen[1] >= 0 and counts == seen[0]
+            if n != seen[1]:
+                seen[:] = [counts, n]
+            return bool(same and c.get("queue_depth") == 0 and c.get("pending_windows") == 0 and n > n_hb + 2)
         _wait(drained, 60, "the agent to drain its inbox", agent)
         time.sleep(2.0)
         rss_after = _rss_mb(proc, n=10)
