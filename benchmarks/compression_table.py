@@ -64,6 +64,14 @@ def teacher_model(args: argparse.Namespace, sp: Any) -> tuple[cnn.CNNModel, dict
     return model, meta
 
 
+def data_and_teacher(args: argparse.Namespace) -> tuple[Any, cnn.CNNModel, dict[str, str]]:
+    """The CWRU splits, the teacher (trained if ``--teacher`` is absent) and its contract metadata."""
+    sp = splits(args.data, CLASSES_10)
+    teacher, meta = teacher_model(args, sp)
+    return sp, teacher, meta or onnxio.base_meta(teacher.classes, teacher.fs, teacher.window, "cnn",
+                                                 trained_on=TRAINED_ON)
+
+
 def real_calib(sp: Any, o: pipeline.Options) -> Any:
     """The pipeline's calibration windows (same seed and count) from the training split."""
     idx = np.random.default_rng(o.seed).permutation(len(sp.train))[:o.calib_windows]
@@ -279,9 +287,7 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
         raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of wgroup,integral,scalpel")
     clock: dict[str, float] = {}
     t = time.monotonic()
-    sp = splits(args.data, CLASSES_10)
-    teacher, meta = teacher_model(args, sp)
-    meta = meta or onnxio.base_meta(teacher.classes, teacher.fs, teacher.window, "cnn", trained_on=TRAINED_ON)
+    sp, teacher, meta = data_and_teacher(args)
     clock["data+teacher_s"] = time.monotonic() - t
     o = pipeline.Options(**opts)
     batches = training.window_batches(sp.train, seed=args.seed)
@@ -447,9 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         return wgroup_rows(args, opts, [k for k in args.only.split(",") if k])
     clock: dict[str, float] = {}
     t = time.monotonic()
-    sp = splits(args.data, CLASSES_10)
-    teacher, meta = teacher_model(args, sp)
-    meta = meta or onnxio.base_meta(teacher.classes, teacher.fs, teacher.window, "cnn", trained_on=TRAINED_ON)
+    sp, teacher, meta = data_and_teacher(args)
     clock["data+teacher_s"] = time.monotonic() - t
 
     t = time.monotonic()
