@@ -434,7 +434,7 @@ class Worker:
         from edgevib.models.compress import onnxio, quantize  # noqa: PLC0415
 
         t = time.perf_counter()
-        before = len(proto.SerializeToString())
+        before = proto.ByteSize()  # the size without serialising it
         if step == "dfq":
             from edgevib.models.compress import pipeline  # noqa: PLC0415
 
@@ -443,7 +443,7 @@ class Worker:
             idx = np.random.default_rng(self.cfg.seed).permutation(len(ws))[:256]
             out = quantize.quantize_int8_static(proto, ws.x3d()[np.sort(idx)])
         log.info("retrain: %s compressed by %s: %d -> %d bytes of ONNX in %.1f s", onnxio.read_meta(out).get(
-            "edgevib.arch"), step, before, len(out.SerializeToString()), time.perf_counter() - t)
+            "edgevib.arch"), step, before, out.ByteSize(), time.perf_counter() - t)
         return out
 
     def _push(self, registry: Any, man: Any, trig: dict[str, Any]) -> dict[str, Any]:

@@ -154,6 +154,20 @@ def _agent(url: str, gw: str, d: Path, pub: Path, *args: str, **env_extra: str) 
          "--outbox", str(d / f"outbox-{gw}.db"), "--heartbeat", "0.5", *args], env=env)
 
 
+def _operator(url: str, client_id: str, links: list[Any]) -> Any:
+    """An operator's MQTT connection (kept in ``links`` to close): a QoS 1 publish that must be queued."""
+    from edgevib.edge.mqtt import MqttLink
+
+    operator = MqttLink(url, client_id, reconnect=(1, 1))
+    links.append(operator)
+    assert operator.wait_connected(10)
+
+    def publish(topic: str, payload: bytes) -> None:
+        assert operator.publish(topic, payload, qos=1) is not None
+
+    return publish
+
+
 def _stop(agent: subprocess.Popen[bytes] | None) -> None:
     if agent is not None and agent.poll() is None:
         agent.terminate()
@@ -166,7 +180,6 @@ def _stop(agent: subprocess.Popen[bytes] | None) -> None:
 def test_missed_fault_is_learned_and_pushed_back(cloud: Cloud, cwru_dir: Path, tmp_path: Path) -> None:
     from edgevib.cloud.learning.labels import label_alert
     from edgevib.cloud.learning.retrain import RetrainConfig, Worker, save_base
-    from edgevib.edge.mqtt import MqttLink
     from edgevib.models import nsae_lcn
     from edgevib.models.classes import CLASSES_10, fault_type
     from edgevib.models.contract import ModelMeta, save
@@ -223,13 +236,7 @@ def test_missed_fault_is_learned_and_pushed_back(cloud: Cloud, cwru_dir: Path, t
         # -- 3. an operator labels the alert; the Flink job emits one retrain trigger ------------
         wait_until(lambda: store.query("SELECT id FROM alerts WHERE id = ?", (alert["id"],)), 60, "the alert in the store",
               alive)
-        operator = MqttLink(cloud.url, "operator", reconnect=(1, 1))
-        links.append(operator)
-        assert operator.wait_connected(10)
-
-        def publish(topic: str, payload: bytes) -> None:
-            assert operator.publish(topic, payload, qos=1) is not None
-
+        publish = _operator(cloud.url, "operator", links)
         doc = label_alert(store, ev, alert["id"], "OR021", by="test", publish=publish)
         assert doc["n_windows"] == len(ev.for_alert(alert["id"])) >= MIN_WINDOWS
         trig = wait_until(lambda: store.query("SELECT id, reason, n_windows FROM retrain_triggers WHERE model_name = ?",
@@ -303,7 +310,6 @@ def test_default_model_adapts_to_a_machine_it_misnames(cloud: Cloud, cwru_dir: P
     from edgevib.cloud.learning.labels import label_alert
     from edgevib.cloud.learning.retrain import RetrainConfig, Worker
     from edgevib.edge.cli import model_path
-    from edgevib.edge.mqtt import MqttLink
     from edgevib.models.contract import read_meta
     from edgevib.models.data import load_recording
     from edgevib.models.registry import Registry, keygen
@@ -368,13 +374,7 @@ def test_default_model_adapts_to_a_machine_it_misnames(cloud: Cloud, cwru_dir: P
         marks["misnamed, evidence stored"] = time.monotonic()
 
         # -- 3. one label (a ball fault, 0.021"); the Flink job emits the retrain trigger ----------
-        operator = MqttLink(cloud.url, "operator-adapt", reconnect=(1, 1))
-        links.append(operator)
-        assert operator.wait_connected(10)
-
-        def publish(topic: str, payload: bytes) -> None:
-            assert operator.publish(topic, payload, qos=1) is not None
-
+        publish = _operator(cloud.url, "operator-adapt", links)
         doc = label_alert(store, ev, alert["id"], "B021", by="test", publish=publish)
         assert doc["n_windows"] == 40 and doc["model_name"] == NAME
         trig = wait_until(lambda: store.query("SELECT id, n_windows FROM retrain_triggers WHERE model_name = ?",
