@@ -2,12 +2,14 @@
 # Install an edgevib gateway agent from an `edgevib deploy bundle` (see docs/deploy.md).
 #
 #   sudo sh edgevib-bundle/install.sh [--prefix /opt/edgevib] [--confdir /etc/edgevib]
-#        [--python python3] [--no-systemd] [--no-start] [--check]
+#        [--python python3] [--no-systemd] [--no-start] [--no-slim] [--check]
 #
 # PREFIX, CONFDIR, PYTHON and SYSTEMD_DIR may also come from the environment. Creates a virtualenv in
 # PREFIX/venv, installs the bundled wheel(s), copies the config (CONFDIR), model
 # (PREFIX/models), TLS files and signing key, renders the systemd unit and, unless
 # --no-systemd, installs it (user `edgevib`) and starts it. Prints the ExecStart command.
+# Before the unit, unless --no-slim, it removes what the running agent never loads (pip, setuptools
+# and ONNX Runtime's C/C++ API library: 201 -> 142 MB; docs/edge_footprint.md "Install size").
 set -eu
 
 PREFIX=${PREFIX:-/opt/edgevib}
@@ -17,6 +19,7 @@ SYSTEMD_DIR=${SYSTEMD_DIR:-/etc/systemd/system}
 SYSTEMD=1
 START=1
 CHECK=0
+SLIM=${SLIM:-1}
 SERVICE_USER=edgevib
 UNIT=edgevib-agent.service
 
@@ -29,8 +32,9 @@ while [ $# -gt 0 ]; do
         --python) [ $# -ge 2 ] || die "--python needs a value" "pass --python /usr/bin/python3.11"; PYTHON=$2; shift 2 ;;
         --no-systemd) SYSTEMD=0; shift ;;
         --no-start) START=0; shift ;;
+        --no-slim) SLIM=0; shift ;;
         --check) CHECK=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown argument '$1'" "see --help" ;;
     esac
 done
@@ -83,6 +87,9 @@ fi
 umask 022
 mkdir -p "$PREFIX"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# A slimmed venv (step 5) has no pip: put the interpreter's bundled one back (offline) to upgrade.
+"$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip >/dev/null \
+    || die "the virtualenv in $VENV has no pip and ensurepip failed" "remove $VENV and run install.sh again"
 # The lock is complete (edgevib[edge] and everything below it, pinned): --no-deps installs
 # exactly it, without resolving; the import check below proves nothing is missing.
 if [ "$OFFLINE" = 1 ]; then
@@ -121,7 +128,38 @@ fi
 umask 022
 render "$HERE/$UNIT.in" "$PREFIX/share/$UNIT"
 
-# 5. systemd: dedicated user, group-readable secrets, unit enabled (and started)
+# 5. slim: a gateway keeps only what the running agent loads. The installers (pip, setuptools)
+#    come back with ensurepip when install.sh runs again (step 3). ONNX Runtime's wheel carries
+#    its C/C++ API library (libonnxruntime.so, 35 MB) beside the Python binding, which is
+#    self-contained and does not load it: the library is moved aside, the installed model is
+#    loaded and run on zeros in a fresh interpreter, and only then deleted (else put back).
+if [ "$SLIM" = 1 ]; then
+    ORTLIBS=$("$VENV/bin/python" -c 'import glob, os, onnxruntime as o; print(" ".join(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so*"))))')
+    for f in $ORTLIBS; do mv "$f" "$f.slim"; done
+    if "$VENV/bin/python" - "$PREFIX/models/$MODEL_NAME" <<'PY'
+import sys
+
+import numpy as np
+from edgevib.edge.runtime import OnnxModel
+
+s = OnnxModel(sys.argv[1]).session
+dims = {"float": np.float32, "double": np.float64, "int64": np.int64, "int32": np.int32}
+feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape],
+                          dims.get(i.type[7:-1], np.float32)) for i in s.get_inputs()}
+s.run(None, feeds)
+PY
+    then
+        for f in $ORTLIBS; do rm -f "$f.slim"; done
+    else
+        for f in $ORTLIBS; do mv "$f.slim" "$f"; done
+        echo "install.sh: ONNX Runtime needs its C/C++ API library in this build; kept it" >&2
+    fi
+    "$VENV/bin/python" -m pip uninstall -y -q --disable-pip-version-check pip setuptools wheel 2>/dev/null \
+        || echo "install.sh: could not remove pip/setuptools from $VENV (the agent does not need them)" >&2
+    "$VENV/bin/edgevib" --version >/dev/null || die "the slimmed install does not run" "run install.sh again with --no-slim"
+fi
+
+# 6. systemd: dedicated user, group-readable secrets, unit enabled (and started)
 if [ "$SYSTEMD" = 1 ]; then
     [ "$(id -u)" = 0 ] || die "installing the systemd unit needs root" "run with sudo, or pass --no-systemd"
     command -v systemctl >/dev/null 2>&1 || die "no systemctl on this machine" "pass --no-systemd and start the agent yourself"

@@ -1,4 +1,5 @@
-"""Must show: bundle -> install as a gateway would -> the unit's ExecStart -> heartbeat at the broker.
+"""Must show: bundle -> install as a gateway would -> the unit's ExecStart -> heartbeat at the broker,
+from a slimmed venv (no pip, no ONNX Runtime C/C++ API library), which install.sh can upgrade again.
 
 The bundle is ``--no-wheels``: install.sh creates a fresh virtualenv and installs the pinned
 lock through this machine's pip configuration (its index and cache), as a gateway with a
@@ -81,10 +82,17 @@ def test_bundle_installs_and_agent_heartbeats(broker: MosquittoProcess, tmp_path
     # the install is the gateway's own: not this checkout (editable) and no training stack
     py = str(prefix / "venv" / "bin" / "python")
     probe = subprocess.run([py, "-c", "import edgevib, importlib.util as u; print(edgevib.__file__);"
-                            "print(u.find_spec('torch') is None and u.find_spec('onnx') is None)"],
+                            "print(u.find_spec('torch') is None and u.find_spec('onnx') is None);"
+                            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__));"
+                            "print(u.find_spec('pip') is None and u.find_spec('setuptools') is None)"],
                            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    where, edge_only = probe.stdout.split()
+    where, edge_only, ort_dir, no_installers = probe.stdout.split()
     assert where.startswith(str(prefix)) and edge_only == "True", probe.stdout + probe.stderr
+    # slimmed (install.sh step 5): no installers, no ONNX Runtime C/C++ API library; the agent
+    # below still loads and runs its model
+    assert no_installers == "True", probe.stdout
+    assert not list((Path(ort_dir) / "capi").glob("libonnxruntime.so*"))
+    assert list((Path(ort_dir) / "capi").glob("onnxruntime_pybind11_state*"))
 
     state = tmp_path / "var-lib-edgevib"  # the unit's WorkingDirectory
     state.mkdir()
@@ -111,6 +119,17 @@ def test_bundle_installs_and_agent_heartbeats(broker: MosquittoProcess, tmp_path
             agent.wait(10)
         sub.close()
     assert (state / "edgevib-outbox.sqlite").exists()  # state stays in the working directory
+
+    # Running install.sh again (an upgrade) works on the slimmed venv: ensurepip puts pip back;
+    # --no-slim keeps it.
+    t = time.monotonic()
+    r = subprocess.run(["sh", str(gateway / BUNDLE_ROOT / "install.sh"), "--prefix", str(prefix),
+                        "--confdir", str(confdir), "--no-systemd", "--no-slim"],
+                       env=env, capture_output=True, text=True, timeout=420)
+    timings["reinstall_s"] = time.monotonic() - t
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    again = subprocess.run([py, "-m", "pip", "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and str(prefix) in again.stdout, again.stdout + again.stderr
 
     (tmp_path / "timings.json").write_text(json.dumps(timings))
     print("deploy timings:", json.dumps({k: round(v, 2) for k, v in timings.items()}))
