@@ -16,6 +16,10 @@ unaligned channel counts (random weights; ``--probe-only`` runs just that). ``--
 ``--only wgroup,scalpel,integral`` runs only the hardware-aware weight/activation pruning rows
 (:mod:`edgevib.models.compress.wgroup`) beside the teacher, plus ONNX Runtime's sparse paths
 (sparse initializers, SparseToDenseMatMul), into ``compression_wgroup.{md,json,png}``.
+``--only dfnkd,target`` runs the data-free noise-robust distillation rows (DeepInversion windows
+with white noise on the student's copies) and the targets recipe (``TARGET_RECIPE``, fixed before
+its run) beside the teacher and their reference paths, with repeated latency measurements, into
+``compression_targets.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -375,6 +379,112 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     return 0
 
 
+# the chosen recipe of the targets run (docs/compression.md, "Targets run"): fixed before it was measured
+TARGET_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "align_first": 8})
+
+
+def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str]) -> int:
+    """``--only dfnkd,target``: beside the teacher, in one interleaved latency measurement,
+    ``dfnkd``: the real-data ``slim,merge,kd,int8`` and ``slim,merge,nkd,int8`` paths and the
+    data-free (DeepInversion) ones with ``kd`` and ``nkd`` (noise on the synthetic windows only);
+    ``target``: :data:`TARGET_RECIPE` beside the align16 and align8 ``kd`` paths. Latency is then
+    measured ``--latency-repeats`` times more on fresh sessions (speed ratios per repeat, load
+    average around each). Writes ``compression_targets.{md,json,png}`` under ``--out``."""
+    bad = sorted(set(only) - {"dfnkd", "target"})
+    if bad:
+        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target")
+    clock: dict[str, float] = {}
+    load: dict[str, Any] = {"start": Path("/proc/loadavg").read_text().split()[:3]}
+    t = time.monotonic()
+    sp, teacher, meta = data_and_teacher(args)
+    clock["data+teacher_s"] = time.monotonic() - t
+    o = pipeline.Options(**opts)
+    paths: dict[str, list[pipeline.Stage]] = {}
+
+    def path(key: str, recipe: str, **more: Any) -> list[pipeline.Stage]:
+        t = time.monotonic()
+        paths[key] = pipeline.run(teacher, recipe, meta=meta, seed=args.seed, **{**opts, **more})
+        clock[f"{key}_path_s"] = time.monotonic() - t
+        return paths[key]
+
+    real = path("real", "slim,merge,kd,int8", train=sp.train)
+    if "dfnkd" in only:
+        path("real-nkd", "slim,merge,nkd,int8", train=sp.train)
+        # the data-free paths prune as many channels as the real one (as in the full table)
+        n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
+        n_kept = sum(u.bn.num_features for u in slimming.units(real[-2].net))
+        free_ratio = 1 - n_kept / n_all
+        path("datafree", "slim,merge,kd,int8", data_free=True, prune_ratio=free_ratio)
+        path("datafree-nkd", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio)
+    if "target" in only:
+        path("align16", "slim,align,merge,kd,int8", train=sp.train, align=16)
+        path("align8", "slim,align,merge,kd,int8", train=sp.train, align=8)
+        path("target", TARGET_RECIPE[0], train=sp.train, **TARGET_RECIPE[1])
+    names = {"align16": "+align16", "align8": "+align8", "target": "+align16(conv1:8)"}
+    rows_in: list[tuple[str, Any, int]] = [("cnn", real[0].proto, arch.n_params(real[0].net))]
+    saw: dict[str, str] = {}
+    for key, stages in paths.items():
+        for s in stages[-2:]:  # the distilled float student and its INT8
+            name = s.name.replace("+align", names.get(key, "+align"))
+            name = ("datafree:" + name) if key.startswith("datafree") else name
+            rows_in.append((name, s.proto, arch.n_params(s.net)))
+            if "saw" in s.info:
+                saw[name] = s.info["saw"]
+    tests = test_sets(sp, args.seed)
+    load["before_measure"] = Path("/proc/loadavg").read_text().split()[:3]
+    t = time.monotonic()
+    rows = table.measure(rows_in, tests, window=teacher.window, rounds=args.rounds)
+    clock["measure_s"] = time.monotonic() - t
+    load["after_measure"] = Path("/proc/loadavg").read_text().split()[:3]
+    # the same files timed again on fresh sessions: how much the speed ratios move between measurements
+    repeats = []
+    for i in range(args.latency_repeats):
+        before = Path("/proc/loadavg").read_text().split()[:3]
+        lat = table.latency_ms({n: table.session(p) for n, p, _ in rows_in}, teacher.window, rounds=args.rounds)
+        repeats.append({"loadavg_before": before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
+                        "ms_b32": {n: v[32] for n, v in lat.items()},
+                        "faster_x_b32": {n: lat["cnn"][32] / v[32] for n, v in lat.items()},
+                        "faster_x_b1": {n: lat["cnn"][1] / v[1] for n, v in lat.items()}})
+        log.info("latency repeat %d/%d: %s", i + 1, args.latency_repeats,
+                 {k: round(v, 2) for k, v in repeats[-1]["faster_x_b32"].items() if k.endswith("+int8")})
+    by = {r["stage"]: r for r in rows}
+    base = by["cnn"]
+
+    def against_teacher(r: dict[str, Any]) -> dict[str, Any]:
+        out = {"smaller_x": base["onnx_bytes"] / r["onnx_bytes"], "faster_x_b1": base["ms_b1"] / r["ms_b1"],
+               "faster_x_b32": base["ms_b32"] / r["ms_b32"],
+               "faster_x_b32_repeats": [rep["faster_x_b32"][r["stage"]] for rep in repeats],
+               "drop_time_pts": 100 * (base["acc_time"] - r["acc_time"]),
+               "drop_load3_pts": 100 * (base["acc_load3"] - r["acc_load3"]),
+               "drop_snr0_pts": 100 * (base["acc_snr0"] - r["acc_snr0"])}
+        out["met"] = {"smaller_10x": out["smaller_x"] >= 10, "faster_3x_b32": out["faster_x_b32"] >= 3,
+                      "time_0.5pt": out["drop_time_pts"] <= 0.5 + 1e-9, "snr0_1pt": out["drop_snr0_pts"] <= 1 + 1e-9}
+        return out
+
+    targets: dict[str, Any] = {"candidates": {r["stage"]: against_teacher(r) for r in rows
+                                              if r["stage"].endswith("+int8") and not r["stage"].startswith("datafree")}}
+    if "dfnkd" in only:
+        gaps = {}
+        for ref in ("cnn+slim+merge+kd+int8", "cnn+slim+merge+nkd+int8"):
+            for r in rows:
+                if r["stage"].startswith("datafree") and r["stage"].endswith("+int8"):
+                    gaps[f"{r['stage']} vs {ref}"] = {k: 100 * (by[ref][k] - r[k]) for k in tests}
+        targets["datafree_gaps_pts"] = gaps
+    extra = {"targets": targets, "target_recipe": {"recipe": TARGET_RECIPE[0], **TARGET_RECIPE[1]},
+             "latency_repeats": repeats, "clock": clock, "loadavg": load, "options": vars(o),
+             "widths": {k: arch.arch_kwargs(v[-2].net)["widths"] + [arch.arch_kwargs(v[-2].net)["hidden"]]
+                        for k, v in paths.items()},
+             "what_data_free_saw": saw, "test_windows": {k: len(v[1]) for k, v in tests.items()},
+             "trained_on": TRAINED_ON, "onnxruntime": table.ort.__version__, "cpu": cpu_name(),
+             "cpu_threads_latency": 1}
+    files = table.write(rows, args.out, "compression_targets", ref="cnn", extra=extra)
+    print(table.markdown(rows, "cnn"))
+    print(json.dumps({k: extra[k] for k in ("targets", "clock", "loadavg", "widths", "what_data_free_saw")},
+                     indent=2, default=str))
+    print("wrote", *files, file=sys.stderr)
+    return 0
+
+
 def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, Any], meta: dict[str, str],
                shape: dict[str, Any]) -> str:
     """The model card written beside ``cnn_small.onnx`` (numbers from this run)."""
@@ -421,8 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-only", action="store_true",
                     help="only the SIMD-alignment latency probe: write align_probe.json under --out")
     ap.add_argument("--only", default="",
-                    help="comma list: run only these new rows beside the teacher (wgroup,integral,scalpel); "
-                    "writes compression_wgroup.{md,json,png} under --out")
+                    help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
+                    "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
+                    "(compression_targets.{md,json,png})")
+    ap.add_argument("--latency-repeats", type=int, default=3,
+                    help="--only dfnkd,target: extra latency measurements of the same files (speed-ratio spread)")
     ap.add_argument("--wgroup-ratio", default="0.6",
                     help="fraction(s) of aligned weight groups removed per layer, comma list (integral: the first)")
     ap.add_argument("--act-quantile", default="0.3",
@@ -450,7 +563,10 @@ def main(argv: list[str] | None = None) -> int:
     opts: dict[str, Any] = {k: (float(v) if "." in v or "e" in v else int(v))
                             for k, v in (o.split("=", 1) for o in args.opt)}
     if args.only:
-        return wgroup_rows(args, opts, [k for k in args.only.split(",") if k])
+        only = [k for k in args.only.split(",") if k]
+        if set(only) & {"dfnkd", "target"}:
+            return target_rows(args, opts, only)
+        return wgroup_rows(args, opts, only)
     clock: dict[str, float] = {}
     t = time.monotonic()
     sp, teacher, meta = data_and_teacher(args)

@@ -35,6 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--synth", choices=("deepinversion", "kegnet"), default="deepinversion",
                    help="data-free window source (with --data-free)")
     p.add_argument("--align", type=int, default=16, help="align: channel multiple (SIMD float32 lanes)")
+    p.add_argument("--align-first", type=int, default=0,
+                   help="align: channel multiple of the wide first conv alone (0: --align; 8 = the targets recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         out = compress(args.model, args.recipe, data_dir=args.data, data_free=args.data_free, out=args.out,
-                       progress=Bar("compress"), seed=args.seed, synth=args.synth, align=args.align)
+                       progress=Bar("compress"), seed=args.seed, synth=args.synth, align=args.align,
+                       align_first=args.align_first)
     except EdgevibError as exc:
         log.error("%s", exc)
         print(f"error: {exc}")

@@ -2,7 +2,7 @@
 
 Recipe steps, in this order: ``slim`` (L1-on-gamma sparsity training, global threshold,
 physical pruning), ``align`` (Scalpel: kept channel counts rounded to a multiple of the CPU's
-SIMD width, ``Options.align``), ``merge`` (neuron merging at the prune, no data), ``kd``
+SIMD width, ``Options.align``; ``Options.align_first`` for the first conv alone), ``merge`` (neuron merging at the prune, no data), ``kd``
 (distil from the teacher; without it a pruned model is fine-tuned on labels) or ``nkd``
 (distillation with white-noise augmentation of the student's input: noise-robust), ``int8``
 (static QDQ INT8, calibrated on windows), ``dfq`` (data-free quantization: cross-layer
@@ -11,7 +11,9 @@ windows at all), ``zaq`` (zero-shot adversarial quantization: INT8-aware fine-tu
 generator windows, then ``dfq``'s export).
 With ``data_free`` every step that needs windows uses windows synthesised from the teacher
 (``Options.synth``: ``deepinversion`` (:mod:`.datafree`) or ``kegnet`` (:mod:`.kegnet`)):
-sparsity training and fine-tuning become distillation on them, and they calibrate INT8.
+sparsity training and fine-tuning become distillation on them, and they calibrate INT8; with
+``nkd`` the white noise goes on the student's copy of those synthetic windows (no real window
+anywhere: each data-free stage's ``info["saw"]`` says what it used).
 :func:`run` returns every intermediate stage for the table.
 """
 
@@ -64,6 +66,8 @@ class Options:
     synth: str = "deepinversion"  # data-free window source: deepinversion | kegnet
     kegnet_steps: int = 300  # per generator (2 generators)
     align: int = 16  # Scalpel: channel counts a multiple of this (AVX-512: 16 float32 lanes)
+    align_first: int = 0  # align: multiple for the wide first conv only (0: ``align``); its width sets
+    # most of a small student's INT8 time (64 taps x 128 positions per channel)
     noise_p: float = 0.5  # nkd: fraction of student windows given white noise
     noise_snr_lo: float = -6.0  # nkd: SNR drawn uniformly in [lo, hi] dB
     noise_snr_hi: float = 10.0
@@ -121,6 +125,7 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
     stages = [Stage(arch, t_net, _onnx(t_net, teacher, meta, arch))]
     batches: Any = None
     calib: Any = None
+    n_synth = 0
     if windows and data_free:
         if o.synth == "kegnet":
             from edgevib.models.compress import kegnet
@@ -129,6 +134,7 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         else:
             xs, ys = datafree.synthesize(t_net, o.synth_per_class, steps=o.synth_steps, lr=o.synth_lr,
                                          bn_weight=o.synth_bn_weight, seed=o.seed, progress=report)
+        n_synth = len(xs)
         batches = training.tensor_batches(xs, ys, seed=o.seed)
         calib = xs[np.random.default_rng(o.seed).permutation(len(xs))[:o.calib_windows]]
     elif windows:
@@ -143,7 +149,8 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         keep = slimming.global_keep(sparse, o.prune_ratio)
         arch += "+slim"
         if "align" in steps:
-            keep = slimming.align_keep(sparse, keep, o.align)
+            multiples = [o.align_first or o.align] + [o.align] * (len(keep) - 1)
+            keep = slimming.align_keep(sparse, keep, multiples)
             arch += "+align"
         stages.append(Stage(arch + "(pruned)", slimming.prune(sparse, keep)))
         if "merge" in steps:
@@ -163,7 +170,13 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
                             progress=report)
         else:
             distill.finetune(net, batches, steps=o.kd_steps, lr=o.kd_lr, seed=o.seed, progress=report)
-        stages.append(Stage(arch, net))
+        info: dict[str, Any] = {}
+        if data_free:  # what a data-free stage was built from (no real window)
+            noisy = (f"; white noise on a fraction {o.noise_p:g} of the student's copies at SNR "
+                     f"U[{o.noise_snr_lo:g}, {o.noise_snr_hi:g}] dB") if noise else ""
+            info["saw"] = (f"teacher weights + BN statistics; {n_synth} {o.synth} windows synthesised from them "
+                           f"(sparsity training, distillation, INT8 calibration){noisy}")
+        stages.append(Stage(arch, net, info=info))
     elif kd_step:
         raise CompressError(_COMP, f"recipe {steps}", f"'{kd_step}' needs a smaller student: add 'slim'")
     for s in stages:

@@ -19,6 +19,7 @@ reads its channels (``consumer``); ``group`` is how many consumer inputs one cha
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,30 +145,35 @@ def global_keep(net: Any, ratio: float | None = None, *, min_keep: int = 2, per_
     return keep
 
 
-def align_keep(net: Any, keep: list[np.ndarray], multiple: int = 16, *, per_layer_scale: bool = True) -> list[np.ndarray]:
+def align_keep(net: Any, keep: list[np.ndarray], multiple: int | Sequence[int] = 16, *,
+               per_layer_scale: bool = True) -> list[np.ndarray]:
     """Scalpel (Yu et al., ISCA 2017) for a dense CPU: every unit keeps a multiple of ``multiple``
     channels (the SIMD width: 16 float32 lanes with AVX-512, 8 with AVX2), the nearest one to
     what ``keep`` holds (at least one multiple, at most the layer's width). Channels are added
     or dropped by the same layer-relative ``|gamma|`` score as :func:`global_keep`.
+    ``multiple`` may also be one value per unit (e.g. 8 for the wide first conv, 16 elsewhere).
 
     Scalpel's weight pruning in SIMD-aligned groups needs a sparse kernel ONNX Runtime does not
     have; here only whole channels (nodes) go, so the dense GEMMs get aligned shapes.
     """
-    if multiple < 1:
-        raise CompressError(_COMP, f"align multiple={multiple}", "use the SIMD width in float32 lanes, e.g. 8 or 16")
+    us = units(net)
+    multiples = [int(multiple)] * len(us) if isinstance(multiple, int | np.integer) else [int(m) for m in multiple]
+    if len(multiples) != len(us) or min(multiples) < 1:
+        raise CompressError(_COMP, f"align multiple={multiple}", "use the SIMD width in float32 lanes, e.g. 8 or 16 "
+                            f"(one int, or one per prunable layer: {len(us)} here)")
     out = []
-    for u, k in zip(units(net), keep, strict=True):
+    for u, k, m in zip(us, keep, multiples, strict=True):
         g = u.bn.weight.detach().abs().numpy().astype(np.float64)
         if per_layer_scale and g.max() > 0:
             g = g / g.max()
         n = len(g)
-        target = min(n, max(multiple, int(np.floor(len(k) / multiple + 0.5)) * multiple))
+        target = min(n, max(m, int(np.floor(len(k) / m + 0.5)) * m))
         # keep what slimming kept first (by score), then the best of the rest
         order = np.concatenate([k[np.argsort(-g[k], kind="stable")],
                                 np.setdiff1d(np.arange(n), k)[np.argsort(-g[np.setdiff1d(np.arange(n), k)],
                                                                             kind="stable")]])
         out.append(np.sort(order[:target]))
-    log.info("align %d: keeps %s channels (slimming kept %s)", multiple, [len(k) for k in out],
+    log.info("align %s: keeps %s channels (slimming kept %s)", multiples, [len(k) for k in out],
              [len(k) for k in keep])
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -68,3 +69,59 @@ def test_noise_robust_distillation_recipe(trained_net: Any, tiny_ws: Any) -> Non
         pipeline.parse_recipe("align,kd")
     with pytest.raises(CompressError, match="noise"):
         distill.distill(stages[-2].net, trained_net, lambda n: (None, None), noise=(1.5, 0.0, 1.0))
+
+
+def test_align_first_conv_takes_its_own_multiple(tiny_net: Any) -> None:
+    us = slimming.units(tiny_net)
+    keep = [np.arange(5)] + [np.arange(u.bn.num_features - 3) for u in us[1:]]
+    out = slimming.align_keep(tiny_net, keep, [2] + [4] * (len(us) - 1))  # first: 5 -> 6, not 4
+    assert len(out[0]) == 6 and [len(k) for k in out[1:]] == [len(k) for k in slimming.align_keep(tiny_net, keep, 4)[1:]]
+    with pytest.raises(CompressError, match="one per prunable layer"):
+        slimming.align_keep(tiny_net, keep, [8, 8])
+    stages = pipeline.run(CNNModel(copy.deepcopy(tiny_net), CLASSES), "slim,align,merge", data_free=True,
+                          align=4, align_first=2, synth_per_class=2, synth_steps=2, **FAST)
+    kw = arch.arch_kwargs(stages[-1].net)
+    assert kw["widths"][0] % 2 == 0 and all(w % 4 == 0 for w in kw["widths"][1:] + [kw["hidden"]])
+
+
+def test_data_free_nkd_noises_only_synthetic_windows(trained_net: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data-free noise-robust distillation: the student's noisy inputs are (sign-flipped) DeepInversion
+    windows, the teacher scores the clean ones, and no real window is ever asked for."""
+    from edgevib.models.compress import datafree, training
+
+    def no_real(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the data-free path asked for real windows")
+
+    monkeypatch.setattr(training, "window_batches", no_real)
+    synth: list[np.ndarray] = []
+    real_synth, real_noise = datafree.synthesize, distill.add_noise
+
+    def spy_synth(*a: Any, **k: Any) -> Any:
+        xs, ys = real_synth(*a, **k)
+        synth.append(xs)
+        return xs, ys
+
+    noised: list[tuple[Any, Any]] = []
+
+    def spy_noise(x: Any, *a: Any) -> Any:
+        out = real_noise(x, *a)
+        noised.append((x.clone(), out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(datafree, "synthesize", spy_synth)
+    monkeypatch.setattr(distill, "add_noise", spy_noise)
+    stages = pipeline.run(CNNModel(trained_net, CLASSES), "slim,merge,nkd,int8", data_free=True,
+                          synth_per_class=4, synth_steps=5, noise_p=0.5, **FAST)
+    assert [s.name for s in stages][-2:] == ["cnn+slim+merge+nkd", "cnn+slim+merge+nkd+int8"]
+    assert len(synth) == 1 and len(noised) == FAST["kd_steps"]
+    pool = torch.from_numpy(synth[0]).flatten(1)
+    changed = 0
+    for x, y in noised:
+        flat = x.flatten(1)
+        # every clean input is a synthetic window (the batches flip the sign at random)
+        d = torch.minimum((flat[:, None] - pool[None]).abs().amax(-1), (flat[:, None] + pool[None]).abs().amax(-1))
+        assert float(d.amin(dim=1).max()) == 0.0
+        changed += int(((y - x).abs().amax(dim=(1, 2)) > 0).sum())
+    assert 0.3 < changed / sum(len(x) for x, _ in noised) < 0.7  # noise_p = 0.5 of the student's copies
+    saw = stages[-2].info["saw"]
+    assert "12 deepinversion windows" in saw and "white noise" in saw and "U[-6, 10] dB" in saw
