@@ -174,7 +174,9 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         if data_free:  # what a data-free stage was built from (no real window)
             noisy = (f"; white noise on a fraction {o.noise_p:g} of the student's copies at SNR "
                      f"U[{o.noise_snr_lo:g}, {o.noise_snr_hi:g}] dB") if noise else ""
-            info["saw"] = (f"teacher weights + BN statistics; {n_synth} {o.synth} windows synthesised from them "
+            src = ("teacher weights + BN statistics" if o.synth == "deepinversion"
+                   else "teacher weights and outputs (no BN statistics)")
+            info["saw"] = (f"{src}; {n_synth} {o.synth} windows synthesised from them "
                            f"(sparsity training, distillation, INT8 calibration){noisy}")
         stages.append(Stage(arch, net, info=info))
     elif kd_step:
