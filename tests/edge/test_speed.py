@@ -232,3 +232,44 @@ def test_speed_config_errors_name_key_value_and_fix(key: str, value: float) -> N
     with pytest.raises(ConfigError) as ei:
         SensorConfig(**{key: value})  # type: ignore[arg-type]
     assert f"{key}={value!r}" in ei.value.problem and ei.value.fix
+
+
+def test_speed_estimates_of_many_sensors_are_paced_over_the_interval(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 sensors (> PACE_SENSORS) due together are served one per interval / 20 s, and stay on
+    that grid: no 1 s of agent time carries more than 20 / 5 + 1 (before, one per step: all 20
+    within ~20 steps, and again 5 s later, every 5 s)."""
+    import edgevib.edge.agent as agent_mod
+
+    n, interval = 20, 5.0
+    bus, t = MemoryBus(), [1000.0]
+    cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600,
+                            alert={"anomaly": False}, indicators={"enabled": False},
+                            sensors={f"s{i}": {"rpm": 1797.0, "speed_interval_s": interval} for i in range(n)},
+                            outbox={"path": str(tmp_path / "ob.sqlite")})
+    model = FunctionModel(ModelMeta(CLASSES_10, window=2048, arch="const"),
+                          lambda x: np.tile(np.eye(10, dtype=np.float32)[0], (len(x), 1)), name="const")
+    agent = Agent(cfg, model, MemoryLink(bus, "agent", clock=lambda: t[0]), Outbox(cfg.outbox.path),
+                  clock=lambda: t[0])
+    src = MemoryLink(bus, "sensor")
+    when: list[float] = []
+    real = agent_mod.estimate_speed
+    monkeypatch.setattr(agent_mod, "estimate_speed", lambda *a, **k: (when.append(t[0]), real(*a, **k))[1])
+    x = simulate("normal", fs=FS, duration_s=14.0, rpm=1797.0, seed=7)
+    frame = 1200
+    for i in range(0, len(x) - frame + 1, frame):
+        for k in range(n):
+            f = Frame(i // frame, 10**18 + round(i * 1e9 / FS), FS, x[i:i + frame].astype(np.float32))
+            src.publish(T.raw(f"s{k}"), encode(f, "float32"))
+        for _ in range(10):  # many steps per 0.1 s, as a busy agent makes: the per-step cap alone spreads nothing
+            agent.step()
+            t[0] += 0.01
+    assert n > agent_mod.PACE_SENSORS
+    rel = np.array(when) - 1000.0
+    per_s = np.histogram(rel, bins=np.arange(np.floor(rel.min()), 14.0, 1.0))[0]
+    assert per_s.max() <= n / interval + 1, rel
+    assert np.diff(rel).min() >= interval / n - 0.02, rel
+    # every sensor served, once per interval after its first (none starved by the pacing)
+    assert len(rel) >= n * (14.0 - rel.min() - 1.0) / interval, rel
+    assert sum(v.get("speed_estimates", 0) + v.get("speed_refused", 0)  # type: ignore[union-attr,operator]
+               for v in agent.metrics.snapshot()["sensors"].values()) == len(when)  # type: ignore[union-attr]
