@@ -84,7 +84,7 @@ def _signals(seconds):
     normal, ir = np.frombuffer(raw, "<f4").reshape(2, -1)
     return {"normal": normal, "IR": ir}
 
-def feed_agent(outbox, model, n, seconds, trace=False):
+def feed_agent(outbox, model, n, seconds, trace=False, indicators=True):
     import numpy as np
     from edgevib.edge.agent import Agent
     from edgevib.edge.config import load_agent_config
@@ -92,7 +92,8 @@ def feed_agent(outbox, model, n, seconds, trace=False):
     from edgevib.edge.memory import MemoryBus, MemoryLink
     from edgevib.protocol import Topics
     cfg = load_agent_config(None, env={}, site="mem", gateway="gw", heartbeat_s=3600,
-                            outbox={"path": outbox.path if hasattr(outbox, "path") else ":memory:"})
+                            outbox={"path": outbox.path if hasattr(outbox, "path") else ":memory:"},
+                            indicators={"enabled": indicators})
     bus, now = MemoryBus(), [0.0]
     clock = lambda: now[0]  # noqa: E731 - agent time = signal time, as with real-time sensors
     agent = Agent(cfg, model, MemoryLink(bus, "agent", inbox_size=100_000, clock=clock), outbox, clock=clock)

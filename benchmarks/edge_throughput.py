@@ -140,7 +140,7 @@ def _sensors(url: str, n: int, seconds: float, offset: int) -> None:
 GATEWAY_MB = 512
 
 
-def inprocess_cpu(model: Path, n: int, seconds: float = 8.0) -> dict[str, float]:
+def inprocess_cpu(model: Path, n: int, seconds: float = 8.0, indicators: bool = True) -> dict[str, float]:
     """CPU seconds (``time.process_time``) the agent spends on ``n`` sensors x ``seconds`` of
     12 kHz signal fed through the in-memory link on signal time (speed estimates and
     indicators as live): the agent's own work per sensor-second, without MQTT, and much
@@ -154,7 +154,7 @@ def inprocess_cpu(model: Path, n: int, seconds: float = 8.0) -> dict[str, float]
         outbox = Outbox(f"{tmp}/ob.sqlite")
         m = OnnxModel(model, threads=1)
         t0 = time.process_time()
-        agent = ns["feed_agent"](outbox, m, n, seconds)
+        agent = ns["feed_agent"](outbox, m, n, seconds, indicators=indicators)
         cpu = time.process_time() - t0
         outbox.close()
     windows = agent.metrics.snapshot()["counters"].get("windows", 0)  # type: ignore[union-attr]
@@ -236,6 +236,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ladder", default="25,50,100,200,400,800")
     ap.add_argument("--no-anomaly", action="store_true", help="agent without the anomaly baseline")
+    ap.add_argument("--no-indicators", action="store_true", help="agent without the condition indicators")
     ap.add_argument("--inprocess", type=int, default=100,
                     help="sensors for the in-process CPU measurement (0: skip)")
     ap.add_argument("--gateway", action="store_true",
@@ -250,6 +251,8 @@ def main() -> int:
     model = args.model or model_path("")
     if args.no_anomaly:
         os.environ["EDGEVIB_ALERT__ANOMALY"] = "false"  # inherited by the agent process
+    if args.no_indicators:
+        os.environ["EDGEVIB_INDICATORS__ENABLED"] = "false"
     payload = encode(Frame(0, 0, FS, simulate("normal", duration_s=0.5)[:FRAME]), "int16")
     print(f"edge throughput benchmark  {time.strftime('%Y-%m-%d %H:%M:%S')}  load avg {os.getloadavg()}  "
           f"cpus {os.cpu_count()}")
@@ -257,11 +260,12 @@ def main() -> int:
     gateway = gateway_prefix() if args.gateway else None
     print(f"agent profile: {gateway[1] if gateway else 'unpinned, no memory limit'}")
     print(f"model {model.name}; frame {FRAME} int16 samples = {len(payload)} bytes; window {window} hop {HOP}; "
-          f"batch {args.batch}; ORT threads {args.threads}; anomaly {'off' if args.no_anomaly else 'on'}")
+          f"batch {args.batch}; ORT threads {args.threads}; anomaly {'off' if args.no_anomaly else 'on'}; "
+          f"indicators {'off' if args.no_indicators else 'on'}")
     w_s = onnx_limit(model, args.batch, args.threads)
     print(f"ONNX Runtime limit : {w_s:9.0f} windows/s = {w_s / WIN_PER_SENSOR:7.0f} sensors")
     if args.inprocess:
-        c = inprocess_cpu(model, args.inprocess)
+        c = inprocess_cpu(model, args.inprocess, indicators=not args.no_indicators)
         print(f"agent work in-process ({args.inprocess} sensors x 8 s, memory link): {c['ms_per_sensor_s']:.2f} ms CPU "
               f"per sensor-second ({c['us_per_window']:.0f} us per window) = {1000 / c['ms_per_sensor_s']:.0f} sensors "
               f"per core before MQTT", flush=True)
