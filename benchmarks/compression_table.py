@@ -19,7 +19,9 @@ unaligned channel counts (random weights; ``--probe-only`` runs just that). ``--
 ``--only dfnkd,target`` runs the data-free noise-robust distillation rows (DeepInversion windows
 with white noise on the student's copies) and the targets recipe (``TARGET_RECIPE``, fixed before
 its run) beside the teacher and their reference paths, with repeated latency measurements, into
-``compression_targets.{md,json,png}``.
+``compression_targets.{md,json,png}``. ``--only dfnkdt`` runs data-free ``nkd`` with the teacher's
+targets from the same noisy synthetic windows (``noise_teacher``) beside the real-data ``kd`` path and the
+data-free ``kd`` and ``nkd`` paths, into ``compression_dfnoise.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -387,12 +389,14 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     """``--only dfnkd,target``: beside the teacher, in one interleaved latency measurement,
     ``dfnkd``: the real-data ``slim,merge,kd,int8`` and ``slim,merge,nkd,int8`` paths and the
     data-free (DeepInversion) ones with ``kd`` and ``nkd`` (noise on the synthetic windows only);
-    ``target``: :data:`TARGET_RECIPE` beside the align16 and align8 ``kd`` paths. Latency is then
-    measured ``--latency-repeats`` times more on fresh sessions (speed ratios per repeat, load
-    average around each). Writes ``compression_targets.{md,json,png}`` under ``--out``."""
-    bad = sorted(set(only) - {"dfnkd", "target"})
+    ``target``: :data:`TARGET_RECIPE` beside the align16 and align8 ``kd`` paths; ``dfnkdt``: the real-data
+    ``kd`` path, data-free ``kd`` and ``nkd``, and data-free ``nkd`` with the teacher scoring the same noisy
+    synthetic copies (``noise_teacher``). Latency is then measured ``--latency-repeats`` times more on fresh
+    sessions (speed ratios per repeat, load average around each). Writes ``compression_targets.{md,json,png}``
+    under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target)."""
+    bad = sorted(set(only) - {"dfnkd", "target", "dfnkdt"})
     if bad:
-        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target")
+        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target,dfnkdt")
     clock: dict[str, float] = {}
     load: dict[str, Any] = {"start": Path("/proc/loadavg").read_text().split()[:3]}
     t = time.monotonic()
@@ -410,12 +414,15 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     real = path("real", "slim,merge,kd,int8", train=sp.train)
     if "dfnkd" in only:
         path("real-nkd", "slim,merge,nkd,int8", train=sp.train)
+    if "dfnkd" in only or "dfnkdt" in only:
         # the data-free paths prune as many channels as the real one (as in the full table)
         n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
         n_kept = sum(u.bn.num_features for u in slimming.units(real[-2].net))
         free_ratio = 1 - n_kept / n_all
         path("datafree", "slim,merge,kd,int8", data_free=True, prune_ratio=free_ratio)
         path("datafree-nkd", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio)
+    if "dfnkdt" in only:  # the teacher scores the student's noisy copy (docs/compression.md, fixed before its run)
+        path("datafree-nkdt", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True)
     if "target" in only:
         path("align16", "slim,align,merge,kd,int8", train=sp.train, align=16)
         path("align8", "slim,align,merge,kd,int8", train=sp.train, align=8)
@@ -463,9 +470,9 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
 
     targets: dict[str, Any] = {"candidates": {r["stage"]: against_teacher(r) for r in rows
                                               if r["stage"].endswith("+int8") and not r["stage"].startswith("datafree")}}
-    if "dfnkd" in only:
+    if "dfnkd" in only or "dfnkdt" in only:
         gaps = {}
-        for ref in ("cnn+slim+merge+kd+int8", "cnn+slim+merge+nkd+int8"):
+        for ref in [r for r in ("cnn+slim+merge+kd+int8", "cnn+slim+merge+nkd+int8") if r in by]:
             for r in rows:
                 if r["stage"].startswith("datafree") and r["stage"].endswith("+int8"):
                     gaps[f"{r['stage']} vs {ref}"] = {k: 100 * (by[ref][k] - r[k]) for k in tests}
@@ -477,7 +484,9 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
              "what_data_free_saw": saw, "test_windows": {k: len(v[1]) for k, v in tests.items()},
              "trained_on": TRAINED_ON, "onnxruntime": table.ort.__version__, "cpu": cpu_name(),
              "cpu_threads_latency": 1}
-    files = table.write(rows, args.out, "compression_targets", ref="cnn", extra=extra)
+    # a dfnkdt-only run gets its own files: the targets run's stay as they were measured
+    files = table.write(rows, args.out, "compression_targets" if set(only) & {"dfnkd", "target"}
+                        else "compression_dfnoise", ref="cnn", extra=extra)
     print(table.markdown(rows, "cnn"))
     print(json.dumps({k: extra[k] for k in ("targets", "clock", "loadavg", "widths", "what_data_free_saw")},
                      indent=2, default=str))
@@ -533,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="",
                     help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
-                    "(compression_targets.{md,json,png})")
+                    "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png})")
     ap.add_argument("--latency-repeats", type=int, default=3,
                     help="--only dfnkd,target: extra latency measurements of the same files (speed-ratio spread)")
     ap.add_argument("--wgroup-ratio", default="0.6",
@@ -564,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                             for k, v in (o.split("=", 1) for o in args.opt)}
     if args.only:
         only = [k for k in args.only.split(",") if k]
-        if set(only) & {"dfnkd", "target"}:
+        if set(only) & {"dfnkd", "target", "dfnkdt"}:
             return target_rows(args, opts, only)
         return wgroup_rows(args, opts, only)
     clock: dict[str, float] = {}

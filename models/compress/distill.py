@@ -46,14 +46,18 @@ def add_noise(x: Any, p: float, snr_lo: float, snr_hi: float, gen: Any) -> Any:
 
 def distill(student: Any, teacher: Any, batches: BatchFn, *, steps: int = 400, temperature: float = 4.0,
             alpha: float = 0.7, lr: float = 1e-3, seed: int = 0, bn_stats: bool = False,
-            noise: tuple[float, float, float] | None = None, progress: Progress | None = None) -> Any:
+            noise: tuple[float, float, float] | None = None, noisy_teacher: bool = False,
+            progress: Progress | None = None) -> Any:
     """Train ``student`` in place on ``batches`` to match ``teacher`` (kept in eval mode).
 
     ``bn_stats=False`` keeps the student's BN statistics (inherited from the teacher by
     pruning) fixed, which matters when batches are synthetic. ``noise = (p, snr_lo, snr_hi)``
     (noise-robust distillation): the student sees a noisy copy of a fraction ``p`` of the
     windows while the teacher's targets come from the clean ones, so the student learns what
-    the teacher says about the clean signal from the noisy one.
+    the teacher says about the clean signal from the noisy one. With ``noisy_teacher`` the
+    teacher scores the same noisy copy the student sees (plain distillation on noise-augmented
+    windows, as on the real-data path's augmented batches): the student learns what the teacher
+    says about the noisy signal.
     """
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise CompressError(_COMP, f"temperature={temperature}, alpha={alpha}",
@@ -64,9 +68,9 @@ def distill(student: Any, teacher: Any, batches: BatchFn, *, steps: int = 400, t
     gen = torch.Generator().manual_seed(seed + 1)
 
     def loss(net: Any, x: Any, y: Any) -> Any:
-        with torch.no_grad():
-            t = teacher(x)
         xs = x if noise is None else add_noise(x, *noise, gen)
+        with torch.no_grad():
+            t = teacher(xs if noisy_teacher else x)
         return kd_loss(net(xs), t, y, temperature=temperature, alpha=alpha)
 
     return fit(student, batches, loss, steps=steps, lr=lr, seed=seed, bn_stats=bn_stats, progress=progress,

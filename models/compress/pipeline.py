@@ -4,7 +4,8 @@ Recipe steps, in this order: ``slim`` (L1-on-gamma sparsity training, global thr
 physical pruning), ``align`` (Scalpel: kept channel counts rounded to a multiple of the CPU's
 SIMD width, ``Options.align``; ``Options.align_first`` for the first conv alone), ``merge`` (neuron merging at the prune, no data), ``kd``
 (distil from the teacher; without it a pruned model is fine-tuned on labels) or ``nkd``
-(distillation with white-noise augmentation of the student's input: noise-robust), ``int8``
+(distillation with white-noise augmentation of the student's input: noise-robust; with
+``Options.noise_teacher`` the teacher's targets come from the same noisy copy), ``int8``
 (static QDQ INT8, calibrated on windows), ``dfq`` (data-free quantization: cross-layer
 equalisation, high-bias absorption, bias correction, INT8 ranges from BN statistics; no
 windows at all), ``zaq`` (zero-shot adversarial quantization: INT8-aware fine-tuning on
@@ -71,6 +72,7 @@ class Options:
     noise_p: float = 0.5  # nkd: fraction of student windows given white noise
     noise_snr_lo: float = -6.0  # nkd: SNR drawn uniformly in [lo, hi] dB
     noise_snr_hi: float = 10.0
+    noise_teacher: bool = False  # nkd: the teacher scores the noisy copy too (targets on noisy windows)
     dfq_per_channel: bool = True
     zaq_steps: int = 300
     seed: int = 0
@@ -160,11 +162,11 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         net = copy.deepcopy(stages[-1].net)
         noise = (o.noise_p, o.noise_snr_lo, o.noise_snr_hi) if kd_step == "nkd" else None
         if kd_step:
-            arch += "+" + kd_step
+            arch += "+" + kd_step + ("(noisy teacher)" if noise and o.noise_teacher else "")
             # real windows may refresh the BN statistics the prune left stale; synthetic ones may not
             distill.distill(net, t_net, batches, steps=o.kd_steps, temperature=o.temperature,
                             alpha=1.0 if data_free else o.alpha, lr=o.kd_lr, seed=o.seed, bn_stats=not data_free,
-                            noise=noise, progress=report)
+                            noise=noise, noisy_teacher=o.noise_teacher, progress=report)
         elif data_free:
             distill.distill(net, t_net, batches, steps=o.kd_steps, alpha=1.0, lr=o.kd_lr, seed=o.seed,
                             progress=report)
@@ -174,6 +176,8 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         if data_free:  # what a data-free stage was built from (no real window)
             noisy = (f"; white noise on a fraction {o.noise_p:g} of the student's copies at SNR "
                      f"U[{o.noise_snr_lo:g}, {o.noise_snr_hi:g}] dB") if noise else ""
+            if noise and o.noise_teacher:
+                noisy += ", the teacher's targets from the same noisy copies"
             src = ("teacher weights + BN statistics" if o.synth == "deepinversion"
                    else "teacher weights and outputs (no BN statistics)")
             info["saw"] = (f"{src}; {n_synth} {o.synth} windows synthesised from them "

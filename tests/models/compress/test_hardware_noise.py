@@ -125,3 +125,34 @@ def test_data_free_nkd_noises_only_synthetic_windows(trained_net: Any, monkeypat
     assert 0.3 < changed / sum(len(x) for x, _ in noised) < 0.7  # noise_p = 0.5 of the student's copies
     saw = stages[-2].info["saw"]
     assert "12 deepinversion windows" in saw and "white noise" in saw and "U[-6, 10] dB" in saw
+
+
+def test_noisy_teacher_scores_the_students_noisy_copy(trained_net: Any, tiny_ws: Any) -> None:
+    """``noisy_teacher``: the teacher's targets come from the very noisy window the student sees;
+    without it, from the clean window (the student's copy noisy either way)."""
+    seen: dict[str, list[Any]] = {"t": [], "s": []}
+
+    class Spy(torch.nn.Module):
+        def __init__(self, net: Any, key: str) -> None:
+            super().__init__()
+            self.net, self.key = net, key
+
+        def forward(self, x: Any) -> Any:
+            seen[self.key].append(x.detach().clone())
+            return self.net(x)
+
+    x = torch.from_numpy(tiny_ws.x3d()[:8].copy())
+    y = torch.from_numpy(tiny_ws.y[:8].copy())
+    for flag in (False, True):
+        seen["t"].clear()
+        seen["s"].clear()
+        distill.distill(Spy(copy.deepcopy(trained_net), "s"), Spy(trained_net, "t"), lambda n: (x, y), steps=3,
+                        noise=(1.0, 0.0, 0.0), noisy_teacher=flag)
+        assert len(seen["t"]) == len(seen["s"]) == 3
+        for t, s in zip(seen["t"], seen["s"], strict=True):
+            assert not torch.equal(s, x)  # p = 1: the student's copy is always noisy
+            assert torch.equal(t, s) is flag and torch.equal(t, x) is not flag
+    stages = pipeline.run(CNNModel(trained_net, CLASSES), "slim,merge,nkd", data_free=True, synth_per_class=4,
+                          synth_steps=5, noise_teacher=True, **FAST)
+    assert stages[-1].name == "cnn+slim+merge+nkd(noisy teacher)"
+    assert "the teacher's targets from the same noisy copies" in stages[-1].info["saw"]
