@@ -127,8 +127,11 @@ def readline_within(p: subprocess.Popen[str], timeout: float) -> str:
 
 def test_follow_prints_a_row_added_after_it_started_and_stops_on_ctrl_c(store_url: str) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as in a terminal: a test run started in the background by a shell without job control
+    # ignores SIGINT, children inherit that, and Python then never raises KeyboardInterrupt
     p = subprocess.Popen([sys.executable, "-m", "edgevib.cli", "-q", "alerts", "--store", store_url, "--follow", "--json",
-                          "--interval", "0.1", "--limit", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          "--interval", "0.1", "--limit", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert p.stdout is not None
         first = json.loads(readline_within(p, 30))
@@ -139,7 +142,12 @@ def test_follow_prints_a_row_added_after_it_started_and_stops_on_ctrl_c(store_ur
         assert json.loads(readline_within(p, 30))["id"] == "alert0004xyz"
     finally:
         p.send_signal(signal.SIGINT)
-        rc = p.wait(15)
+        try:
+            rc = p.wait(15)
+        finally:
+            if p.poll() is None:  # never leave a follower running after a failure
+                p.kill()
+                p.wait(10)
     assert p.stderr is not None
     err = p.stderr.read()
     assert rc == 130 and "Traceback" not in err, err
