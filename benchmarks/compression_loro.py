@@ -13,11 +13,12 @@ For each of the four rigs (cwru, hit-sb, hit-sq, mfpt) held out in turn (:mod:`e
    distillation and INT8 calibration see only the training rigs' windows;
 3. teacher (FP32 ONNX), distilled student (FP32) and compressed model (INT8) are scored through ONNX
    Runtime on every recording of the held-out rig (windows 2048, hop 2048): window accuracy and
-   recording accuracy (argmax of the mean window probabilities).
+   recording accuracy (argmax of the mean window probabilities); also how often each model's verdict
+   agrees with the teacher's there, and on every 8th training window (held in: what distillation matched).
 
 Then the ONNX bytes and the ms/window at batch 1 and 32 (ONNX Runtime, 1 thread, every fold's models
 interleaved, lower quartile of ``--rounds``) give the size and speed ratios. Writes
-``compression_loro.{md,json}`` under ``--out``; every setting is an argument with a fixed default (nothing
+``compression_loro.{md,json}`` (``--name``) under ``--out``; every setting is an argument with a fixed default (nothing
 is chosen on a held-out rig).
 """
 
@@ -66,11 +67,17 @@ def run_fold(recs: list[Any], held: str, args: argparse.Namespace, opts: dict[st
     clock["compress_s"] = time.monotonic() - t
     picks = {"teacher": stages[0], "student_fp32": stages[-2], "compressed_int8": stages[-1]}
     x = test.x3d()
+    # held-in check: every 8th training window (the rigs it was trained and distilled on)
+    held_in = train.subset(np.arange(0, len(train), 8))
     scores, protos = {}, {}
+    ref, ref_in = probs_of(stages[0].proto, x), probs_of(stages[0].proto, held_in.x3d())
     for key, s in picks.items():
+        p_in = probs_of(s.proto, held_in.x3d())
         scores[key] = {"stage": s.name.replace("+align", "+align16"), "params": arch.n_params(s.net),
                        "onnx_bytes": len(s.proto.SerializeToString()),
-                       **loro.score(probs_of(s.proto, x), test.y, test.recording)}
+                       **loro.score(probs_of(s.proto, x), test.y, test.recording, ref=ref),
+                       "held_in": {k: v for k, v in loro.score(p_in, held_in.y, held_in.recording, ref=ref_in).items()
+                                   if k in ("window_acc", "agree_windows", "n_windows")}}
         protos[key] = s.proto
     # per class on the held-out rig (recordings of each fault type), for reading the numbers
     counts = {c: int(n) for c, n in zip(FAULT_TYPES, np.bincount(
@@ -88,7 +95,8 @@ def run_fold(recs: list[Any], held: str, args: argparse.Namespace, opts: dict[st
 def markdown(folds: list[dict[str, Any]], mean: dict[str, Any]) -> str:
     lines = ["| held out | train / test recordings | teacher windows | compressed windows | diff (pt) "
              "| teacher recordings | compressed recordings | diff (pt) | student FP32 windows / recordings "
-             "| smaller x | faster x b32 | faster x b1 | widths / hidden |", "|" + "---|" * 13]
+             "| smaller x | faster x b32 | faster x b1 | widths / hidden | compressed agrees with teacher: held-out "
+             "windows / recordings, training-rig windows |", "|" + "---|" * 14]
     for f in folds:
         t, c, s = (f["scores"][k] for k in ("teacher", "compressed_int8", "student_fp32"))
         lines.append(
@@ -97,14 +105,15 @@ def markdown(folds: list[dict[str, Any]], mean: dict[str, Any]) -> str:
             f"| {100 * t['recording_acc']:.1f} | {100 * c['recording_acc']:.1f} "
             f"| {100 * (c['recording_acc'] - t['recording_acc']):+.1f} "
             f"| {100 * s['window_acc']:.1f} / {100 * s['recording_acc']:.1f} | {f['smaller_x']:.1f} "
-            f"| {f['faster_x_b32']:.2f} | {f['faster_x_b1']:.2f} | {f['widths']} / {f['hidden']} |")
+            f"| {f['faster_x_b32']:.2f} | {f['faster_x_b1']:.2f} | {f['widths']} / {f['hidden']} "
+            f"| {100 * c['agree_windows']:.1f} / {100 * c['agree_recordings']:.1f}, {100 * c['held_in']['agree_windows']:.1f} |")
     m = mean
     lines.append(
         f"| **mean** | | **{100 * m['teacher_window_acc']:.1f}** | **{100 * m['compressed_window_acc']:.1f}** "
         f"| **{m['diff_window_pts']:+.1f}** | **{100 * m['teacher_recording_acc']:.1f}** "
         f"| **{100 * m['compressed_recording_acc']:.1f}** | **{m['diff_recording_pts']:+.1f}** "
         f"| {100 * m['student_window_acc']:.1f} / {100 * m['student_recording_acc']:.1f} | {m['smaller_x']:.1f} "
-        f"| {m['faster_x_b32']:.2f} | {m['faster_x_b1']:.2f} | |")
+        f"| {m['faster_x_b32']:.2f} | {m['faster_x_b1']:.2f} | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cwru", default="../shared/cwru")
     ap.add_argument("--bearings", default="../shared/bearings")
-    ap.add_argument("--out", default="docs", help="folder for compression_loro.{md,json}")
+    ap.add_argument("--out", default="docs", help="folder for <name>.{md,json}")
+    ap.add_argument("--name", default="compression_loro", help="file name stem of the results")
     ap.add_argument("--rigs", default="", help="comma list of rigs to hold out (default: all four)")
     ap.add_argument("--epochs", type=int, default=20, help="teacher epochs (x 60 steps of 64 windows)")
     ap.add_argument("--seed", type=int, default=0)
@@ -168,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
               "onnxruntime": table.ort.__version__, "torch": torch.__version__}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compression_loro.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(folds, mean)
-    (out / "compression_loro.md").write_text(md)
+    (out / f"{args.name}.md").write_text(md)
     print(md)
     print(json.dumps({k: result[k] for k in ("mean", "clock", "loadavg")}, indent=2))
-    print("wrote", out / "compression_loro.json", out / "compression_loro.md", file=sys.stderr)
+    print("wrote", out / f"{args.name}.json", out / f"{args.name}.md", file=sys.stderr)
     return 0
 
 

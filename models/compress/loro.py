@@ -52,9 +52,11 @@ def fold(recs: Sequence[Recording], held: str, *, window: int = 2048, train_hop:
     return train, test
 
 
-def score(probs: npt.NDArray[Any], y: npt.NDArray[Any], recording: npt.NDArray[Any]) -> dict[str, Any]:
+def score(probs: npt.NDArray[Any], y: npt.NDArray[Any], recording: npt.NDArray[Any],
+          ref: npt.NDArray[Any] | None = None) -> dict[str, Any]:
     """Window and recording accuracy of window probabilities ``probs`` [N, C] against ``y`` [N];
-    ``recording`` [N] says which recording each window comes from."""
+    ``recording`` [N] says which recording each window comes from. With ``ref`` (another model's
+    probabilities on the same windows, e.g. the teacher's) also how often the two verdicts agree."""
     probs, y, recording = np.asarray(probs), np.asarray(y), np.asarray(recording)
     if probs.ndim != 2 or not len(probs) == len(y) == len(recording) or len(y) == 0:
         raise CompressError(_COMP, f"probs {probs.shape}, y {y.shape}, recording {recording.shape}",
@@ -62,10 +64,19 @@ def score(probs: npt.NDArray[Any], y: npt.NDArray[Any], recording: npt.NDArray[A
     recs = np.unique(recording)
     rec_y = np.array([y[recording == r][0] for r in recs])
     rec_pred = np.array([probs[recording == r].mean(axis=0).argmax() for r in recs])
-    return {"window_acc": float(np.mean(probs.argmax(axis=1) == y)),
-            "recording_acc": float(np.mean(rec_pred == rec_y)),
-            "n_windows": int(len(y)), "n_recordings": int(len(recs)),
-            "recordings_right": int(np.sum(rec_pred == rec_y))}
+    out = {"window_acc": float(np.mean(probs.argmax(axis=1) == y)),
+           "recording_acc": float(np.mean(rec_pred == rec_y)),
+           "n_windows": int(len(y)), "n_recordings": int(len(recs)),
+           "recordings_right": int(np.sum(rec_pred == rec_y))}
+    if ref is not None:
+        ref = np.asarray(ref)
+        if ref.shape != probs.shape:
+            raise CompressError(_COMP, f"ref {ref.shape} beside probs {probs.shape}",
+                                "pass the reference model's probabilities on the same windows")
+        ref_pred = np.array([ref[recording == r].mean(axis=0).argmax() for r in recs])
+        out["agree_windows"] = float(np.mean(probs.argmax(axis=1) == ref.argmax(axis=1)))
+        out["agree_recordings"] = float(np.mean(rec_pred == ref_pred))
+    return out
 
 
 __all__ = ["fold", "rigs", "score"]

@@ -47,3 +47,8 @@ def test_score_recording_is_argmax_of_mean_probabilities() -> None:
     assert s["recording_acc"] == 0.0 and s["n_recordings"] == 2 and s["recordings_right"] == 0
     with pytest.raises(CompressError, match="probabilities"):
         loro.score(probs[:3], y, rec)
+    other = np.array([[0.6, 0.4], [0.7, 0.3], [0.9, 0.1], [0.9, 0.1]])  # windows 0 and 2 agree
+    s = loro.score(probs, y, rec, ref=other)
+    assert s["agree_windows"] == 0.5 and s["agree_recordings"] == 0.5  # recording 0: 1 vs 0; 1: 0 vs 0
+    with pytest.raises(CompressError, match="same windows"):
+        loro.score(probs, y, rec, ref=other[:, :1])
