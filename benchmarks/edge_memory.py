@@ -15,6 +15,8 @@ bytes per sensor by allocation site (tracemalloc), import + model load time, and
 to first heartbeat / first inference (``edgevib agent`` as its own process on a private
 Mosquitto). A report, not a test:
 ``python benchmarks/edge_memory.py [--model M] [--sensors 100,1000] [--no-startup]``.
+To measure an edge-only install (no scipy, which the signal simulator needs), run it with that
+venv's python and ``EDGE_MEMORY_SIM_PYTHON=.venv/bin/python`` (the feeder's interpreter).
 """
 
 from __future__ import annotations
@@ -75,12 +77,14 @@ FEED = """
 def _signals(seconds):
     # The simulated signals come from a child process: the simulator and numpy.random (~3.4 MB of
     # RSS) are the feeder's, not the agent's, and must not count in the agent's process.
-    import subprocess, sys
+    import os, subprocess, sys
     import numpy as np
+    # an edge-only venv has no simulator deps (scipy): EDGE_MEMORY_SIM_PYTHON names another interpreter
+    py = os.environ.get("EDGE_MEMORY_SIM_PYTHON", sys.executable)
     code = ("import sys, numpy as np; from edgevib.models.simulate import simulate; "
             "sys.stdout.buffer.write(np.stack([simulate(f, duration_s=float(sys.argv[1]), seed=i) "
             "for i, f in enumerate(('normal', 'IR'))]).astype('<f4').tobytes())")
-    raw = subprocess.run([sys.executable, "-c", code, str(seconds)], capture_output=True, check=True).stdout
+    raw = subprocess.run([py, "-c", code, str(seconds)], capture_output=True, check=True).stdout
     normal, ir = np.frombuffer(raw, "<f4").reshape(2, -1)
     return {"normal": normal, "IR": ir}
 

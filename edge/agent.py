@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,7 +30,7 @@ from edgevib.edge import heap
 from edgevib.edge.adapters import Reading, Source, TopicSource, rpm_topics
 from edgevib.edge.alerting import Alerter, AlertEvent, AlertPolicy
 from edgevib.edge.anomaly import AnomalyDetector
-from edgevib.edge.collect import EvidenceSampler, TokenBucket
+from edgevib.edge.collect import EvidenceSampler
 from edgevib.edge.config import AgentConfig
 from edgevib.edge.errors import EdgeError, OutboxError, OutboxFullError
 from edgevib.edge.evidence import EvidenceConfig, analyze, window_stats
@@ -58,6 +59,14 @@ _cached_fault_hz = lru_cache(maxsize=4096)(fault_frequencies)
 F32 = npt.NDArray[np.float32]
 SPEED_HISTORY_S = 2.0  # signal each sensor keeps for the speed estimate and the indicators
 EVIDENCE_HISTORY_S = 1.0  # ... and what an alert's evidence reads (all a sensor needs when neither runs)
+# A sensor keeps the 2 s only from HISTORY_LEAD_S before its next speed estimate or indicator
+# snapshot is due until that read is made; in between its ring is a window + RING_SLACK
+# (~1 s: 24.6 kB of int16 at 12 kHz, not 48 kB). The short ring already holds ~1 s, so ~1 s
+# of new signal fills the 2 s; the lead adds HISTORY_PLAN_S (how often this is planned) and
+# a margin. With reads every 5 s (speed) and 10 s (indicators) a sensor holds 2 s ~40 % of
+# the time instead of always (docs/edge_footprint.md).
+HISTORY_LEAD_S = 1.5
+HISTORY_PLAN_S = 0.25
 # Heartbeat sensors[...]["rpm_source"] is a number (the heartbeat schema allows numbers only).
 RPM_SOURCES = {"configured": 0, "topic": 1, "estimated": 2}
 # The heartbeat lists at most this many sensors (alerting first, then the most drops, then the
@@ -68,13 +77,13 @@ HEARTBEAT_MAX_BYTES = 60_000
 # one each (~6 + ~3 ms) keeps a window's wait behind them under the 50 ms alert-latency budget
 # (2 and 4 cost up to ~25 ms per step: p99 50-65 ms at 50-90 faulttype sensors)
 SPEED_ESTIMATES_PER_STEP = 1
-# With more than PACE_SENSORS sensors, speed estimates and indicator sets are also paced over
-# their interval: one per interval / sensors seconds (a token bucket of burst 1). 100 sensors
-# that become due together (all of them 2 s after start) are then served on an even grid that
-# keeps itself, instead of as one block that comes back every 5 s, during which the agent had
-# more work than its core (p99 70-78 ms at 100-125 sensors on one core). A burst would not do:
-# the sensors served in one burst are due together again one interval later. Up to
-# PACE_SENSORS sensors nothing is paced (a few sensors cost little even when due together).
+# Beyond the first PACE_SENSORS sensors, a sensor's first speed estimate and indicator set
+# are due at its own phase of the interval (from a hash of its name), after its first 2 s of
+# signal: sensors that start together are then spread over the interval and stay spread,
+# since each next read is due one interval after the last. Before, 100 sensors all became
+# due 2 s after start and came back as one block every 5 s, served one per step, during which
+# the agent had more work than its core (p99 70-78 ms at 100-125 sensors on one core). The
+# first PACE_SENSORS sensors start at once, as before (a few cost little even together).
 PACE_SENSORS = 8
 INDICATORS_PER_STEP = 1
 
@@ -100,6 +109,8 @@ class _Sensor:
     rpm_estimated: float | None = None  # the last confident spectral estimate (edge/speed.py)
     next_speed: float = 0.0  # agent time of the next speed estimate
     next_indicators: float = 0.0  # agent time of the next indicators message
+    speed_reads: bool = False  # its speed is estimated (2 s reads every speed_interval_s)
+    long: bool = True  # its ring keeps the 2 s now (else the evidence's 1 s)
     t_end_ns: int = 0  # signal time at the end of the latest window
 
 
@@ -128,9 +139,7 @@ class Agent:
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
         self._anomaly_baseline = anomaly_baseline
-        # rates grow as sensors are discovered (_sensor); used beyond PACE_SENSORS sensors
-        self._speed_pace, self._speed_sensors = TokenBucket(0.0, 1.0, clock), 0
-        self._indicator_pace = TokenBucket(0.0, 1.0, clock)
+        self._next_plan = clock()
         self._pending: list[_Pending] = []
         # sink token -> (outbox row id, "alerts" | "evidence" | "model_status" | "replay", topic, payload)
         self._inflight: dict[int, tuple[int, str, str, bytes]] = {}
@@ -183,18 +192,20 @@ class Agent:
             # 2 s of history where the speed estimate (1 s is refused far more often) or the indicators
             # read it; else the evidence's 1 s (the ring is then a window + RING_SLACK: 24.6 kB of int16
             # instead of 48 kB per sensor at 12 kHz)
-            needs = self.cfg.indicators.enabled or (sc.speed_estimate and not sc.rpm_topic)
+            speed_reads = bool(sc.speed_estimate and not sc.rpm_topic)
+            needs = self.cfg.indicators.enabled or speed_reads
             history_s = SPEED_HISTORY_S if needs else EVIDENCE_HISTORY_S
             s = _Sensor(SensorWindower(meta.window, self.cfg.hop or meta.hop, meta.sample_rate, history_s=history_s),
                         Alerter(self._fault_policy, self.clock),
                         AnomalyDetector(self._anomaly_baseline) if self.cfg.alert.anomaly else None,
                         Alerter(self._anomaly_policy, self.clock), sc.rpm, sc.asset or name,
-                        EvidenceConfig(geometry=sc.geometry(), rpm=sc.rpm))
+                        EvidenceConfig(geometry=sc.geometry(), rpm=sc.rpm), speed_reads=speed_reads, long=needs)
+            if len(self.sensors) >= PACE_SENSORS:
+                phase = zlib.crc32(name.encode()) / 2**32  # in [0, 1), the same on every start
+                now = self.clock()
+                s.next_speed = now + SPEED_HISTORY_S + phase * sc.speed_interval_s
+                s.next_indicators = now + SPEED_HISTORY_S + phase * self.cfg.indicators.interval_s
             self.sensors[name] = s
-            if sc.speed_estimate and not sc.rpm_topic:
-                self._speed_pace.rate += 1.0 / sc.speed_interval_s
-                self._speed_sensors += 1
-            self._indicator_pace.rate += 1.0 / self.cfg.indicators.interval_s
             log.info("discovered sensor %r", name)
         return s
 
@@ -261,6 +272,23 @@ class Agent:
         s = self._sensor(sensor)
         s.rpm, s.evidence, s.rpm_source = rpm, EvidenceConfig(geometry=s.evidence.geometry, rpm=rpm), "topic"
 
+    def plan_history(self, now: float) -> None:
+        """Every HISTORY_PLAN_S: each sensor keeps 2 s of history from HISTORY_LEAD_S before its
+        next 2 s read (speed estimate, indicators) is due until it is made, else the evidence's 1 s."""
+        if now < self._next_plan:
+            return
+        self._next_plan = now + HISTORY_PLAN_S
+        indicators = self.cfg.indicators.enabled
+        for s in self.sensors.values():
+            if not (indicators or s.speed_reads):
+                continue  # never reads 2 s: its ring was made short
+            due = min(s.next_speed if s.speed_reads else float("inf"),
+                      s.next_indicators if indicators else float("inf"))
+            long = now >= due - HISTORY_LEAD_S
+            if long != s.long:
+                s.windower.set_history(SPEED_HISTORY_S if long else EVIDENCE_HISTORY_S)
+                s.long = long
+
     def estimate_speeds(self, now: float) -> None:
         """Every ``speed_interval_s``, per sensor with no ``rpm_topic``: shaft speed from the last
         2 s around the configured ``rpm``; a confident estimate becomes the speed in use, a
@@ -276,8 +304,6 @@ class Agent:
             x = s.windower.recent()
             if x.size < SPEED_HISTORY_S * fs:  # just started or reset by a gap: wait for 2 s
                 continue
-            if self._speed_sensors > PACE_SENSORS and not self._speed_pace.take():
-                break
             done += 1
             s.next_speed = now + sc.speed_interval_s
             try:
@@ -305,8 +331,6 @@ class Agent:
             x = s.windower.recent()
             if x.size < SPEED_HISTORY_S * fs:  # just started or reset by a gap: wait for the full stretch
                 continue
-            if len(self.sensors) > PACE_SENSORS and not self._indicator_pace.take():
-                break
             s.next_indicators = now + self.cfg.indicators.interval_s
             done += 1
             sc = self.cfg.sensor(name)
@@ -524,6 +548,7 @@ class Agent:
         self.deliver()
         self.updater.tick()  # an unfinished model update times out
         self.estimate_speeds(now)
+        self.plan_history(now)
         if self.cfg.indicators.enabled:
             self.publish_indicators(now)
         if now >= self._next_hb:

@@ -151,6 +151,12 @@ class SensorWindower:
     decoded to. The first frame without an exact int16 form (float32, JSON, resampled) or a
     scale that changes more than ``MAX_SCALE_RUNS`` times within the ring turns the ring into
     float32 for good.
+
+    ``set_history(seconds)`` changes how much history the ring keeps while the stream runs
+    (the agent keeps 2 s only ahead of a speed estimate or an indicator snapshot): a shorter
+    history keeps the newest samples (never fewer than a window + ``RING_SLACK``, so every
+    uncut window stays whole), a longer one grows the ring as signal arrives. Windows and
+    ``recent()`` are the same samples either way.
     """
 
     def __init__(self, window: int = 2048, hop: int = 1024, model_fs: float = 12000.0,
@@ -161,8 +167,8 @@ class SensorWindower:
             raise WindowingError("edge.windowing", f"model_fs={model_fs}, history_s={history_s}",
                                  "use model_fs > 0 and history_s >= 0")
         self.window, self.hop, self.model_fs = window, hop, float(model_fs)
-        self.history_len = max(window, int(round(history_s * model_fs)))
-        self._capacity = max(self.history_len, window + RING_SLACK)  # ring size once grown
+        self.history_len = self._capacity = 0
+        self._set_len(history_s)
         self.stats = WindowStats()
         self._fs: float | None = None
         self._resampler: StreamResampler | None = None
@@ -175,6 +181,37 @@ class SensorWindower:
         self._run_start: list[int] = []
         self._run_scale: list[np.float32] = []
         self._reset_stream()
+
+    def _set_len(self, history_s: float) -> None:
+        self.history_len = max(self.window, int(round(history_s * self.model_fs)))
+        self._capacity = max(self.history_len, self.window + RING_SLACK)  # ring size once grown
+
+    def set_history(self, history_s: float) -> None:
+        """Keep ``history_s`` seconds from now on: shorter at once (the newest samples stay),
+        longer as signal arrives (``recent()`` reaches it after that much more signal)."""
+        if history_s < 0:
+            raise WindowingError("edge.windowing", f"history_s={history_s}", "use history_s >= 0")
+        self._set_len(history_s)
+        if len(self._hist) > self._capacity:
+            self._resize(self._capacity)
+
+    def _held(self) -> npt.NDArray[np.int16] | F32:
+        """The samples the ring holds, oldest first, as stored (a copy only when wrapped)."""
+        ring, n = self._hist, self._hist_n
+        i = (self._hist_pos - n) % len(ring) if len(ring) else 0
+        return ring[i : i + n] if i + n <= len(ring) else np.concatenate([ring[i:], ring[: i + n - len(ring)]])
+
+    def _resize(self, k: int) -> None:
+        """A ring of ``k`` samples holding the newest ``min(k, held)`` samples, in order from index 0."""
+        keep = self._held()[-k:] if k else self._held()[:0]
+        ring: npt.NDArray[np.int16] | F32 = np.zeros(k, np.int16) if self._counts else np.zeros(k, np.float32)
+        ring[: len(keep)] = keep
+        self._hist, self._hist_n = ring, len(keep)
+        self._hist_pos = len(keep) % k if k else 0
+        if self._counts:
+            oldest = self._total - self._hist_n  # runs that ended before it are gone with their samples
+            while len(self._run_start) > 1 and self._run_start[1] <= oldest:
+                del self._run_start[0], self._run_scale[0]
 
     def _reset_stream(self) -> None:
         self._total = 0  # output samples since stream start
@@ -296,10 +333,7 @@ class SensorWindower:
             self._run_start.append(self._total)
             self._run_scale.append(np.float32(scale))  # exact: the wire's scale is a float32
         if len(self._hist) < self._capacity and self._hist_n + n > len(self._hist):
-            k = min(self._capacity, max(2 * len(self._hist), self._hist_n + n))
-            grown = np.zeros(k, np.int16) if self._counts else np.zeros(k, np.float32)
-            grown[: self._hist_n] = self._hist[: self._hist_n]  # not wrapped yet: data is [0, n)
-            self._hist, self._hist_pos = grown, self._hist_n
+            self._resize(min(self._capacity, max(2 * len(self._hist), self._hist_n + n)))
         ring = self._hist
         size = len(ring)
         self._total += n

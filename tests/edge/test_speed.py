@@ -234,11 +234,11 @@ def test_speed_config_errors_name_key_value_and_fix(key: str, value: float) -> N
     assert f"{key}={value!r}" in ei.value.problem and ei.value.fix
 
 
-def test_speed_estimates_of_many_sensors_are_paced_over_the_interval(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """20 sensors (> PACE_SENSORS) due together are served one per interval / 20 s, and stay on
-    that grid: no 1 s of agent time carries more than 20 / 5 + 1 (before, one per step: all 20
-    within ~20 steps, and again 5 s later, every 5 s)."""
+def test_speed_estimates_of_many_sensors_are_spread_over_the_interval(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 sensors that start together: beyond the first PACE_SENSORS, each sensor's first estimate
+    is due at its own phase of the interval, and every later one an interval after the last, so
+    the estimates stay spread (before: all 20 within ~20 steps after 2 s, and again every 5 s)."""
     import edgevib.edge.agent as agent_mod
 
     n, interval = 20, 5.0
@@ -252,10 +252,10 @@ def test_speed_estimates_of_many_sensors_are_paced_over_the_interval(tmp_path: P
     agent = Agent(cfg, model, MemoryLink(bus, "agent", clock=lambda: t[0]), Outbox(cfg.outbox.path),
                   clock=lambda: t[0])
     src = MemoryLink(bus, "sensor")
-    when: list[float] = []
+    when: list[tuple[float, str]] = []
     real = agent_mod.estimate_speed
     monkeypatch.setattr(agent_mod, "estimate_speed", lambda *a, **k: (when.append(t[0]), real(*a, **k))[1])
-    x = simulate("normal", fs=FS, duration_s=14.0, rpm=1797.0, seed=7)
+    x = simulate("normal", fs=FS, duration_s=17.0, rpm=1797.0, seed=7)
     frame = 1200
     for i in range(0, len(x) - frame + 1, frame):
         for k in range(n):
@@ -266,10 +266,12 @@ def test_speed_estimates_of_many_sensors_are_paced_over_the_interval(tmp_path: P
             t[0] += 0.01
     assert n > agent_mod.PACE_SENSORS
     rel = np.array(when) - 1000.0
-    per_s = np.histogram(rel, bins=np.arange(np.floor(rel.min()), 14.0, 1.0))[0]
-    assert per_s.max() <= n / interval + 1, rel
-    assert np.diff(rel).min() >= interval / n - 0.02, rel
-    # every sensor served, once per interval after its first (none starved by the pacing)
-    assert len(rel) >= n * (14.0 - rel.min() - 1.0) / interval, rel
-    assert sum(v.get("speed_estimates", 0) + v.get("speed_refused", 0)  # type: ignore[union-attr,operator]
-               for v in agent.metrics.snapshot()["sensors"].values()) == len(when)  # type: ignore[union-attr]
+    first = np.sort(rel)[:n]
+    # the first PACE_SENSORS at once after 2 s, the rest at their phases over the next interval
+    assert (first[: agent_mod.PACE_SENSORS] < 3.0).all() and first[-1] - first[0] >= 0.5 * interval, first
+    # steady state: the first PACE_SENSORS stay a block (of ~6 ms each, one per step), the rest
+    # spread; before, all n came in one block
+    per_s = np.histogram(rel[rel >= 8.0], bins=np.arange(8.0, 17.0, 1.0))[0]
+    assert per_s.max() <= agent_mod.PACE_SENSORS + n / interval + 1 < n and per_s.min() >= 1, (per_s, rel)
+    # every sensor served once per interval (none starved)
+    assert len(rel[rel >= 8.0]) >= n * (17.0 - 8.0 - 1.0) / interval, rel
