@@ -81,9 +81,9 @@ SPEED_ESTIMATES_PER_STEP = 1
 # are due at its own phase of the interval (from a hash of its name), after its first 2 s of
 # signal: sensors that start together are then spread over the interval and stay spread,
 # since each next read is due one interval after the last. Before, 100 sensors all became
-# due 2 s after start and came back as one block every 5 s, served one per step, during which
-# the agent had more work than its core (p99 70-78 ms at 100-125 sensors on one core). The
-# first PACE_SENSORS sensors start at once, as before (a few cost little even together).
+# due 2 s after start and came back as one block every 5 s, served one per step (and all held
+# 2 s of history at once, see plan_history). Alert latency did not measurably change either
+# way (docs/edge_footprint.md). The first PACE_SENSORS sensors start at once, as before.
 PACE_SENSORS = 8
 INDICATORS_PER_STEP = 1
 
