@@ -208,8 +208,12 @@ class SensorWindower:
         ring[: len(keep)] = keep
         self._hist, self._hist_n = ring, len(keep)
         self._hist_pos = len(keep) % k if k else 0
+        self._prune_runs()
+
+    def _prune_runs(self) -> None:
+        """Forget the int16 scale runs that ended before the oldest sample the ring holds."""
         if self._counts:
-            oldest = self._total - self._hist_n  # runs that ended before it are gone with their samples
+            oldest = self._total - self._hist_n
             while len(self._run_start) > 1 and self._run_start[1] <= oldest:
                 del self._run_start[0], self._run_scale[0]
 
@@ -346,9 +350,6 @@ class SensorWindower:
             ring[: n - first] = y[first:]
             self._hist_pos = (self._hist_pos + n) % size
             self._hist_n = min(size, self._hist_n + n)
-        if self._counts:
-            oldest = self._total - self._hist_n  # runs that ended before it are overwritten
-            while len(self._run_start) > 1 and self._run_start[1] <= oldest:
-                del self._run_start[0], self._run_scale[0]
-            if len(self._run_start) > MAX_SCALE_RUNS:  # a scale per small frame: one float32 per sample is less work
-                self._to_float32()
+        self._prune_runs()  # runs that ended before the oldest sample are overwritten
+        if self._counts and len(self._run_start) > MAX_SCALE_RUNS:  # a scale per small frame: float32 is less work
+            self._to_float32()
