@@ -47,9 +47,8 @@ def loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
 
 
-def probs_of(proto: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    sess = table.session(proto)
-    return np.concatenate([sess.run(["probs"], {"x": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+def probs_of(proto: Any, x: np.ndarray) -> np.ndarray:
+    return table.probs(table.session(proto), x)
 
 
 def run_fold(recs: list[Any], held: str, args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
@@ -135,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    opts: dict[str, Any] = {k: (float(v) if "." in v or "e" in v else int(v))
-                            for k, v in (o.split("=", 1) for o in args.opt)}
+    opts: dict[str, Any] = pipeline.parse_options(args.opt)
     t0, load0, started = time.monotonic(), loadavg(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     recs = load_dir(args.cwru, FAULT_TYPES, fs=MODEL_FS) + load_dir(args.bearings, FAULT_TYPES, fs=MODEL_FS)
     load_s = time.monotonic() - t0

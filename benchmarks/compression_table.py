@@ -569,8 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in probe.items():
             print(f"{k:40s} b1 {v['ms_b1']:.4f} b32 {v['ms_b32']:.4f} ms/window")
         return 0
-    opts: dict[str, Any] = {k: (float(v) if "." in v or "e" in v else int(v))
-                            for k, v in (o.split("=", 1) for o in args.opt)}
+    opts: dict[str, Any] = pipeline.parse_options(args.opt)
     if args.only:
         only = [k for k in args.only.split(",") if k]
         if set(only) & {"dfnkd", "target", "dfnkdt"}:

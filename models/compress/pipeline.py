@@ -88,6 +88,16 @@ class Stage:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``K=V`` overrides of :class:`Options` from a command line (a number: float if it has a '.'
+    or an 'e', else int).
+
+    >>> parse_options(["kd_steps=6000", "noise_p=0.25"])
+    {'kd_steps': 6000, 'noise_p': 0.25}
+    """
+    return {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in (o.split("=", 1) for o in pairs)}
+
+
 def parse_recipe(recipe: str | Sequence[str]) -> list[str]:
     """``"slim,merge,kd,int8"`` or a list -> validated steps in pipeline order."""
     steps = [s.strip() for s in (recipe.split(",") if isinstance(recipe, str) else recipe) if s.strip()]

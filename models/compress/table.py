@@ -36,10 +36,14 @@ def session(proto: Any) -> Any:
     return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
+def probs(sess: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class probabilities [N, C] of windows ``x`` [N, 1, W] through an ONNX Runtime session."""
+    return np.concatenate([sess.run(["probs"], {"x": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
 def predict(sess: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
     """Class indices of windows ``x`` [N, 1, W] through an ONNX Runtime session."""
-    out = [sess.run(["probs"], {"x": x[i:i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.argmax(np.concatenate(out), axis=1)
+    return np.argmax(probs(sess, x, batch), axis=1)
 
 
 def add_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
