@@ -168,11 +168,13 @@ def test_speed_of_four_real_rigs_from_an_off_nominal_start(cwru_dir: Path, beari
 
 
 # -- in the agent: no rpm_topic -> the estimate becomes the speed in use -----------------------
-def _agent(tmp_path: Path, sensor: dict[str, object]) -> tuple[Agent, MemoryLink, MemoryLink, list[float]]:
+def _agent(tmp_path: Path, sensor: dict[str, object], *, sensors: dict[str, object] | None = None,
+           **cfg_kw: object) -> tuple[Agent, MemoryLink, MemoryLink, list[float]]:
+    """An agent on agent time ``t[0]`` with sensor ``de`` (or ``sensors``) and a constant model."""
     bus, t = MemoryBus(), [1000.0]
     cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600,
-                            alert={"anomaly": False}, sensors={"de": sensor},
-                            outbox={"path": str(tmp_path / "ob.sqlite")})
+                            alert={"anomaly": False}, sensors=sensors or {"de": sensor},
+                            outbox={"path": str(tmp_path / "ob.sqlite")}, **cfg_kw)
     model = FunctionModel(ModelMeta(CLASSES_10, window=2048, arch="const"),
                           lambda x: np.tile(np.eye(10, dtype=np.float32)[0], (len(x), 1)), name="const")
     agent = Agent(cfg, model, MemoryLink(bus, "agent", clock=lambda: t[0]), Outbox(cfg.outbox.path),
@@ -242,16 +244,8 @@ def test_speed_estimates_of_many_sensors_are_spread_over_the_interval(tmp_path: 
     import edgevib.edge.agent as agent_mod
 
     n, interval = 20, 5.0
-    bus, t = MemoryBus(), [1000.0]
-    cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600,
-                            alert={"anomaly": False}, indicators={"enabled": False},
-                            sensors={f"s{i}": {"rpm": 1797.0, "speed_interval_s": interval} for i in range(n)},
-                            outbox={"path": str(tmp_path / "ob.sqlite")})
-    model = FunctionModel(ModelMeta(CLASSES_10, window=2048, arch="const"),
-                          lambda x: np.tile(np.eye(10, dtype=np.float32)[0], (len(x), 1)), name="const")
-    agent = Agent(cfg, model, MemoryLink(bus, "agent", clock=lambda: t[0]), Outbox(cfg.outbox.path),
-                  clock=lambda: t[0])
-    src = MemoryLink(bus, "sensor")
+    agent, _, src, t = _agent(tmp_path, {}, indicators={"enabled": False},
+                              sensors={f"s{i}": {"rpm": 1797.0, "speed_interval_s": interval} for i in range(n)})
     when: list[tuple[float, str]] = []
     real = agent_mod.estimate_speed
     monkeypatch.setattr(agent_mod, "estimate_speed", lambda *a, **k: (when.append(t[0]), real(*a, **k))[1])
