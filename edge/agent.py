@@ -40,6 +40,7 @@ from edgevib.edge.model import Model
 from edgevib.edge.ota import ModelSlot, Updater
 from edgevib.edge.outbox import PRIORITY_ALERT, Outbox
 from edgevib.edge.replay import AckReplay
+from edgevib.edge.shedding import Thinner
 from edgevib.edge.sink import Sink
 from edgevib.edge.source import Message
 from edgevib.edge.source import Source as TopicLink
@@ -111,6 +112,7 @@ class _Sensor:
     next_indicators: float = 0.0  # agent time of the next indicators message
     speed_reads: bool = False  # its speed is estimated (2 s reads every speed_interval_s)
     long: bool = True  # its ring keeps the 2 s now (else the evidence's 1 s)
+    cut: int = 0  # windows cut so far (the thinning keeps every factor-th, edge/shedding.py)
     t_end_ns: int = 0  # signal time at the end of the latest window
 
 
@@ -135,6 +137,9 @@ class Agent:
         self.clock, self.wall_ns = clock, wall_ns
         self.topics = proto.Topics(cfg.site, cfg.gateway)
         self.metrics = Metrics(clock=clock, max_sensors=cfg.max_sensors)
+        # off (every window inferred) unless a budget is set; then it starts at the largest factor
+        self.thinner = Thinner(cfg.latency_budget_ms, clock, start=self._most_thinning())
+        self._inference_s = 0.0  # agent time this step spent in infer (the thinner's share)
         self.sensors: dict[str, _Sensor] = {}
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
@@ -243,8 +248,12 @@ class Agent:
             return self._drop("bad_rate", exc, sensor if known or sensor in self.sensors else None)
         dur = round(self.model.meta.window * 1e9 / self.model.meta.sample_rate)
         for t_ns, x in windows:
-            self._pending.append(_Pending(sensor, t_ns + dur, item.t, x))
             s.t_end_ns = t_ns + dur
+            k, s.cut = s.cut, s.cut + 1
+            if not self.thinner.keep(k):
+                self.metrics.inc("windows_thinned")
+                continue
+            self._pending.append(_Pending(sensor, t_ns + dur, item.t, x))
 
     def _handle_control(self, msg: Message) -> None:
         try:
@@ -255,6 +264,11 @@ class Agent:
             return self._handle_cmd(msg.payload)
         if info.kind == "models":
             return self.updater.on_message(msg.payload)
+
+    def _most_thinning(self) -> int:
+        """The largest thinning factor: inferred windows at most half a window apart."""
+        meta = self.model.meta
+        return max(1, meta.window // (2 * (self.cfg.hop or meta.hop)))
 
     @staticmethod
     def _fault_hz(s: _Sensor) -> FaultHz:
@@ -370,7 +384,7 @@ class Agent:
         batch, self._pending = self._pending[: self.cfg.batch_size], self._pending[self.cfg.batch_size:]
         if not batch:
             return
-        t0 = time.perf_counter()  # real work time, whatever clock drives the agent
+        t0, started = time.perf_counter(), self.clock()  # real work time, whatever clock drives the agent
         try:
             context = [self._fault_hz(self.sensors[p.sensor]) for p in batch]
             probs = self.updater.predict(np.stack([p.x for p in batch])[:, None, :], context)
@@ -395,6 +409,10 @@ class Agent:
                     for ev in s.anomaly_alerter.update("anomaly", res.ratio):
                         self._alert(p, s, "anomaly", ev, row, (res.score, res.threshold))
             self.metrics.observe("latency_ms", (self.clock() - p.arrived) * 1000)
+        if self.thinner.enabled:
+            done = self.clock()
+            self._inference_s += done - started
+            self.thinner.observe((done - batch[0].arrived) * 1000, batch[0].arrived, self._most_thinning())
 
     def _alert(self, p: _Pending, s: _Sensor, kind: str, ev: AlertEvent, probs: F32,
                anomaly: tuple[float, float] | None = None) -> None:
@@ -499,7 +517,10 @@ class Agent:
         counters.update(inference_p50_ms=inf["p50"], inference_p99_ms=inf["p99"],
                         latency_p50_ms=lat["p50"], latency_p99_ms=lat["p99"],
                         queue_depth=src["depth"], pending_windows=len(self._pending),
-                        received=src["received"], inflight=len(self._inflight))
+                        received=src["received"], inflight=len(self._inflight),
+                        thin_factor=self.thinner.factor, thin_changes=self.thinner.changes)
+        if self.thinner.enabled:  # the shares the thinning decides on (edge/shedding.py)
+            counters.update(busy_share=round(self.thinner.busy, 3), inference_share=round(self.thinner.inference, 3))
         drops = dict(cast("dict[str, int]", snap["drops"]))
         for key, reason in (("overflow", "queue_full"), ("overflow_bytes", "queue_bytes_full"),
                             ("too_large", "too_large")):  # dropped by the inbox, before the agent saw them
@@ -526,12 +547,15 @@ class Agent:
     def step(self, max_messages: int = 256) -> None:
         """One pass: take messages (waiting at most until the next batch is due), infer, deliver."""
         deadline = self.cfg.batch_deadline_ms / 1000
+        started = self.clock()
         for i in range(max_messages):
             # Block only for the first message, and no longer than the oldest window may wait.
             wait = 0.0 if i else (deadline if not self._pending
                                   else max(0.0, self._pending[0].arrived + deadline - self.clock()))
             try:
                 item = self.source.poll(wait)
+                if not i:
+                    started = self.clock()  # the step works from here (the latency budget's busy time)
             except ProtocolError as exc:  # received, but names no sensor (e.g. a bad name in the topic)
                 self._drop(exc.reason, exc)
                 continue
@@ -554,6 +578,9 @@ class Agent:
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()
+        if self.thinner.enabled:
+            self.thinner.work(self.clock() - started, self._inference_s)
+            self._inference_s = 0.0
 
     def _take_control(self, most: int = 16) -> None:
         """The cloud's messages waiting on the link, when the source reads elsewhere (rare: no wait)."""

@@ -259,6 +259,9 @@ class AgentConfig:
     threads: int = 1
     batch_size: int = 32
     batch_deadline_ms: float = 20.0
+    # 0: infer every window. > 0: under overload infer every 2nd/4th overlapping window so a
+    # window's latency stays near this budget (edge/shedding.py); must exceed batch_deadline_ms.
+    latency_budget_ms: float = 0.0
     hop: int = 0  # samples between windows; 0: the model's own (its edgevib.hop)
     heartbeat_s: float = 5.0
     keepalive_s: int = 30
@@ -298,6 +301,11 @@ class AgentConfig:
                 raise ConfigError(f"edge.config.{key}", f"{key}={getattr(self, key)}", f"use {key} >= 1")
         _positive("batch_deadline_ms", self.batch_deadline_ms, "use a few milliseconds, e.g. 20")
         _positive("heartbeat_s", self.heartbeat_s, "use a few seconds, e.g. 5")
+        if self.latency_budget_ms != 0 and not (math.isfinite(self.latency_budget_ms)
+                                                and self.latency_budget_ms > self.batch_deadline_ms):
+            raise ConfigError("edge.config.latency_budget_ms", f"latency_budget_ms={self.latency_budget_ms} with "
+                              f"batch_deadline_ms={self.batch_deadline_ms}",
+                              "use 0 (every window inferred) or a budget above the batch deadline, e.g. 50")
         if self.inbox_bytes < (need := largest_message(self.max_frame_samples) + 4096):
             raise ConfigError("edge.config.inbox_bytes", f"inbox_bytes={self.inbox_bytes} cannot hold one "
                               f"frame of max_frame_samples={self.max_frame_samples}",

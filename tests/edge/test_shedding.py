@@ -1,0 +1,163 @@
+"""Latency budget (edge/shedding.py): an overloaded agent thins overlapping windows and keeps
+alert latency bounded; below overload, or with the budget off, it infers every window.
+
+The agent runs on agent time: the model advances the clock by a cost per window, frames are
+stamped when the sensors sent them, so a window's latency includes its wait in the inbox, as
+on a gateway whose one core is busy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgevib.edge.agent import Agent
+from edgevib.edge.config import load_agent_config
+from edgevib.edge.memory import MemoryBus, MemoryLink
+from edgevib.edge.model import FunctionModel
+from edgevib.edge.outbox import Outbox
+from edgevib.edge.shedding import BUSY, HIGH, HOLD_S, SATURATED, Thinner
+from edgevib.models.classes import CLASSES_10
+from edgevib.models.contract import ModelMeta
+
+from edgevib import protocol as proto
+from edgevib.errors import ConfigError
+from edgevib.protocol.frames import Frame, encode
+
+FS, FRAME = 12000.0, 1200  # 0.1 s frames
+T = proto.Topics("plant", "gw")
+IR = CLASSES_10.index("IR007")
+
+
+def _run(tmp_path: Path, *, sensors: int, cost_s: float, budget_ms: float,
+         seconds: float = 12.0) -> tuple[Agent, list[bytes]]:
+    """``sensors`` x ``seconds`` of 12 kHz signal in real-time frames, each sensor at its own
+    phase of the 0.1 s frame period; the model (window 2048, hop 256: 46.9 windows per sensor-
+    second) costs ``cost_s`` of agent time per window and names IR."""
+    bus, t = MemoryBus(), [1000.0]
+    cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600, latency_budget_ms=budget_ms,
+                            alert={"anomaly": False}, indicators={"enabled": False},
+                            default={"speed_estimate": False}, outbox={"path": str(tmp_path / "ob.sqlite")})
+
+    def slow(x: np.ndarray) -> np.ndarray:
+        t[0] += cost_s * len(x)
+        return np.tile(np.eye(10, dtype=np.float32)[IR], (len(x), 1))
+
+    model = FunctionModel(ModelMeta(CLASSES_10, window=2048, hop=256, arch="slow"), slow, name="slow")
+    agent = Agent(cfg, model, MemoryLink(bus, "agent", clock=lambda: t[0]), Outbox(cfg.outbox.path),
+                  clock=lambda: t[0])
+    cloud, src = MemoryLink(bus, "cloud"), MemoryLink(bus, "sensor")
+    cloud.subscribe(T.alerts)
+    noise = np.random.default_rng(0).normal(size=(16, FRAME)).astype(np.float32)
+    period, end = FRAME / FS, t[0] + seconds
+    sends = [(t[0] + i * period / sensors, i, 0) for i in range(sensors)]  # (due, sensor, frame), in time order
+    while sends or agent.link.stats()["depth"] or agent._pending:
+        while sends and sends[0][0] <= t[0]:  # what the sensors sent by now, stamped when sent
+            due, i, k = sends.pop(0)
+            busy, t[0] = t[0], due
+            f = Frame(k, 10**18 + round(k * FRAME * 1e9 / FS), FS, noise[(i + k) % 16])
+            src.publish(T.raw(f"s{i}"), encode(f, "float32"))
+            t[0] = busy
+            if due + period < end:
+                sends.append((due + period, i, k + 1))
+        if not agent.link.stats()["depth"]:  # idle: the next frame, or the open batch's deadline
+            wake = min(sends[0][0] if sends else float("inf"),
+                       agent._pending[0].arrived + cfg.batch_deadline_ms / 1000 + 1e-6 if agent._pending
+                       else float("inf"))
+            t[0] = max(t[0], wake)
+        agent.step()
+    agent.deliver()
+    return agent, [m.payload for m in iter(lambda: cloud.poll(0), None)]
+
+
+def _counters(agent: Agent) -> dict[str, float]:
+    return agent.heartbeat()["counters"]  # type: ignore[no-any-return]
+
+
+def test_overload_without_a_budget_queues_without_bound(tmp_path: Path) -> None:
+    agent, _ = _run(tmp_path, sensors=48, cost_s=0.0006, budget_ms=0.0)  # 1.35 s of work per second
+    c = _counters(agent)
+    assert c.get("windows_thinned", 0) == 0 and c["thin_factor"] == 1
+    assert c["windows"] == sum(s.cut for s in agent.sensors.values())  # every window inferred
+    assert c["latency_p99_ms"] > 500  # the backlog grew for the whole run
+
+
+def test_overload_with_a_budget_thins_and_keeps_latency_bounded(tmp_path: Path) -> None:
+    agent, alerts = _run(tmp_path, sensors=48, cost_s=0.0006, budget_ms=50.0)
+    c = _counters(agent)
+    cut = sum(s.cut for s in agent.sensors.values())
+    assert c["windows_thinned"] > 0 and c["windows"] + c["windows_thinned"] == cut
+    assert c["windows"] >= cut / 4  # at most every 4th (window // (2 x hop)) is left out
+    assert c["latency_p99_ms"] <= 60, c  # the budget (50) and one batch's overshoot
+    raised = {proto.parse_alert(p)["sensor"] for p in alerts if proto.parse_alert(p)["state"] == "raised"}
+    assert raised == set(agent.sensors) and len(raised) == 48  # thinned windows still raise every sensor's alert
+
+
+def test_below_overload_a_budget_thins_only_the_start(tmp_path: Path) -> None:
+    agent, alerts = _run(tmp_path, sensors=24, cost_s=0.0006, budget_ms=50.0, seconds=6.0)  # 68 % busy
+    (tmp_path / "off").mkdir()
+    off, alerts_off = _run(tmp_path / "off", sensors=24, cost_s=0.0006, budget_ms=0.0, seconds=6.0)
+    c, c_off = _counters(agent), _counters(off)
+    assert c["thin_factor"] == 1 and c["thin_changes"] == 2  # started at 4 (2048 // (2 x 256)), halved twice
+    per_s = 24 * FS / 256  # windows cut per second
+    assert 0 < c["windows_thinned"] <= 0.75 * per_s * (2 * HOLD_S + 0.5)  # none after the first ~2 s
+    assert c_off["windows"] == sum(s.cut for s in off.sensors.values()) == c["windows"] + c["windows_thinned"]
+    assert c["latency_p99_ms"] <= 50 and c_off["latency_p99_ms"] <= 50
+
+    def raised(payloads: list[bytes]) -> set[str]:
+        return {a["sensor"] for a in map(proto.parse_alert, payloads) if a["state"] == "raised"}
+
+    assert raised(alerts) == raised(alerts_off) == set(agent.sensors)
+
+
+def _steps(th: Thinner, t: list[float], seconds: float, busy: float, inference: float) -> None:
+    """``seconds`` of 10 ms steps at the given shares of the core."""
+    for _ in range(round(seconds / 0.01)):
+        t[0] += 0.01
+        th.work(busy * 0.01, inference * 0.01)
+
+
+def test_thinner_thins_only_a_saturated_core_and_backs_off_when_twice_the_inference_fits() -> None:
+    t = [0.0]
+    th = Thinner(50.0, clock=lambda: t[0])
+    _steps(th, t, 3.0, busy=0.6, inference=0.3)
+    assert th.busy == pytest.approx(0.6, abs=0.01) and th.inference == pytest.approx(0.3, abs=0.01)
+    th.observe(500.0, arrived=t[0], most=4)  # slow, but the core has room: thinning would not help
+    assert th.factor == 1
+    _steps(th, t, 3.0, busy=1.0, inference=0.7)
+    th.observe(39.0, arrived=t[0], most=4)  # saturated, but under HIGH x budget
+    assert th.factor == 1
+    th.observe(45.0, arrived=t[0], most=4)
+    assert th.factor == 2
+    th.observe(80.0, arrived=t[0] - 0.001, most=4)  # cut before the change: no new evidence
+    assert th.factor == 2
+    t[0] += 0.01
+    th.observe(80.0, arrived=t[0], most=4)
+    assert th.factor == 4
+    t[0] += 0.01
+    th.observe(500.0, arrived=t[0], most=4)  # capped at most
+    assert th.factor == 4 and th.changes == 2
+    _steps(th, t, 3.0, busy=0.55, inference=0.3)  # 0.85 > BUSY: twice the inference would not fit
+    assert th.factor == 4
+    _steps(th, t, 3.0, busy=0.45, inference=0.3)  # 0.75: halve once per HOLD_S
+    assert th.factor == 1 and th.changes == 4
+    slow = Thinner(50.0, clock=lambda: t[0], start=4)  # the agent's start: the largest factor
+    assert slow.factor == 4 and not slow.keep(1)
+    _steps(slow, t, 1.5, busy=0.1, inference=0.05)
+    assert slow.factor == 2  # not before HOLD_S
+    _steps(slow, t, 1.0, busy=0.1, inference=0.05)
+    assert slow.factor == 1
+    assert (HIGH, SATURATED, BUSY, HOLD_S) == (0.8, 0.9, 0.8, 1.0)
+
+
+@pytest.mark.parametrize("budget", [-1.0, 10.0, float("nan"), float("inf")])
+def test_bad_budget_is_refused_with_the_fix(budget: float) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_agent_config(None, env={}, latency_budget_ms=budget)  # the batch deadline is 20 ms
+    assert "latency_budget_ms" in str(e.value) and "above the batch deadline" in str(e.value)
+
+
+def test_budget_from_the_environment() -> None:
+    cfg = load_agent_config(None, env={"EDGEVIB_LATENCY_BUDGET_MS": "50"})
+    assert cfg.latency_budget_ms == 50.0
