@@ -140,6 +140,7 @@ class Agent:
         # off (every window inferred) unless a budget is set; then it starts at the largest factor
         self.thinner = Thinner(cfg.latency_budget_ms, clock, start=self._most_thinning())
         self._inference_s = 0.0  # agent time this step spent in infer (the thinner's share)
+        self._deferred = False  # the last step left its 2 s reads to this one (latency budget)
         self.sensors: dict[str, _Sensor] = {}
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
@@ -567,13 +568,22 @@ class Agent:
         if self._control is not None:
             self._take_control()
         now = self.clock()
+        batches = 0
         while self._batch_due(now):
             self.infer()
+            batches += 1
         self.deliver()
         self.updater.tick()  # an unfinished model update times out
-        self.estimate_speeds(now)
+        # With a latency budget, a step that inferred a batch leaves the 2 s reads (a speed
+        # estimate ~8 ms, an indicator set ~4 ms) to the next step, so one step does not hold
+        # a batch and a read (32-44 ms at 100 sensors, docs/edge_footprint.md); never two
+        # steps in a row, so the reads keep their rate when every step carries a batch.
+        defer = self.thinner.enabled and batches > 0 and not self._deferred
+        self._deferred = defer
+        if not defer:
+            self.estimate_speeds(now)
         self.plan_history(now)
-        if self.cfg.indicators.enabled:
+        if self.cfg.indicators.enabled and not defer:
             self.publish_indicators(now)
         if now >= self._next_hb:
             self._next_hb = now + self.cfg.heartbeat_s

@@ -31,14 +31,15 @@ IR = CLASSES_10.index("IR007")
 
 
 def _run(tmp_path: Path, *, sensors: int, cost_s: float, budget_ms: float,
-         seconds: float = 12.0) -> tuple[Agent, list[bytes]]:
+         seconds: float = 12.0, reads: bool = False) -> tuple[Agent, list[bytes]]:
     """``sensors`` x ``seconds`` of 12 kHz signal in real-time frames, each sensor at its own
     phase of the 0.1 s frame period; the model (window 2048, hop 256: 46.9 windows per sensor-
-    second) costs ``cost_s`` of agent time per window and names IR."""
+    second) costs ``cost_s`` of agent time per window and names IR. ``reads``: speed estimates
+    and indicator sets on (their own cost is not on the agent clock)."""
     bus, t = MemoryBus(), [1000.0]
     cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600, latency_budget_ms=budget_ms,
-                            alert={"anomaly": False}, indicators={"enabled": False},
-                            default={"speed_estimate": False}, outbox={"path": str(tmp_path / "ob.sqlite")})
+                            alert={"anomaly": False}, indicators={"enabled": reads},
+                            default={"speed_estimate": reads}, outbox={"path": str(tmp_path / "ob.sqlite")})
 
     def slow(x: np.ndarray) -> np.ndarray:
         t[0] += cost_s * len(x)
@@ -76,7 +77,7 @@ def _counters(agent: Agent) -> dict[str, float]:
 
 
 def test_overload_without_a_budget_queues_without_bound(tmp_path: Path) -> None:
-    agent, _ = _run(tmp_path, sensors=48, cost_s=0.0006, budget_ms=0.0)  # 1.35 s of work per second
+    agent, _ = _run(tmp_path, sensors=48, cost_s=0.0006, budget_ms=0.0, seconds=8.0)  # 1.35 s of work per second
     c = _counters(agent)
     assert c.get("windows_thinned", 0) == 0 and c["thin_factor"] == 1
     assert c["windows"] == sum(s.cut for s in agent.sensors.values())  # every window inferred
@@ -84,7 +85,7 @@ def test_overload_without_a_budget_queues_without_bound(tmp_path: Path) -> None:
 
 
 def test_overload_with_a_budget_thins_and_keeps_latency_bounded(tmp_path: Path) -> None:
-    agent, alerts = _run(tmp_path, sensors=48, cost_s=0.0006, budget_ms=50.0)
+    agent, alerts = _run(tmp_path, sensors=48, cost_s=0.0006, budget_ms=50.0, seconds=8.0)
     c = _counters(agent)
     cut = sum(s.cut for s in agent.sensors.values())
     assert c["windows_thinned"] > 0 and c["windows"] + c["windows_thinned"] == cut
@@ -116,6 +117,30 @@ def _steps(th: Thinner, t: list[float], seconds: float, busy: float, inference: 
     for _ in range(round(seconds / 0.01)):
         t[0] += 0.01
         th.work(busy * 0.01, inference * 0.01)
+
+
+def test_with_a_budget_reads_leave_batch_steps_but_keep_their_rate(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    deferred: list[bool] = []
+    step = Agent.step
+
+    def recording(self: Agent, max_messages: int = 256) -> None:
+        step(self, max_messages)
+        deferred.append(self._deferred)
+
+    monkeypatch.setattr(Agent, "step", recording)
+    counts = []
+    for budget in (50.0, 0.0):
+        (tmp_path / str(budget)).mkdir()
+        deferred.clear()
+        agent, _ = _run(tmp_path / str(budget), sensors=24, cost_s=0.0006, budget_ms=budget, seconds=13.0, reads=True)
+        c = _counters(agent)
+        counts.append((c.get("speed_estimates", 0) + c.get("speed_refused", 0), c["indicators_sent"]))
+        if budget:  # reads left a batch step, never two steps in a row
+            assert sum(deferred) > 100 and not any(a and b for a, b in zip(deferred, deferred[1:], strict=False))
+        else:
+            assert not any(deferred)
+    assert counts[0] == counts[1] and counts[0][0] >= 24 * 2 and counts[0][1] >= 24  # every read due was made
 
 
 def test_thinner_thins_only_a_saturated_core_and_backs_off_when_twice_the_inference_fits() -> None:
