@@ -221,10 +221,10 @@ def agent_trial(url: str, model: Path, n: int, seconds: float, batch: int, threa
     inferred, thinned = last["counters"].get("windows", 0), last["counters"].get("windows_thinned", 0)
     # the agent's p99 covers its last 2,048 windows (~1.8 s at 100 sensors): the worst over the
     # run's heartbeats (one a second) is the p99 of the worst stretch, the last one that of the end
-    busy = [h["counters"]["latency_p99_ms"] for h in run if h["counters"].get("windows", 0)]
+    p99s = [h["counters"]["latency_p99_ms"] for h in run if h["counters"].get("windows", 0)]
     return {"n": n, "ok": ok, "sent": sent, "frames_in": frames_in, "drops": drops, "max_depth_late": max(late),
             "p50_ms": last["counters"]["latency_p50_ms"], "p99_ms": last["counters"]["latency_p99_ms"],
-            "p99_worst_ms": max(busy or [0.0]), "thinned": thinned / max(1, inferred + thinned), "p99_series": busy,
+            "p99_worst_ms": max(p99s or [0.0]), "thinned": thinned / max(1, inferred + thinned), "p99_series": p99s,
             "factors": [f'{h["counters"].get("thin_factor", 1)}' + (f' {h["counters"]["busy_share"]:.2f}'
                         f'+{h["counters"]["inference_share"]:.2f}' if "busy_share" in h["counters"] else "")
                         for h in run if h["counters"].get("windows", 0)],

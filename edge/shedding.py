@@ -97,6 +97,8 @@ class Thinner:
     def observe(self, latency_ms: float, arrived: float, most: int) -> None:
         """A batch's worst latency; ``arrived``: when its oldest window's frame was received;
         ``most``: the largest factor the model's window and hop allow."""
+        if self.factor > most:  # a new model with a shorter window or a longer hop
+            self._set(most, f"at most {most} for this model")
         if (self.enabled and latency_ms > HIGH * self.budget_ms and self.busy >= SATURATED
                 and self.factor < most and arrived >= self._changed_at):
             self._set(min(most, 2 * self.factor), f"batch latency {latency_ms:.1f} ms, busy {self.busy:.0%}")

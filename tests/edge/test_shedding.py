@@ -174,6 +174,9 @@ def test_thinner_thins_only_a_saturated_core_and_backs_off_when_twice_the_infere
     _steps(slow, t, 1.0, busy=0.1, inference=0.05)
     assert slow.factor == 1
     assert (HIGH, SATURATED, BUSY, HOLD_S) == (0.8, 0.9, 0.8, 1.0)
+    slow.factor = 4
+    slow.observe(10.0, arrived=t[0], most=2)  # a model that allows less: clamped at once
+    assert slow.factor == 2
 
 
 @pytest.mark.parametrize("budget", [-1.0, 10.0, float("nan"), float("inf")])
