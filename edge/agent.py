@@ -141,6 +141,7 @@ class Agent:
         self.thinner = Thinner(cfg.latency_budget_ms, clock, start=self._most_thinning())
         self._inference_s = 0.0  # agent time this step spent in infer (the thinner's share)
         self._deferred = False  # the last step left its 2 s reads to this one (latency budget)
+        self._batch_limit = cfg.batch_size  # fewer under a latency budget (Thinner.batch_limit)
         self.sensors: dict[str, _Sensor] = {}
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
@@ -377,12 +378,13 @@ class Agent:
     def _batch_due(self, now: float) -> bool:
         if not self._pending:
             return False
-        return (len(self._pending) >= self.cfg.batch_size
+        return (len(self._pending) >= self._batch_limit
                 or now - self._pending[0].arrived >= self.cfg.batch_deadline_ms / 1000)
 
     def infer(self) -> None:
         """Run the model on up to ``batch_size`` waiting windows and act on the results."""
-        batch, self._pending = self._pending[: self.cfg.batch_size], self._pending[self.cfg.batch_size:]
+        most = self._batch_limit
+        batch, self._pending = self._pending[:most], self._pending[most:]
         if not batch:
             return
         t0, started = time.perf_counter(), self.clock()  # real work time, whatever clock drives the agent
@@ -409,10 +411,15 @@ class Agent:
                 if res.ready:
                     for ev in s.anomaly_alerter.update("anomaly", res.ratio):
                         self._alert(p, s, "anomaly", ev, row, (res.score, res.threshold))
-            self.metrics.observe("latency_ms", (self.clock() - p.arrived) * 1000)
+            latency_ms = (self.clock() - p.arrived) * 1000
+            self.metrics.observe("latency_ms", latency_ms)
+            if self.thinner.enabled and latency_ms > self.cfg.latency_budget_ms:
+                self.metrics.inc("windows_late")  # over the whole run: p99 <= budget <=> <= 1 % late
         if self.thinner.enabled:
             done = self.clock()
             self._inference_s += done - started
+            self.thinner.batched(len(batch), done - started)
+            self._batch_limit = self.thinner.batch_limit(self.cfg.batch_size)
             self.thinner.observe((done - batch[0].arrived) * 1000, batch[0].arrived, self._most_thinning())
 
     def _alert(self, p: _Pending, s: _Sensor, kind: str, ev: AlertEvent, probs: F32,
@@ -521,7 +528,8 @@ class Agent:
                         received=src["received"], inflight=len(self._inflight),
                         thin_factor=self.thinner.factor, thin_changes=self.thinner.changes)
         if self.thinner.enabled:  # the shares the thinning decides on (edge/shedding.py)
-            counters.update(busy_share=round(self.thinner.busy, 3), inference_share=round(self.thinner.inference, 3))
+            counters.update(busy_share=round(self.thinner.busy, 3), inference_share=round(self.thinner.inference, 3),
+                            batch_limit=self._batch_limit)
         drops = dict(cast("dict[str, int]", snap["drops"]))
         for key, reason in (("overflow", "queue_full"), ("overflow_bytes", "queue_bytes_full"),
                             ("too_large", "too_large")):  # dropped by the inbox, before the agent saw them
@@ -563,7 +571,7 @@ class Agent:
             if item is None:
                 break
             self.handle(item)
-            if len(self._pending) >= self.cfg.batch_size:
+            if len(self._pending) >= self._batch_limit:
                 break
         if self._control is not None:
             self._take_control()
@@ -575,9 +583,9 @@ class Agent:
         self.deliver()
         self.updater.tick()  # an unfinished model update times out
         # With a latency budget, a step that inferred a batch leaves the 2 s reads (a speed
-        # estimate ~8 ms, an indicator set ~4 ms) to the next step, so one step does not hold
-        # a batch and a read (32-44 ms at 100 sensors, docs/edge_footprint.md); never two
-        # steps in a row, so the reads keep their rate when every step carries a batch.
+        # estimate ~6 ms, an indicator set ~4 ms) and a due heartbeat to the next step, so one
+        # step does not hold a batch and a read (32-44 ms at 100 sensors, docs/edge_footprint.md);
+        # never two steps in a row, so the reads keep their rate when every step carries a batch.
         defer = self.thinner.enabled and batches > 0 and not self._deferred
         self._deferred = defer
         if not defer:
@@ -585,7 +593,7 @@ class Agent:
         self.plan_history(now)
         if self.cfg.indicators.enabled and not defer:
             self.publish_indicators(now)
-        if now >= self._next_hb:
+        if now >= self._next_hb and not defer:  # its heap trim and document: up to ~17 ms
             self._next_hb = now + self.cfg.heartbeat_s
             self.heartbeat()
         if self.thinner.enabled:

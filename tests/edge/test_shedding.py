@@ -17,7 +17,16 @@ from edgevib.edge.config import load_agent_config
 from edgevib.edge.memory import MemoryBus, MemoryLink
 from edgevib.edge.model import FunctionModel
 from edgevib.edge.outbox import Outbox
-from edgevib.edge.shedding import BUSY, HIGH, HOLD_S, SATURATED, Thinner
+from edgevib.edge.shedding import (
+    BATCH_SHARE,
+    BUSY,
+    HIGH,
+    HOLD_S,
+    MARGIN,
+    MIN_BATCH,
+    SATURATED,
+    Thinner,
+)
 from edgevib.models.classes import CLASSES_10
 from edgevib.models.contract import ModelMeta
 
@@ -31,11 +40,12 @@ IR = CLASSES_10.index("IR007")
 
 
 def _run(tmp_path: Path, *, sensors: int, cost_s: float, budget_ms: float,
-         seconds: float = 12.0, reads: bool = False) -> tuple[Agent, list[bytes]]:
+         seconds: float = 12.0, reads: bool = False, sizes: list[int] | None = None) -> tuple[Agent, list[bytes]]:
     """``sensors`` x ``seconds`` of 12 kHz signal in real-time frames, each sensor at its own
     phase of the 0.1 s frame period; the model (window 2048, hop 256: 46.9 windows per sensor-
     second) costs ``cost_s`` of agent time per window and names IR. ``reads``: speed estimates
-    and indicator sets on (their own cost is not on the agent clock)."""
+    and indicator sets on (their own cost is not on the agent clock). ``sizes`` collects the
+    batch sizes the model saw."""
     bus, t = MemoryBus(), [1000.0]
     cfg = load_agent_config(None, env={}, site="plant", gateway="gw", heartbeat_s=3600, latency_budget_ms=budget_ms,
                             alert={"anomaly": False}, indicators={"enabled": reads},
@@ -43,6 +53,8 @@ def _run(tmp_path: Path, *, sensors: int, cost_s: float, budget_ms: float,
 
     def slow(x: np.ndarray) -> np.ndarray:
         t[0] += cost_s * len(x)
+        if sizes is not None:
+            sizes.append(len(x))
         return np.tile(np.eye(10, dtype=np.float32)[IR], (len(x), 1))
 
     model = FunctionModel(ModelMeta(CLASSES_10, window=2048, hop=256, arch="slow"), slow, name="slow")
@@ -116,6 +128,8 @@ def _steps(th: Thinner, t: list[float], seconds: float, busy: float, inference: 
     """``seconds`` of 10 ms steps at the given shares of the core."""
     for _ in range(round(seconds / 0.01)):
         t[0] += 0.01
+        if inference:
+            th.batched(4, inference * 0.01)  # windows flow: load, not an idle agent
         th.work(busy * 0.01, inference * 0.01)
 
 
@@ -173,10 +187,84 @@ def test_thinner_thins_only_a_saturated_core_and_backs_off_when_twice_the_infere
     assert slow.factor == 2  # not before HOLD_S
     _steps(slow, t, 1.0, busy=0.1, inference=0.05)
     assert slow.factor == 1
-    assert (HIGH, SATURATED, BUSY, HOLD_S) == (0.8, 0.9, 0.8, 1.0)
+    assert (HIGH, SATURATED, BUSY, HOLD_S, MARGIN) == (0.8, 0.7, 0.8, 1.0, 0.1)
     slow.factor = 4
     slow.observe(10.0, arrived=t[0], most=2)  # a model that allows less: clamped at once
     assert slow.factor == 2
+
+
+def test_a_load_too_slow_unthinned_stays_thinned_until_it_falls() -> None:
+    """Raised at 75 % busy: halving back would bring the same 75 %, so it waits for the load to fall."""
+    t = [0.0]
+    th = Thinner(50.0, clock=lambda: t[0])
+    _steps(th, t, 2.0, busy=0.75, inference=0.6)
+    th.observe(60.0, arrived=t[0], most=4)  # over HIGH x budget at busy >= SATURATED
+    assert th.factor == 2 and 0.75 >= SATURATED
+    _steps(th, t, 5.0, busy=0.45, inference=0.3)  # 0.75 <= BUSY, but over 0.75 - MARGIN
+    assert th.factor == 2 and 0.45 + 0.3 > 0.75 - MARGIN
+    _steps(th, t, 0.5, busy=0.3, inference=0.2)  # the load falls: calm, but not yet for HOLD_S
+    assert th.factor == 2
+    _steps(th, t, 1.5, busy=0.3, inference=0.2)
+    assert th.factor == 1 and th.changes == 2
+
+
+def test_an_agent_waiting_for_its_sensors_keeps_its_start_factor() -> None:
+    t = [0.0]
+    th = Thinner(50.0, clock=lambda: t[0], start=4)
+    _steps(th, t, 5.0, busy=0.0, inference=0.0)  # idle: no batch, no evidence of the load to come
+    assert th.factor == 4
+    _steps(th, t, 0.9, busy=0.1, inference=0.05)  # windows flow, calm: halves HOLD_S after the first batch
+    assert th.factor == 4
+    _steps(th, t, 0.2, busy=0.1, inference=0.05)
+    assert th.factor == 2
+
+
+def test_one_dip_of_the_shares_does_not_halve() -> None:
+    t = [0.0]
+    th = Thinner(50.0, clock=lambda: t[0], start=2)
+    _steps(th, t, 0.5, busy=1.0, inference=0.5)  # the shares start at 0: lift them past BUSY first
+    _steps(th, t, 3.0, busy=0.6, inference=0.3)  # 0.9: no halving
+    _steps(th, t, 0.3, busy=0.2, inference=0.1)  # a short dip under BUSY
+    _steps(th, t, 2.0, busy=0.6, inference=0.3)
+    assert th.factor == 2 and th.changes == 0
+
+
+def test_batch_limit_fits_a_share_of_the_budget_at_the_measured_cost() -> None:
+    th = Thinner(50.0, clock=lambda: 0.0)
+    assert th.batch_limit(32) == 32  # nothing timed yet: the configured size
+    th.batched(32, 32 * 0.0005)  # 0.5 ms per window: 0.3 x 50 ms holds 30
+    assert th.batch_limit(32) == int(BATCH_SHARE * 0.050 / 0.0005) == 30
+    for _ in range(40):  # a model twice as slow: the moving average follows
+        th.batched(30, 30 * 0.001)
+    assert th.batch_limit(32) == 15
+    for _ in range(40):
+        th.batched(4, 4 * 0.02)  # 20 ms per window: never under MIN_BATCH
+    assert th.batch_limit(32) == MIN_BATCH and th.batch_limit(2) == 2
+    off = Thinner(0.0, clock=lambda: 0.0)
+    off.batched(32, 1.0)
+    assert off.batch_limit(32) == 32  # no budget: batches as configured
+
+
+def test_with_a_budget_batches_hold_what_fits_it(tmp_path: Path) -> None:
+    """1.2 ms per window: 32 windows would take 38 ms of a 50 ms budget; batches hold 12."""
+    sizes: list[int] = []
+    agent, _ = _run(tmp_path, sensors=24, cost_s=0.0012, budget_ms=50.0, seconds=4.0, sizes=sizes)
+    assert _counters(agent)["batch_limit"] == int(BATCH_SHARE * 50.0 / 1.2) == 12
+    assert max(sizes[1:]) == 12 and sizes[0] <= 32  # the first batch, before any was timed
+    (tmp_path / "off").mkdir()
+    sizes_off: list[int] = []
+    off, _ = _run(tmp_path / "off", sensors=24, cost_s=0.0012, budget_ms=0.0, seconds=4.0, sizes=sizes_off)
+    assert "batch_limit" not in _counters(off) and max(sizes_off) == 32  # off: the configured size
+
+
+def test_windows_later_than_the_budget_are_counted(tmp_path: Path) -> None:
+    fast, _ = _run(tmp_path, sensors=4, cost_s=0.0001, budget_ms=50.0, seconds=2.0)
+    c = _counters(fast)
+    assert c["windows"] > 0 and c.get("windows_late", 0) == 0 and c["latency_p99_ms"] <= 50
+    (tmp_path / "slow").mkdir()  # 60 ms per window: every window is over the budget
+    slow, _ = _run(tmp_path / "slow", sensors=1, cost_s=0.060, budget_ms=50.0, seconds=2.0)
+    c = _counters(slow)
+    assert c["windows"] > 0 and c["windows_late"] == c["windows"] and c["latency_p50_ms"] > 50
 
 
 @pytest.mark.parametrize("budget", [-1.0, 10.0, float("nan"), float("inf")])
