@@ -391,12 +391,14 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     data-free (DeepInversion) ones with ``kd`` and ``nkd`` (noise on the synthetic windows only);
     ``target``: :data:`TARGET_RECIPE` beside the align16 and align8 ``kd`` paths; ``dfnkdt``: the real-data
     ``kd`` path, data-free ``kd`` and ``nkd``, and data-free ``nkd`` with the teacher scoring the same noisy
-    synthetic copies (``noise_teacher``). Latency is then measured ``--latency-repeats`` times more on fresh
+    synthetic copies (``noise_teacher``); ``dfnkdt4``: the same with 4x the synthetic windows (96 per class)
+    beside data-free ``kd`` and ``nkd(noisy teacher)`` at 24. Latency is then measured ``--latency-repeats`` times more on fresh
     sessions (speed ratios per repeat, load average around each). Writes ``compression_targets.{md,json,png}``
-    under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target)."""
-    bad = sorted(set(only) - {"dfnkd", "target", "dfnkdt"})
+    under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target, ``compression_dfnoise4.*``
+    for dfnkdt4)."""
+    bad = sorted(set(only) - {"dfnkd", "target", "dfnkdt", "dfnkdt4"})
     if bad:
-        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target,dfnkdt")
+        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target,dfnkdt,dfnkdt4")
     clock: dict[str, float] = {}
     load: dict[str, Any] = {"start": Path("/proc/loadavg").read_text().split()[:3]}
     t = time.monotonic()
@@ -414,15 +416,19 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     real = path("real", "slim,merge,kd,int8", train=sp.train)
     if "dfnkd" in only:
         path("real-nkd", "slim,merge,nkd,int8", train=sp.train)
-    if "dfnkd" in only or "dfnkdt" in only:
+    if "dfnkd" in only or "dfnkdt" in only or "dfnkdt4" in only:
         # the data-free paths prune as many channels as the real one (as in the full table)
         n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
         n_kept = sum(u.bn.num_features for u in slimming.units(real[-2].net))
         free_ratio = 1 - n_kept / n_all
         path("datafree", "slim,merge,kd,int8", data_free=True, prune_ratio=free_ratio)
-        path("datafree-nkd", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio)
-    if "dfnkdt" in only:  # the teacher scores the student's noisy copy (docs/compression.md, fixed before its run)
+        if "dfnkdt4" not in only:
+            path("datafree-nkd", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio)
+    if "dfnkdt" in only or "dfnkdt4" in only:  # the teacher scores the student's noisy copy (docs/compression.md)
         path("datafree-nkdt", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True)
+    if "dfnkdt4" in only:  # the same with 4x the synthetic windows (docs/compression.md, fixed before its run)
+        path("datafree-nkdt4", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True,
+             synth_per_class=96)
     if "target" in only:
         path("align16", "slim,align,merge,kd,int8", train=sp.train, align=16)
         path("align8", "slim,align,merge,kd,int8", train=sp.train, align=8)
@@ -434,6 +440,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
         for s in stages[-2:]:  # the distilled float student and its INT8
             name = s.name.replace("+align", names.get(key, "+align"))
             name = ("datafree:" + name) if key.startswith("datafree") else name
+            name = name.replace("(noisy teacher)", "(noisy teacher, 960 windows)") if key == "datafree-nkdt4" else name
             rows_in.append((name, s.proto, arch.n_params(s.net)))
             if "saw" in s.info:
                 saw[name] = s.info["saw"]
@@ -470,7 +477,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
 
     targets: dict[str, Any] = {"candidates": {r["stage"]: against_teacher(r) for r in rows
                                               if r["stage"].endswith("+int8") and not r["stage"].startswith("datafree")}}
-    if "dfnkd" in only or "dfnkdt" in only:
+    if "dfnkd" in only or "dfnkdt" in only or "dfnkdt4" in only:
         gaps = {}
         for ref in [r for r in ("cnn+slim+merge+kd+int8", "cnn+slim+merge+nkd+int8") if r in by]:
             for r in rows:
@@ -486,7 +493,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
              "cpu_threads_latency": 1}
     # a dfnkdt-only run gets its own files: the targets run's stay as they were measured
     files = table.write(rows, args.out, "compression_targets" if set(only) & {"dfnkd", "target"}
-                        else "compression_dfnoise", ref="cnn", extra=extra)
+                        else "compression_dfnoise4" if "dfnkdt4" in only else "compression_dfnoise", ref="cnn", extra=extra)
     print(table.markdown(rows, "cnn"))
     print(json.dumps({k: extra[k] for k in ("targets", "clock", "loadavg", "widths", "what_data_free_saw")},
                      indent=2, default=str))
@@ -542,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="",
                     help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
-                    "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png})")
+                    "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png}) or dfnkdt4 "
+                    "(compression_dfnoise4.{md,json,png})")
     ap.add_argument("--latency-repeats", type=int, default=3,
                     help="--only dfnkd,target: extra latency measurements of the same files (speed-ratio spread)")
     ap.add_argument("--wgroup-ratio", default="0.6",
@@ -572,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     opts: dict[str, Any] = pipeline.parse_options(args.opt)
     if args.only:
         only = [k for k in args.only.split(",") if k]
-        if set(only) & {"dfnkd", "target", "dfnkdt"}:
+        if set(only) & {"dfnkd", "target", "dfnkdt", "dfnkdt4"}:
             return target_rows(args, opts, only)
         return wgroup_rows(args, opts, only)
     clock: dict[str, float] = {}
