@@ -428,7 +428,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
         path("datafree-nkdt", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True)
     if "dfnkdt4" in only:  # the same with 4x the synthetic windows (docs/compression.md, fixed before its run)
         path("datafree-nkdt4", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True,
-             synth_per_class=96)
+             synth_per_class=args.nkdt_per_class)
     if "target" in only:
         path("align16", "slim,align,merge,kd,int8", train=sp.train, align=16)
         path("align8", "slim,align,merge,kd,int8", train=sp.train, align=8)
@@ -440,7 +440,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
         for s in stages[-2:]:  # the distilled float student and its INT8
             name = s.name.replace("+align", names.get(key, "+align"))
             name = ("datafree:" + name) if key.startswith("datafree") else name
-            name = name.replace("(noisy teacher)", "(noisy teacher, 960 windows)") if key == "datafree-nkdt4" else name
+            name = (name.replace("(noisy teacher)", f"(noisy teacher, {10 * args.nkdt_per_class} windows)")
+                    if key == "datafree-nkdt4" else name)
             rows_in.append((name, s.proto, arch.n_params(s.net)))
             if "saw" in s.info:
                 saw[name] = s.info["saw"]
@@ -493,7 +494,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
              "cpu_threads_latency": 1}
     # a dfnkdt-only run gets its own files: the targets run's stay as they were measured
     files = table.write(rows, args.out, "compression_targets" if set(only) & {"dfnkd", "target"}
-                        else "compression_dfnoise4" if "dfnkdt4" in only else "compression_dfnoise", ref="cnn", extra=extra)
+                        else f"compression_dfnoise{args.nkdt_per_class // 24}" if "dfnkdt4" in only
+                        else "compression_dfnoise", ref="cnn", extra=extra)
     print(table.markdown(rows, "cnn"))
     print(json.dumps({k: extra[k] for k in ("targets", "clock", "loadavg", "widths", "what_data_free_saw")},
                      indent=2, default=str))
@@ -551,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
                     "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png}) or dfnkdt4 "
                     "(compression_dfnoise4.{md,json,png})")
+    ap.add_argument("--nkdt-per-class", type=int, default=96,
+                    help="--only dfnkdt4: synthetic windows per class of the larger noisy-teacher path "
+                    "(writes compression_dfnoise<N // 24>.*)")
     ap.add_argument("--latency-repeats", type=int, default=3,
                     help="--only dfnkd,target: extra latency measurements of the same files (speed-ratio spread)")
     ap.add_argument("--wgroup-ratio", default="0.6",
