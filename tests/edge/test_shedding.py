@@ -217,6 +217,13 @@ def test_an_agent_waiting_for_its_sensors_keeps_its_start_factor() -> None:
     assert th.factor == 4
     _steps(th, t, 0.2, busy=0.1, inference=0.05)
     assert th.factor == 2
+    free = Thinner(50.0, clock=lambda: t[0], start=2)  # batches that cost no time (a clock that
+    free.batched(4, 0.0)  # did not move) are still load: the idle rule must not hold it at 2
+    assert free.per_window_s == 0.0 and free.batch_limit(32) == 32
+    for _ in range(120):
+        t[0] += 0.01
+        free.work(0.001, 0.0)
+    assert free.factor == 1
 
 
 def test_one_dip_of_the_shares_does_not_halve() -> None:
