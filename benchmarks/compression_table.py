@@ -383,6 +383,7 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
 
 # the chosen recipe of the targets run (docs/compression.md, "Targets run"): fixed before it was measured
 TARGET_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "align_first": 8})
+TARGET_ROWS = {"dfnkd", "target", "dfnkdt", "dfnkdt4"}  # the --only keys target_rows runs
 
 
 def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str]) -> int:
@@ -396,7 +397,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     sessions (speed ratios per repeat, load average around each). Writes ``compression_targets.{md,json,png}``
     under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target, ``compression_dfnoise4.*``
     for dfnkdt4)."""
-    bad = sorted(set(only) - {"dfnkd", "target", "dfnkdt", "dfnkdt4"})
+    bad = sorted(set(only) - TARGET_ROWS)
     if bad:
         raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target,dfnkdt,dfnkdt4")
     clock: dict[str, float] = {}
@@ -416,7 +417,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     real = path("real", "slim,merge,kd,int8", train=sp.train)
     if "dfnkd" in only:
         path("real-nkd", "slim,merge,nkd,int8", train=sp.train)
-    if "dfnkd" in only or "dfnkdt" in only or "dfnkdt4" in only:
+    datafree = bool(set(only) & {"dfnkd", "dfnkdt", "dfnkdt4"})
+    if datafree:
         # the data-free paths prune as many channels as the real one (as in the full table)
         n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
         n_kept = sum(u.bn.num_features for u in slimming.units(real[-2].net))
@@ -478,7 +480,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
 
     targets: dict[str, Any] = {"candidates": {r["stage"]: against_teacher(r) for r in rows
                                               if r["stage"].endswith("+int8") and not r["stage"].startswith("datafree")}}
-    if "dfnkd" in only or "dfnkdt" in only or "dfnkdt4" in only:
+    if datafree:
         gaps = {}
         for ref in [r for r in ("cnn+slim+merge+kd+int8", "cnn+slim+merge+nkd+int8") if r in by]:
             for r in rows:
@@ -585,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     opts: dict[str, Any] = pipeline.parse_options(args.opt)
     if args.only:
         only = [k for k in args.only.split(",") if k]
-        if set(only) & {"dfnkd", "target", "dfnkdt", "dfnkdt4"}:
+        if set(only) & TARGET_ROWS:
             return target_rows(args, opts, only)
         return wgroup_rows(args, opts, only)
     clock: dict[str, float] = {}

@@ -141,7 +141,6 @@ class Agent:
         self.thinner = Thinner(cfg.latency_budget_ms, clock, start=self._most_thinning())
         self._inference_s = 0.0  # agent time this step spent in infer (the thinner's share)
         self._deferred = False  # the last step left its 2 s reads to this one (latency budget)
-        self._batch_limit = cfg.batch_size  # fewer under a latency budget (Thinner.batch_limit)
         self.sensors: dict[str, _Sensor] = {}
         self.sampler = EvidenceSampler(cfg.evidence, self.topics, outbox, lambda: self.model, self.metrics,
                                        clock) if cfg.evidence.enabled else None  # raw windows for the cloud
@@ -375,6 +374,11 @@ class Agent:
             self._drop("bad_cmd", EdgeError("edge.agent", f"cmd={cmd!r}", "send {\"cmd\": \"heartbeat\"}"))
 
     # -- batched inference and alerts -------------------------------------------------------
+    @property
+    def _batch_limit(self) -> int:
+        """The most windows one batch holds: ``batch_size``, fewer under a latency budget."""
+        return self.thinner.batch_limit(self.cfg.batch_size)
+
     def _batch_due(self, now: float) -> bool:
         if not self._pending:
             return False
@@ -419,7 +423,6 @@ class Agent:
             done = self.clock()
             self._inference_s += done - started
             self.thinner.batched(len(batch), done - started)
-            self._batch_limit = self.thinner.batch_limit(self.cfg.batch_size)
             self.thinner.observe((done - batch[0].arrived) * 1000, batch[0].arrived, self._most_thinning())
 
     def _alert(self, p: _Pending, s: _Sensor, kind: str, ev: AlertEvent, probs: F32,
