@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from edgevib.edge.errors import EdgeError
+from edgevib.edge.speed import fft_length
 from edgevib.models.bearing import CWRU_DE_6205, BearingGeometry
 from edgevib.models.classes import fault_type
 
@@ -98,17 +99,66 @@ def _bands(fs: float, min_bw: float) -> list[tuple[float, float]]:
     return out or [(min(min_bw, nyq) * 0.1, nyq * 0.98)]
 
 
+def _band_bins(n: int, fs: float, bands: list[tuple[float, float]]) -> list[tuple[int, int]]:
+    """Each band's rfft bins ``[k0, k1)`` of an ``n``-sample signal: not DC, not the Nyquist bin of
+    an even length (the analytic signal's positive frequencies)."""
+    f = np.fft.rfftfreq(n, 1 / fs)
+    top = (n + 1) // 2  # the first bin that is not a positive frequency below Nyquist
+    out = []
+    for lo, hi in bands:
+        k0 = max(1, int(np.searchsorted(f, lo, "left")))
+        out.append((k0, max(k0, min(top, int(np.searchsorted(f, hi, "right"))))))
+    return out
+
+
+def band_powers(x: npt.NDArray[np.float64], fs: float, bands: list[tuple[float, float]]) -> npt.NDArray[np.float64]:
+    """Squared envelope (|analytic band signal|**2) of each band at the signal's rate, one row per
+    band, via one FFT (a band-limited Hilbert transform) and one inverse FFT call over all bands."""
+    n = len(x)
+    spec = np.fft.rfft(x - x.mean())
+    padded = np.zeros((len(bands), n), complex)
+    for i, (k0, k1) in enumerate(_band_bins(n, fs, bands)):
+        padded[i, k0:k1] = 2 * spec[k0:k1]  # the analytic signal: 2x the positive bins, 0 elsewhere
+    z = np.fft.ifft(padded, axis=1)
+    return np.asarray(z.real * z.real + z.imag * z.imag)
+
+
+def band_kurtosis(x: npt.NDArray[np.float64], fs: float, bands: list[tuple[float, float]]) -> list[float]:
+    """Kurtosis of each band's envelope, ``E|z|^4 / (E|z|^2)^2 - 2`` (0 for a silent band): the
+    kurtogram that picks the band to demodulate.
+
+    Each band's complex envelope is taken at baseband on its own short grid: its bins shifted to
+    0 and inverse-transformed at a length ``m`` > 2x its width. ``|z|^2`` and ``|z|^4`` are then
+    trigonometric polynomials of degree < ``m``, so their means over the ``m`` samples equal their
+    means over the signal: the same kurtosis as at the full rate (to rounding) for ~1/4 of the
+    inverse-FFT work of 6 bands of 1 s at 12 kHz.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=12000) + 20 * (rng.random(12000) > 0.995)  # impacts in noise
+    >>> bands = [(1500.0, 3000.0), (3000.0, 4500.0)]
+    >>> p = band_powers(x, 12000.0, bands)
+    >>> full = (p * p).mean(axis=1) / p.mean(axis=1) ** 2 - 2
+    >>> bool(np.allclose(band_kurtosis(x, 12000.0, bands), full, rtol=1e-9))
+    True
+    """
+    n = len(x)
+    spec = np.fft.rfft(x - x.mean())
+    out = []
+    for k0, k1 in _band_bins(n, fs, bands):
+        if k1 <= k0:
+            out.append(0.0)
+            continue
+        m = fft_length(2 * (k1 - k0) + 1)
+        z = np.fft.ifft(spec[k0:k1], m)  # zero-padded to m: the band at baseband, m samples
+        p = z.real * z.real + z.imag * z.imag
+        m2 = float(p.mean())
+        out.append(float((p * p).mean()) / (m2 * m2) - 2.0 if m2 > 0 else 0.0)
+    return out
+
+
 def band_envelopes(x: npt.NDArray[np.float64], fs: float, bands: list[tuple[float, float]]) -> list[npt.NDArray[np.float64]]:
     """Envelope (|analytic band signal|) of each band, via one FFT (a band-limited Hilbert transform)."""
-    n = len(x)
-    spec = np.fft.fft(x - x.mean())
-    f = np.abs(np.fft.fftfreq(n, 1 / fs))
-    pos = np.zeros(n, bool)
-    pos[1 : (n + 1) // 2] = True
-    masks = np.stack([pos & (f >= lo) & (f <= hi) for lo, hi in bands])
-    # one inverse FFT call over all bands (the same numbers as one call per band, ~1.3 ms less
-    # for 13 bands of 1 s at 12 kHz: an alert's physics check runs in the batch that raises it)
-    return list(np.abs(np.fft.ifft(np.where(masks, 2 * spec, 0), axis=1)))
+    return list(np.sqrt(band_powers(x, fs, bands)))
 
 
 def envelope_spectrum(env: npt.NDArray[np.float64], fs: float, pad_to: int | None = None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -124,16 +174,20 @@ def peak_snr(freqs: npt.NDArray[np.float64], amp: npt.NDArray[np.float64], f0: f
     """Largest peak within ``f0 * (1 +- tol)`` against the median of the surrounding band."""
     df = freqs[1] - freqs[0]
     half = max(f0 * tol, 1.5 * df)
-    inside = (freqs >= f0 - half) & (freqs <= f0 + half)
-    if f0 + half >= freqs[-1] or not inside.any():
+    # freqs is sorted: index ranges select what the masks freqs >= a & freqs <= b did, in a
+    # fraction of the time (13 peaks per alert, 24,001 bins each)
+    i0, i1 = int(np.searchsorted(freqs, f0 - half, "left")), int(np.searchsorted(freqs, f0 + half, "right"))
+    if f0 + half >= freqs[-1] or i1 <= i0:
         return Peak(f0, f0, 0.0)
     w = max(f0 * floor_frac, min_floor_hz, 6 * df)
-    around = (freqs >= f0 - w) & (freqs <= f0 + w) & ~inside
-    floor = float(np.median(amp[around])) if around.sum() >= 3 else float(np.median(amp))
-    i = int(np.flatnonzero(inside)[np.argmax(amp[inside])])
+    j0, j1 = int(np.searchsorted(freqs, f0 - w, "left")), int(np.searchsorted(freqs, f0 + w, "right"))
+    # the surrounding band [j0, j1) without the search window [i0, i1)
+    around = np.concatenate((amp[j0:min(i0, j1)], amp[max(i1, j0):j1]))
+    floor = float(np.median(around)) if len(around) >= 3 else float(np.median(amp))
+    i = i0 + int(np.argmax(amp[i0:i1]))
     # The largest of k noise-only (Rayleigh) bins exceeds their median by ~sqrt(ln k / ln 2):
     # subtract that, so a wide search window does not pass for a peak.
-    bias = 10 * math.log10(max(math.log(int(inside.sum())), math.log(2)) / math.log(2))
+    bias = 10 * math.log10(max(math.log(i1 - i0), math.log(2)) / math.log(2))
     snr = 20 * math.log10(max(amp[i], 1e-30) / max(floor, 1e-30)) - bias
     return Peak(f0, float(freqs[i]), max(0.0, snr))
 
@@ -167,8 +221,7 @@ def analyze(x: npt.ArrayLike, fs: float, config: EvidenceConfig | None = None) -
     # The band must pass the carrier's sidebands up to the 3rd harmonic of the fastest fault.
     min_bw = max(cfg.min_band_hz, 2.2 * 3 * max(bpfo, bpfi, 2 * bsf) + fr)
     bands = _bands(fs, min_bw)
-    envs = band_envelopes(v, fs, bands)
-    kurt = [float(np.mean(e**4) / np.mean(e**2) ** 2) - 2.0 if np.any(e) else 0.0 for e in envs]
+    kurt = band_kurtosis(v, fs, bands)
     targets = {
         "bpfo": bpfo, "bpfo2": 2 * bpfo, "bpfo3": 3 * bpfo,
         "bpfi": bpfi, "bpfi2": 2 * bpfi, "bpfi3": 3 * bpfi, "bpfi-fr": bpfi - fr, "bpfi+fr": bpfi + fr,
@@ -177,7 +230,7 @@ def analyze(x: npt.ArrayLike, fs: float, config: EvidenceConfig | None = None) -
     # Choosing the band by the fault score instead looked more sensitive but called 60% of
     # healthy CWRU segments faulty: the most impulsive band is the honest choice.
     best = int(np.argmax(kurt))
-    freqs, amp = envelope_spectrum(envs[best] ** 2, fs, pad_to=int(2 * fs))  # 0.5 Hz bins
+    freqs, amp = envelope_spectrum(band_powers(v, fs, [bands[best]])[0], fs, pad_to=int(2 * fs))  # 0.5 Hz bins
     peaks = {k: peak_snr(freqs, amp, f, cfg.tol) for k, f in targets.items()}
     scores = {
         "OR": _family(peaks, ["bpfo", "bpfo2", "bpfo3"], [2, 1, 1]),

@@ -104,3 +104,35 @@ def test_shape_moments_equal_scipy_stats() -> None:
     assert skew == pytest.approx(float(stats.skew(v)), rel=1e-9)
     assert kurt == pytest.approx(float(stats.kurtosis(v, fisher=False)), rel=1e-9)
     assert shape_moments(np.zeros(10)) == (0.0, 0.0)
+
+
+def test_band_kurtosis_on_short_grids_equals_the_full_rate_kurtosis(rng: np.random.Generator) -> None:
+    # the kurtogram reads each band at baseband on a grid > 2x its width (issue 15: the physics
+    # check runs in the batch that raises an alert); it must pick what the full-rate one picked
+    from edgevib.edge.evidence import _bands, band_envelopes, band_kurtosis
+    for n, fs in [(12000, 12000.0), (12001, 12000.0), (4096, 25600.0), (9000, 48000.0)]:
+        x = rng.normal(size=n) + 15 * (rng.random(n) > 0.997)
+        bands = _bands(fs, 400.0) + [(0.0, fs / 2), (fs / 4, fs / 4)]  # full span; one bin or none
+        ref = [float(np.mean(e**4) / np.mean(e**2) ** 2) - 2.0 if np.any(e) else 0.0
+               for e in band_envelopes(x, fs, bands)]
+        np.testing.assert_allclose(band_kurtosis(x, fs, bands), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_peak_snr_equals_its_masked_definition(rng: np.random.Generator) -> None:
+    # peak_snr selects by index ranges; the definition is by frequency masks
+    freqs = np.fft.rfftfreq(24000, 1 / 12000.0)
+    for _ in range(200):
+        amp, f0, tol = np.abs(rng.normal(size=len(freqs))), float(rng.uniform(1, 6100)), float(rng.choice([0.015, 0.3]))
+        half = max(f0 * tol, 1.5 * 0.5)
+        inside = (freqs >= f0 - half) & (freqs <= f0 + half)
+        got = peak_snr(freqs, amp, f0, tol)
+        if f0 + half >= freqs[-1]:
+            assert got.snr_db == 0.0 and got.found_hz == f0
+            continue
+        w = max(f0 * 0.15, 8.0, 3.0)
+        around = (freqs >= f0 - w) & (freqs <= f0 + w) & ~inside
+        floor = np.median(amp[around]) if around.sum() >= 3 else np.median(amp)
+        i = np.flatnonzero(inside)[np.argmax(amp[inside])]
+        bias = 10 * np.log10(max(np.log(inside.sum()), np.log(2)) / np.log(2))
+        assert got.found_hz == freqs[i]
+        assert got.snr_db == pytest.approx(max(0.0, 20 * np.log10(amp[i] / floor) - bias), abs=1e-9)
