@@ -19,6 +19,7 @@ The fault type with the strongest family score above ``threshold_db`` wins, else
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -143,16 +144,22 @@ def band_kurtosis(x: npt.NDArray[np.float64], fs: float, bands: list[tuple[float
     """
     n = len(x)
     spec = np.fft.rfft(x - x.mean())
-    out = []
-    for k0, k1 in _band_bins(n, fs, bands):
-        if k1 <= k0:
-            out.append(0.0)
-            continue
-        m = fft_length(2 * (k1 - k0) + 1)
-        z = np.fft.ifft(spec[k0:k1], m)  # zero-padded to m: the band at baseband, m samples
+    out = [0.0] * len(bands)
+    by_length: dict[int, list[int]] = {}  # bands of one width share one inverse-FFT call
+    bins = _band_bins(n, fs, bands)
+    for i, (k0, k1) in enumerate(bins):
+        if k1 > k0:
+            by_length.setdefault(fft_length(2 * (k1 - k0) + 1), []).append(i)
+    for m, idx in by_length.items():
+        base = np.zeros((len(idx), m), complex)
+        for row, i in enumerate(idx):
+            k0, k1 = bins[i]
+            base[row, : k1 - k0] = spec[k0:k1]  # the band at baseband (2x and 1/n scale cancel out)
+        z = np.fft.ifft(base, axis=1)
         p = z.real * z.real + z.imag * z.imag
-        m2 = float(p.mean())
-        out.append(float((p * p).mean()) / (m2 * m2) - 2.0 if m2 > 0 else 0.0)
+        m2, m4 = p.mean(axis=1), (p * p).mean(axis=1)
+        for row, i in enumerate(idx):
+            out[i] = float(m4[row] / (m2[row] * m2[row]) - 2.0) if m2[row] > 0 else 0.0
     return out
 
 
@@ -165,8 +172,22 @@ def envelope_spectrum(env: npt.NDArray[np.float64], fs: float, pad_to: int | Non
     """Amplitude spectrum of a (mean-removed, Hann-windowed) envelope."""
     e = env - env.mean()
     n = max(pad_to or 0, len(e))
-    amp = np.abs(np.fft.rfft(e * np.hanning(len(e)), n)) * 2 / len(e)
+    amp = np.abs(np.fft.rfft(e * _hann(len(e)), n)) * 2 / len(e)
     return np.fft.rfftfreq(n, 1 / fs), amp
+
+
+@functools.lru_cache(maxsize=4)
+def _hann(n: int) -> npt.NDArray[np.float64]:
+    w = np.hanning(n)
+    w.flags.writeable = False  # shared between calls
+    return w
+
+
+def _median(a: npt.NDArray[np.float64]) -> float:
+    """``np.median`` of a short array (the same value, without its per-call overhead)."""
+    s = np.sort(a)
+    h = len(s) // 2
+    return float(s[h]) if len(s) % 2 else float((s[h - 1] + s[h]) / 2)
 
 
 def peak_snr(freqs: npt.NDArray[np.float64], amp: npt.NDArray[np.float64], f0: float, tol: float,
@@ -183,7 +204,7 @@ def peak_snr(freqs: npt.NDArray[np.float64], amp: npt.NDArray[np.float64], f0: f
     j0, j1 = int(np.searchsorted(freqs, f0 - w, "left")), int(np.searchsorted(freqs, f0 + w, "right"))
     # the surrounding band [j0, j1) without the search window [i0, i1)
     around = np.concatenate((amp[j0:min(i0, j1)], amp[max(i1, j0):j1]))
-    floor = float(np.median(around)) if len(around) >= 3 else float(np.median(amp))
+    floor = _median(around) if len(around) >= 3 else float(np.median(amp))
     i = i0 + int(np.argmax(amp[i0:i1]))
     # The largest of k noise-only (Rayleigh) bins exceeds their median by ~sqrt(ln k / ln 2):
     # subtract that, so a wide search window does not pass for a peak.
