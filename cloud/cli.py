@@ -132,21 +132,13 @@ def _base(args: argparse.Namespace) -> int:
 def _faulttype_base(args: argparse.Namespace) -> int:
     """Order features of every rig's recordings (+ simulated bearings, as the fleet model is
     trained): the newest ``--holdout`` of each recording's windows held out, one window of gap."""
-    import numpy as np  # noqa: PLC0415
     from edgevib.cloud.learning.retrain import save_faulttype_base  # noqa: PLC0415
     from edgevib.models import faulttype as ft  # noqa: PLC0415
     from edgevib.models.data import load_dir  # noqa: PLC0415
     from edgevib.models.faulttype_cli import SIM_RECORDINGS  # noqa: PLC0415
 
     feats = ft.features_of([r for d in args.data for r in load_dir(d)])
-    hold = np.zeros(len(feats.y), bool)
-    gap = np.zeros(len(feats.y), bool)
-    for rec in np.unique(feats.rec):
-        idx = np.flatnonzero(feats.rec == rec)  # in time order
-        n = int(np.ceil(len(idx) * args.holdout)) if len(idx) >= 3 else 0
-        if n:
-            hold[idx[-n:]] = True
-            gap[idx[-n - 1]] = True  # overlaps the first held-out window (hop = window / 2)
+    hold, gap = ft.newest_held_out(feats, args.holdout)
     sims = [ft.features_of(ft.simulated(SIM_RECORDINGS if args.sim is None else args.sim, seed=0))] if args.sim != 0 else []
     train = ft.FeatureSet.concat([feats.select(~hold & ~gap), *sims])
     path = save_faulttype_base(args.out, train, feats.select(hold))

@@ -99,6 +99,30 @@ def features_of(recs: Sequence[Recording], window: int = WINDOW, hop: int = HOP)
                       np.concatenate(lr), [r.source for r in recs])
 
 
+def newest_held_out(data: FeatureSet, frac: float) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Masks ``(held, gap)``: the newest ``frac`` of each recording's windows, and the one window
+    before them that overlaps the first (hop = window / 2): train on ``~held & ~gap``, test on
+    ``held``, and no sample is on both sides. Recordings of fewer than 3 windows stay whole.
+
+    >>> fs = FeatureSet(np.zeros((10, 1), np.float32), np.zeros(10, np.int64), np.array(["r"] * 10),
+    ...                 np.array([0] * 6 + [1] * 4), np.zeros(10, np.float32))
+    >>> held, gap = newest_held_out(fs, 0.3)
+    >>> held.astype(int).tolist(), gap.astype(int).tolist()
+    ([0, 0, 0, 0, 1, 1, 0, 0, 1, 1], [0, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+    """
+    if not 0 <= frac < 1:
+        raise ModelsError(_COMP, f"held-out share {frac}", "hold out a share in [0, 1)")
+    held = np.zeros(len(data.y), bool)
+    gap = np.zeros(len(data.y), bool)
+    for rec in np.unique(data.rec):
+        idx = np.flatnonzero(data.rec == rec)  # in time order (features_of keeps it)
+        n = min(int(np.ceil(len(idx) * frac)), len(idx) - 2) if len(idx) >= 3 else 0  # >= 1 window trains
+        if n > 0:
+            held[idx[-n:]] = True
+            gap[idx[-n - 1]] = True
+    return held, gap
+
+
 def simulated(n: int = 240, seed: int = 0, duration_s: float = 2.0) -> list[Recording]:
     """``n`` simulated recordings (classes in turn) of random bearings, speeds, resonances and noise."""
     rng = np.random.default_rng(seed)
@@ -232,5 +256,5 @@ def train(data: FeatureSet, *, sim_weight: float = 1.0, l2: float = 1e-2) -> Fau
     return model
 
 
-__all__ = ["CLASSES", "FEATURES", "HOP", "two_input_graph", "KIND", "WINDOW", "FaultTypeModel", "FeatureSet", "cell_weights",
+__all__ = ["CLASSES", "FEATURES", "HOP", "two_input_graph", "KIND", "WINDOW", "FaultTypeModel", "FeatureSet", "cell_weights", "newest_held_out",
            "features_of", "fit", "fit_temperature", "simulated", "train", "window_view"]
