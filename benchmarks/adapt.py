@@ -64,7 +64,7 @@ def _models(method: str, fleet: A.Fleet, labelled: FeatureSet, seed: int, site_w
 
 
 def run(real: FeatureSet, sim: FeatureSet, methods: list[str], draws: int, log: Any = print, *,
-        site_weight: float = A.SITE_WEIGHT, fleet_holdout: float = 0.0) -> dict[str, Any]:
+        site_weight: float = A.SITE_WEIGHT, fleet_holdout: float = 0.3) -> dict[str, Any]:
     out: dict[str, Any] = {"protocol": "leave-one-rig-out few-shot adaptation", "ks": list(KS), "draws": draws,
                            "site_weight": site_weight, "fleet_holdout": fleet_holdout, "rigs": {}}
     for ri, rig in enumerate(str(r) for r in np.unique(real.rig)):
