@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from edgevib.models.compress.errors import CompressError
 from edgevib.models.compress.training import BatchFn, fit
 
@@ -44,10 +45,26 @@ def add_noise(x: Any, p: float, snr_lo: float, snr_hi: float, gen: Any) -> Any:
     return x + on * torch.randn(x.shape, generator=gen) * torch.sqrt(power / 10 ** (snr / 10))
 
 
+def mix(x: Any, a: float, rng: np.random.Generator) -> Any:
+    """Function matching's inputs (Beyer et al., CVPR 2022): each window of ``x`` [B, 1, W]
+    standardised (the CNN graph standardises its input, so gain and units do not weigh in the
+    mix), then ``lam * x_i + (1 - lam) * x_perm(i)`` with ``lam ~ Beta(a, a)`` per window.
+
+    >>> z = mix(torch.randn(4, 1, 64), 1.0, np.random.default_rng(0))
+    >>> tuple(z.shape)
+    (4, 1, 64)
+    """
+    b = x.shape[0]
+    z = x - x.mean(dim=-1, keepdim=True)
+    z = z / (z.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-6)
+    lam = torch.from_numpy(rng.beta(a, a, size=(b, 1, 1)).astype(np.float32))
+    return lam * z + (1 - lam) * z[torch.from_numpy(rng.permutation(b))]
+
+
 def distill(student: Any, teacher: Any, batches: BatchFn, *, steps: int = 400, temperature: float = 4.0,
             alpha: float = 0.7, lr: float = 1e-3, seed: int = 0, bn_stats: bool = False,
             noise: tuple[float, float, float] | None = None, noisy_teacher: bool = False,
-            progress: Progress | None = None) -> Any:
+            mixup: float = 0.0, progress: Progress | None = None) -> Any:
     """Train ``student`` in place on ``batches`` to match ``teacher`` (kept in eval mode).
 
     ``bn_stats=False`` keeps the student's BN statistics (inherited from the teacher by
@@ -57,17 +74,25 @@ def distill(student: Any, teacher: Any, batches: BatchFn, *, steps: int = 400, t
     the teacher says about the clean signal from the noisy one. With ``noisy_teacher`` the
     teacher scores the same noisy copy the student sees (plain distillation on noise-augmented
     windows, as on the real-data path's augmented batches): the student learns what the teacher
-    says about the noisy signal.
+    says about the noisy signal. ``mixup = a > 0`` (function matching): teacher and student see
+    the same mix of two windows (:func:`mix`), so the student matches the teacher's function
+    between the training windows too, not only on them; the mix has no label, so ``alpha`` must be 1.
     """
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise CompressError(_COMP, f"temperature={temperature}, alpha={alpha}",
                             "use temperature > 0 (e.g. 4) and alpha in [0, 1] (e.g. 0.7)")
     if noise is not None and (not 0 <= noise[0] <= 1 or noise[1] > noise[2]):
         raise CompressError(_COMP, f"noise={noise}", "use (p in [0, 1], snr_lo <= snr_hi), e.g. (0.5, -6, 10)")
+    if mixup < 0 or (mixup > 0 and alpha < 1):
+        raise CompressError(_COMP, f"mixup={mixup} with alpha={alpha}",
+                            "use mixup=0 (off) or mixup > 0 (e.g. 1) with alpha=1: a mix of two windows has no label")
     teacher.eval()
     gen = torch.Generator().manual_seed(seed + 1)
+    rng = np.random.default_rng(seed + 2)
 
     def loss(net: Any, x: Any, y: Any) -> Any:
+        if mixup > 0:
+            x = mix(x, mixup, rng)
         xs = x if noise is None else add_noise(x, *noise, gen)
         with torch.no_grad():
             t = teacher(xs if noisy_teacher else x)

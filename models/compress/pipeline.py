@@ -57,6 +57,7 @@ class Options:
     kd_lr: float = 2e-3
     temperature: float = 4.0
     alpha: float = 0.7
+    kd_mixup: float = 0.0  # kd: Beta(a, a) mixes of two windows for teacher and student (function matching); needs alpha=1
     lr: float = 1e-3
     merge_threshold: float = 0.3
     calib_windows: int = 256
@@ -172,11 +173,12 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
         net = copy.deepcopy(stages[-1].net)
         noise = (o.noise_p, o.noise_snr_lo, o.noise_snr_hi) if kd_step == "nkd" else None
         if kd_step:
-            arch += "+" + kd_step + ("(noisy teacher)" if noise and o.noise_teacher else "")
+            arch += "+" + kd_step + ("(noisy teacher)" if noise and o.noise_teacher else "") \
+                + ("(mixup)" if o.kd_mixup > 0 else "")
             # real windows may refresh the BN statistics the prune left stale; synthetic ones may not
             distill.distill(net, t_net, batches, steps=o.kd_steps, temperature=o.temperature,
                             alpha=1.0 if data_free else o.alpha, lr=o.kd_lr, seed=o.seed, bn_stats=not data_free,
-                            noise=noise, noisy_teacher=o.noise_teacher, progress=report)
+                            noise=noise, noisy_teacher=o.noise_teacher, mixup=o.kd_mixup, progress=report)
         elif data_free:
             distill.distill(net, t_net, batches, steps=o.kd_steps, alpha=1.0, lr=o.kd_lr, seed=o.seed,
                             progress=report)

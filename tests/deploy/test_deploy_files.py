@@ -123,7 +123,14 @@ def test_broker_limits_fit_the_largest_legitimate_message() -> None:
 
 
 def test_example_gateway_config_is_valid() -> None:
+    import tomllib
+
+    from edgevib.edge.config import AgentConfig
+
     _validate_agent_config(DEPLOY / "gw.example.toml")
+    # a live gateway bounds alert latency (issue 15); the library default (0) stays off for replays
+    budget = tomllib.loads((DEPLOY / "gw.example.toml").read_text()).get("latency_budget_ms", 0)
+    assert budget > AgentConfig().batch_deadline_ms and AgentConfig().latency_budget_ms == 0, budget
 
 
 def _render_unit(tmp_path: Path, exec_path: Path) -> Path:
