@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
                     "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png}) or dfnkdt4 "
-                    "(compression_dfnoise4.{md,json,png}) or dfnkdt4fm (compression_dfnoise4fm.{md,json,png})")
+                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm alone (compression_dfnoise<N // 24>fm.*)")
     ap.add_argument("--nkdt-per-class", type=int, default=96,
                     help="--only dfnkdt4: synthetic windows per class of the larger noisy-teacher path "
                     "(writes compression_dfnoise<N // 24>.*)")

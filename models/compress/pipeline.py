@@ -190,6 +190,8 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
                      f"U[{o.noise_snr_lo:g}, {o.noise_snr_hi:g}] dB") if noise else ""
             if noise and o.noise_teacher:
                 noisy += ", the teacher's targets from the same noisy copies"
+            if kd_step and o.kd_mixup > 0:
+                noisy += f"; distilled on mixes of two of them, Beta({o.kd_mixup:g}, {o.kd_mixup:g}) weights"
             src = ("teacher weights + BN statistics" if o.synth == "deepinversion"
                    else "teacher weights and outputs (no BN statistics)")
             info["saw"] = (f"{src}; {n_synth} {o.synth} windows synthesised from them "
