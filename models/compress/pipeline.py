@@ -51,7 +51,9 @@ class Options:
     prune_ratio: float | None = None  # fraction of BN channels removed; None: those slimming zeroed
     sparse_lam: float = 0.7  # proximal L1 on gamma, relative to Adam's step (must be < 1)
     sparse_gamma_lr: float = 1e-2
-    sparse_steps: int = 600
+    sparse_steps: int = 600  # 0: no sparsity training; slim ranks the teacher's own gammas (needs keep_width or prune_ratio)
+    keep_width: int = 0  # slim: keep this many channels of every conv layer by |gamma| (0: by threshold/prune_ratio)
+    keep_hidden: int = 0  # slim, with keep_width: channels kept of the dense hidden layer (0: all)
     demo_ratio: float = 0.1  # benchmark only: pruning of the plain teacher, with/without merging
     kd_steps: int = 1500
     kd_lr: float = 2e-3
@@ -157,9 +159,17 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
     net = t_net
     kd_step = next((s for s in ("kd", "nkd") if s in steps), None)
     if "slim" in steps:
-        sparse = slimming.sparse_train(copy.deepcopy(t_net), batches, lam=o.sparse_lam, steps=o.sparse_steps,
-                                       lr=o.lr, gamma_lr=o.sparse_gamma_lr, teacher=t_net if data_free else None, seed=o.seed, progress=report)
-        keep = slimming.global_keep(sparse, o.prune_ratio)
+        if o.sparse_steps == 0 and not o.keep_width and o.prune_ratio is None:
+            raise CompressError(_COMP, "sparse_steps=0 with neither keep_width nor prune_ratio",
+                                "without sparsity training nothing is zeroed: set keep_width (e.g. 16) or prune_ratio")
+        sparse = copy.deepcopy(t_net) if o.sparse_steps == 0 else slimming.sparse_train(
+            copy.deepcopy(t_net), batches, lam=o.sparse_lam, steps=o.sparse_steps, lr=o.lr,
+            gamma_lr=o.sparse_gamma_lr, teacher=t_net if data_free else None, seed=o.seed, progress=report)
+        if o.keep_width:
+            widths = [u.bn.num_features for u in slimming.units(sparse)]
+            keep = slimming.top_keep(sparse, [o.keep_width] * (len(widths) - 1) + [o.keep_hidden or widths[-1]])
+        else:
+            keep = slimming.global_keep(sparse, o.prune_ratio)
         arch += "+slim"
         if "align" in steps:
             multiples = [o.align_first or o.align] + [o.align] * (len(keep) - 1)

@@ -145,6 +145,18 @@ def global_keep(net: Any, ratio: float | None = None, *, min_keep: int = 2, per_
     return keep
 
 
+def top_keep(net: Any, counts: Sequence[int]) -> list[np.ndarray]:
+    """Sorted indices of the ``counts[i]`` channels of unit ``i`` with the largest ``|gamma|``
+    (at most the layer's width): fixed widths, e.g. from a teacher that had no sparsity training."""
+    us = units(net)
+    if len(counts) != len(us) or min(counts) < 1:
+        raise CompressError(_COMP, f"widths {list(counts)} for {len(us)} prunable layers",
+                            f"give {len(us)} positive channel counts, one per layer")
+    keep = [np.sort(np.argsort(-u.bn.weight.detach().abs().numpy(), kind="stable")[:c]) for u, c in zip(us, counts, strict=True)]
+    log.info("slimming: keeps the top-|gamma| %s of %s channels", [len(k) for k in keep], [u.bn.num_features for u in us])
+    return keep
+
+
 def align_keep(net: Any, keep: list[np.ndarray], multiple: int | Sequence[int] = 16, *,
                per_layer_scale: bool = True) -> list[np.ndarray]:
     """Scalpel (Yu et al., ISCA 2017) for a dense CPU: every unit keeps a multiple of ``multiple``

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 from edgevib.models.cnn import CNNModel
-from edgevib.models.compress import arch, onnxio, pipeline, table
+from edgevib.models.compress import arch, onnxio, pipeline, slimming, table
 from edgevib.models.compress.errors import CompressError
 
 from .conftest import CLASSES, W
@@ -31,6 +31,21 @@ def test_run_real_windows_gives_every_stage(trained_net: Any, tiny_ws: Any) -> N
     assert onnxio.read_meta(stages[-1].proto)["edgevib.arch"] == names[-1]
     acc = np.mean(table.predict(table.session(stages[-1].proto), tiny_ws.x3d()) == tiny_ws.y)
     assert acc > 1 / len(CLASSES)  # better than chance after all steps
+
+
+def test_slim_without_sparsity_training_keeps_fixed_widths_of_the_teacher(trained_net: Any, tiny_ws: Any) -> None:
+    teacher = CNNModel(trained_net, CLASSES)
+    with pytest.raises(CompressError, match="keep_width"):
+        pipeline.run(teacher, "slim,kd", train=tiny_ws, **{**FAST, "sparse_steps": 0, "prune_ratio": None})
+    stages = pipeline.run(teacher, "slim,merge,kd", train=tiny_ws,
+                          **{**FAST, "sparse_steps": 0, "keep_width": 4, "keep_hidden": 8})
+    kw = arch.arch_kwargs(stages[-1].net)
+    assert kw["widths"] == [4] * len(kw["widths"]) and kw["hidden"] == 8
+    # no sparsity training: the pruned stage holds the teacher's own top-|gamma| channels of the first conv
+    unit = slimming.units(trained_net)[0]
+    top = np.sort(np.argsort(-unit.bn.weight.detach().abs().numpy())[:4])
+    pruned = slimming.units(stages[1].net)[0]
+    assert np.allclose(pruned.bn.weight.detach().numpy(), unit.bn.weight.detach().numpy()[top])
 
 
 def test_compress_checkpoint_data_free_writes_the_contract(tmp_path: Path, trained_net: Any) -> None:

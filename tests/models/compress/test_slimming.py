@@ -53,6 +53,17 @@ def test_global_keep_uses_one_threshold_and_keeps_min(tiny_net: Any) -> None:
         slimming.global_keep(tiny_net, 1.5)
 
 
+def test_top_keep_keeps_the_largest_gammas_per_layer(tiny_net: Any) -> None:
+    us = slimming.units(tiny_net)
+    g = us[1].bn.weight.detach().abs().numpy()
+    keep = slimming.top_keep(tiny_net, [2] * (len(us) - 1) + [10_000])
+    assert keep[1].tolist() == sorted(np.argsort(-g)[:2].tolist())
+    assert [len(k) for k in keep[:-1]] == [2] * (len(us) - 1)
+    assert len(keep[-1]) == us[-1].bn.num_features  # at most the layer's width
+    with pytest.raises(CompressError, match="one per layer"):
+        slimming.top_keep(tiny_net, [2])
+
+
 def test_sparse_training_shrinks_gammas(tiny_net: Any, tiny_ws: Any) -> None:
     def total(net: Any) -> float:
         return slimming.l1_gamma(net)
