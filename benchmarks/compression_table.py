@@ -383,7 +383,11 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
 
 # the chosen recipe of the targets run (docs/compression.md, "Targets run"): fixed before it was measured
 TARGET_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "align_first": 8})
-TARGET_ROWS = {"dfnkd", "target", "dfnkdt", "dfnkdt4", "dfnkdt4fm"}  # the --only keys target_rows runs
+# variants of the larger data-free noisy-teacher path, each run beside it (docs/compression.md, fixed before its run):
+# --only key -> (row-name suffix, pipeline options)
+DF_VARIANTS = {"dfnkdt4fm": ("", {"kd_mixup": 1.0}),  # function matching: the pipeline names it "(mixup)"
+               "dfnkdt4inh": ("(teacher channels)", {"sparse_steps": 0})}  # prune the teacher's gammas, no sparsity
+TARGET_ROWS = {"dfnkd", "target", "dfnkdt", "dfnkdt4", *DF_VARIANTS}  # the --only keys target_rows runs
 
 
 def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str]) -> int:
@@ -393,14 +397,15 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     ``target``: :data:`TARGET_RECIPE` beside the align16 and align8 ``kd`` paths; ``dfnkdt``: the real-data
     ``kd`` path, data-free ``kd`` and ``nkd``, and data-free ``nkd`` with the teacher scoring the same noisy
     synthetic copies (``noise_teacher``); ``dfnkdt4``: the same with 4x the synthetic windows (96 per class)
-    beside data-free ``kd`` and ``nkd(noisy teacher)`` at 24; ``dfnkdt4fm``: the larger noisy-teacher path with and
-    without function matching (``kd_mixup=1``: teacher and student on mixes of two synthetic windows). Latency is then measured ``--latency-repeats`` times more on fresh
+    beside data-free ``kd`` and ``nkd(noisy teacher)`` at 24; :data:`DF_VARIANTS` (``dfnkdt4fm``, ``dfnkdt4inh``): the
+    larger noisy-teacher path with and without function matching (``kd_mixup=1``: teacher and student on mixes of
+    two synthetic windows) or without sparsity training (the teacher's own gammas pruned at the matched ratio). Latency is then measured ``--latency-repeats`` times more on fresh
     sessions (speed ratios per repeat, load average around each). Writes ``compression_targets.{md,json,png}``
     under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target, ``compression_dfnoise4.*``
-    for dfnkdt4, ``compression_dfnoise<N>fm.*`` for dfnkdt4fm alone)."""
+    for dfnkdt4, ``compression_dfnoise<N><variant>.*`` for one variant alone, e.g. ``compression_dfnoise16fm``)."""
     bad = sorted(set(only) - TARGET_ROWS)
     if bad:
-        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of dfnkd,target,dfnkdt,dfnkdt4,dfnkdt4fm")
+        raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of {','.join(sorted(TARGET_ROWS))}")
     clock: dict[str, float] = {}
     load: dict[str, Any] = {"start": Path("/proc/loadavg").read_text().split()[:3]}
     t = time.monotonic()
@@ -418,25 +423,26 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     real = path("real", "slim,merge,kd,int8", train=sp.train)
     if "dfnkd" in only:
         path("real-nkd", "slim,merge,nkd,int8", train=sp.train)
-    datafree = bool(set(only) & {"dfnkd", "dfnkdt", "dfnkdt4", "dfnkdt4fm"})
-    fm_only = "dfnkdt4fm" in only and not set(only) & {"dfnkd", "dfnkdt", "dfnkdt4"}
+    variants = [k for k in DF_VARIANTS if k in only]
+    datafree = bool(set(only) & {"dfnkd", "dfnkdt", "dfnkdt4"} or variants)
+    variant_only = bool(variants) and not set(only) & {"dfnkd", "dfnkdt", "dfnkdt4"}
     if datafree:
         # the data-free paths prune as many channels as the real one (as in the full table)
         n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
         n_kept = sum(u.bn.num_features for u in slimming.units(real[-2].net))
         free_ratio = 1 - n_kept / n_all
-        if not fm_only:
+        if not variant_only:
             path("datafree", "slim,merge,kd,int8", data_free=True, prune_ratio=free_ratio)
-        if not fm_only and "dfnkdt4" not in only:
+        if not variant_only and "dfnkdt4" not in only:
             path("datafree-nkd", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio)
     if "dfnkdt" in only or "dfnkdt4" in only:  # the teacher scores the student's noisy copy (docs/compression.md)
         path("datafree-nkdt", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True)
-    if "dfnkdt4" in only or "dfnkdt4fm" in only:  # the same with more synthetic windows (docs/compression.md)
+    if "dfnkdt4" in only or variants:  # the same with more synthetic windows (docs/compression.md)
         path("datafree-nkdt4", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True,
              synth_per_class=args.nkdt_per_class)
-    if "dfnkdt4fm" in only:  # and with function matching (docs/compression.md, fixed before its run)
-        path("datafree-nkdt4fm", "slim,merge,nkd,int8", data_free=True, prune_ratio=free_ratio, noise_teacher=True,
-             synth_per_class=args.nkdt_per_class, kd_mixup=1.0)
+    for key in variants:
+        path("datafree-nkdt4" + key.removeprefix("dfnkdt4"), "slim,merge,nkd,int8", data_free=True,
+             prune_ratio=free_ratio, noise_teacher=True, synth_per_class=args.nkdt_per_class, **DF_VARIANTS[key][1])
     if "target" in only:
         path("align16", "slim,align,merge,kd,int8", train=sp.train, align=16)
         path("align8", "slim,align,merge,kd,int8", train=sp.train, align=8)
@@ -448,7 +454,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
         for s in stages[-2:]:  # the distilled float student and its INT8
             name = s.name.replace("+align", names.get(key, "+align"))
             name = ("datafree:" + name) if key.startswith("datafree") else name
-            name = (name.replace("(noisy teacher)", f"(noisy teacher, {10 * args.nkdt_per_class} windows)")
+            name = (name.replace("(noisy teacher)", f"(noisy teacher, {10 * args.nkdt_per_class} windows)"
+                                 + DF_VARIANTS.get("dfnkdt4" + key.removeprefix("datafree-nkdt4"), ("",))[0])
                     if key.startswith("datafree-nkdt4") else name)
             rows_in.append((name, s.proto, arch.n_params(s.net)))
             if "saw" in s.info:
@@ -502,7 +509,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
              "cpu_threads_latency": 1}
     # a dfnkdt-only run gets its own files: the targets run's stay as they were measured
     files = table.write(rows, args.out, "compression_targets" if set(only) & {"dfnkd", "target"}
-                        else f"compression_dfnoise{args.nkdt_per_class // 24}fm" if fm_only
+                        else f"compression_dfnoise{args.nkdt_per_class // 24}{''.join(v.removeprefix('dfnkdt4') for v in variants)}"
+                        if variant_only
                         else f"compression_dfnoise{args.nkdt_per_class // 24}" if "dfnkdt4" in only
                         else "compression_dfnoise", ref="cnn", extra=extra)
     print(table.markdown(rows, "cnn"))
@@ -561,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
                     "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png}) or dfnkdt4 "
-                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm alone (compression_dfnoise<N // 24>fm.*)")
+                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm / dfnkdt4inh alone (compression_dfnoise<N // 24>fm.* / inh.*)")
     ap.add_argument("--nkdt-per-class", type=int, default=96,
                     help="--only dfnkdt4: synthetic windows per class of the larger noisy-teacher path "
                     "(writes compression_dfnoise<N // 24>.*)")
