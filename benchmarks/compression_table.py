@@ -386,8 +386,13 @@ TARGET_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "align_first": 8})
 # variants of the larger data-free noisy-teacher path, each run beside it (docs/compression.md, fixed before its run):
 # --only key -> (row-name suffix, pipeline options)
 DF_VARIANTS = {"dfnkdt4fm": ("", {"kd_mixup": 1.0}),  # function matching: the pipeline names it "(mixup)"
-               "dfnkdt4inh": ("(teacher channels)", {"sparse_steps": 0})}  # prune the teacher's gammas, no sparsity
-TARGET_ROWS = {"dfnkd", "target", "dfnkdt", "dfnkdt4", *DF_VARIANTS}  # the --only keys target_rows runs
+               "dfnkdt4inh": ("(teacher channels)", {"sparse_steps": 0}),  # prune the teacher's gammas, no sparsity
+               # ... to the fixed widths that worked under leave-one-rig-out
+               "dfnkdt4fw": ("(teacher channels, 16 wide)", {"sparse_steps": 0, "keep_width": 16, "keep_hidden": 80})}
+# the leave-one-rig-out recipe that met its target (docs/compression.md), on the CWRU test sets: --only inherit
+INHERIT_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "sparse_steps": 0, "keep_width": 16, "keep_hidden": 80,
+                                               "kd_steps": 6000})
+TARGET_ROWS = {"dfnkd", "target", "dfnkdt", "dfnkdt4", "inherit", *DF_VARIANTS}  # the --only keys target_rows runs
 
 
 def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str]) -> int:
@@ -447,7 +452,10 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
         path("align16", "slim,align,merge,kd,int8", train=sp.train, align=16)
         path("align8", "slim,align,merge,kd,int8", train=sp.train, align=8)
         path("target", TARGET_RECIPE[0], train=sp.train, **TARGET_RECIPE[1])
-    names = {"align16": "+align16", "align8": "+align8", "target": "+align16(conv1:8)"}
+    if "inherit" in only:
+        path("inherit", INHERIT_RECIPE[0], train=sp.train, **INHERIT_RECIPE[1])
+    names = {"align16": "+align16", "align8": "+align8", "target": "+align16(conv1:8)",
+             "inherit": "+align16(teacher channels, 16 wide)"}
     rows_in: list[tuple[str, Any, int]] = [("cnn", real[0].proto, arch.n_params(real[0].net))]
     saw: dict[str, str] = {}
     for key, stages in paths.items():
@@ -509,6 +517,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
              "cpu_threads_latency": 1}
     # a dfnkdt-only run gets its own files: the targets run's stay as they were measured
     files = table.write(rows, args.out, "compression_targets" if set(only) & {"dfnkd", "target"}
+                        else "compression_inherit" if "inherit" in only
                         else f"compression_dfnoise{args.nkdt_per_class // 24}{''.join(v.removeprefix('dfnkdt4') for v in variants)}"
                         if variant_only
                         else f"compression_dfnoise{args.nkdt_per_class // 24}" if "dfnkdt4" in only
