@@ -383,16 +383,18 @@ def wgroup_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
 
 # the chosen recipe of the targets run (docs/compression.md, "Targets run"): fixed before it was measured
 TARGET_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "align_first": 8})
+# the teacher's own channels to fixed widths, no sparsity training: what met the leave-one-rig-out target
+FIXED_WIDTHS = {"sparse_steps": 0, "keep_width": 16, "keep_hidden": 80}
 # variants of the larger data-free noisy-teacher path, each run beside it (docs/compression.md, fixed before its run):
 # --only key -> (row-name suffix, pipeline options)
 DF_VARIANTS = {"dfnkdt4fm": ("", {"kd_mixup": 1.0}),  # function matching: the pipeline names it "(mixup)"
                "dfnkdt4inh": ("(teacher channels)", {"sparse_steps": 0}),  # prune the teacher's gammas, no sparsity
                # ... to the fixed widths that worked under leave-one-rig-out
-               "dfnkdt4fw": ("(teacher channels, 16 wide)", {"sparse_steps": 0, "keep_width": 16, "keep_hidden": 80})}
+               "dfnkdt4fw": ("(teacher channels, 16 wide)", FIXED_WIDTHS)}
 # the leave-one-rig-out recipe that met its target (docs/compression.md), on the CWRU test sets: --only inherit
-INHERIT_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, "sparse_steps": 0, "keep_width": 16, "keep_hidden": 80,
-                                               "kd_steps": 6000})
-TARGET_ROWS = {"dfnkd", "target", "dfnkdt", "dfnkdt4", "inherit", *DF_VARIANTS}  # the --only keys target_rows runs
+INHERIT_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, **FIXED_WIDTHS, "kd_steps": 6000})
+DF_ROWS = {"dfnkd", "dfnkdt", "dfnkdt4"}  # --only keys with data-free rows of their own (beside DF_VARIANTS)
+TARGET_ROWS = {"target", "inherit", *DF_ROWS, *DF_VARIANTS}  # the --only keys target_rows runs
 
 
 def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str]) -> int:
@@ -402,12 +404,14 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     ``target``: :data:`TARGET_RECIPE` beside the align16 and align8 ``kd`` paths; ``dfnkdt``: the real-data
     ``kd`` path, data-free ``kd`` and ``nkd``, and data-free ``nkd`` with the teacher scoring the same noisy
     synthetic copies (``noise_teacher``); ``dfnkdt4``: the same with 4x the synthetic windows (96 per class)
-    beside data-free ``kd`` and ``nkd(noisy teacher)`` at 24; :data:`DF_VARIANTS` (``dfnkdt4fm``, ``dfnkdt4inh``): the
-    larger noisy-teacher path with and without function matching (``kd_mixup=1``: teacher and student on mixes of
-    two synthetic windows) or without sparsity training (the teacher's own gammas pruned at the matched ratio). Latency is then measured ``--latency-repeats`` times more on fresh
+    beside data-free ``kd`` and ``nkd(noisy teacher)`` at 24; :data:`DF_VARIANTS`: the larger noisy-teacher path
+    beside itself with function matching (``dfnkdt4fm``: ``kd_mixup=1``), without sparsity training at the matched
+    prune ratio (``dfnkdt4inh``) or to :data:`FIXED_WIDTHS` (``dfnkdt4fw``); ``inherit``: :data:`INHERIT_RECIPE`
+    on real windows. Latency is then measured ``--latency-repeats`` times more on fresh
     sessions (speed ratios per repeat, load average around each). Writes ``compression_targets.{md,json,png}``
     under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target, ``compression_dfnoise4.*``
-    for dfnkdt4, ``compression_dfnoise<N><variant>.*`` for one variant alone, e.g. ``compression_dfnoise16fm``)."""
+    for dfnkdt4, ``compression_dfnoise<N><variant>.*`` for variants alone, e.g. ``compression_dfnoise16fm``,
+    ``compression_inherit.*`` with ``inherit``)."""
     bad = sorted(set(only) - TARGET_ROWS)
     if bad:
         raise SystemExit(f"compression_table: --only {','.join(bad)}: use some of {','.join(sorted(TARGET_ROWS))}")
@@ -429,8 +433,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     if "dfnkd" in only:
         path("real-nkd", "slim,merge,nkd,int8", train=sp.train)
     variants = [k for k in DF_VARIANTS if k in only]
-    datafree = bool(set(only) & {"dfnkd", "dfnkdt", "dfnkdt4"} or variants)
-    variant_only = bool(variants) and not set(only) & {"dfnkd", "dfnkdt", "dfnkdt4"}
+    datafree = bool(set(only) & DF_ROWS or variants)
+    variant_only = bool(variants) and not set(only) & DF_ROWS
     if datafree:
         # the data-free paths prune as many channels as the real one (as in the full table)
         n_all = sum(u.bn.num_features for u in slimming.units(teacher.net))
@@ -578,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
                     "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png}) or dfnkdt4 "
-                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm / dfnkdt4inh alone (compression_dfnoise<N // 24>fm.* / inh.*)")
+                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm / dfnkdt4inh / dfnkdt4fw alone "
+                    "(compression_dfnoise<N // 24><fm|inh|fw>.*) or inherit (compression_inherit.*)")
     ap.add_argument("--nkdt-per-class", type=int, default=96,
                     help="--only dfnkdt4: synthetic windows per class of the larger noisy-teacher path "
                     "(writes compression_dfnoise<N // 24>.*)")
