@@ -11,8 +11,9 @@ batch 1 and 32, accuracy on the time split, the load-3 hold-out and SNR 0/-4 dB)
 ``compression_table.{md,json,png}`` under ``--out``. It also measures the shipped fault-type
 model (``models/zoo/faulttype.onnx``: size, ONNX Runtime latency, order-feature cost,
 leave-one-rig-out accuracy) with ``--bearings``, and probes the latency of SIMD-aligned vs
-unaligned channel counts (random weights; ``--probe-only`` runs just that). ``--zoo`` also writes
-``models/zoo/cnn_small.onnx`` (the real-data final model). Prints a report with the targets.
+unaligned channel counts (random weights; ``--probe-only`` runs just that). Prints a report with the targets.
+``--only inherit --zoo`` writes ``models/zoo/cnn_small.onnx`` and its model card: the INT8 model of
+:data:`INHERIT_RECIPE`, the recipe that met the targets under both protocols (docs/compression.md).
 ``--only wgroup,scalpel,integral`` runs only the hardware-aware weight/activation pruning rows
 (:mod:`edgevib.models.compress.wgroup`) beside the teacher, plus ONNX Runtime's sparse paths
 (sparse initializers, SparseToDenseMatMul), into ``compression_wgroup.{md,json,png}``.
@@ -526,6 +527,8 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
                         if variant_only
                         else f"compression_dfnoise{args.nkdt_per_class // 24}" if "dfnkdt4" in only
                         else "compression_dfnoise", ref="cnn", extra=extra)
+    if args.zoo:
+        files += write_zoo(paths["inherit"], by, targets["candidates"], tests, args)
     print(table.markdown(rows, "cnn"))
     print(json.dumps({k: extra[k] for k in ("targets", "clock", "loadavg", "widths", "what_data_free_saw")},
                      indent=2, default=str))
@@ -533,14 +536,36 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     return 0
 
 
+def write_zoo(stages: list[pipeline.Stage], by: dict[str, dict[str, Any]], candidates: dict[str, Any],
+              tests: dict[str, Any], args: argparse.Namespace) -> list[Path]:
+    """``--zoo``: the inherit path's INT8 model as ``models/zoo/cnn_small.onnx``, its metrics of this run in
+    the contract metadata, and the model card beside it."""
+    int8 = stages[-1]
+    row = next(r for name, r in by.items() if name.endswith("(teacher channels, 16 wide)+merge+kd+int8"))
+    zoo = Path(__file__).resolve().parents[1] / "models" / "zoo" / "cnn_small.onnx"
+    proto = copy.deepcopy(int8.proto)
+    m = onnxio.read_meta(proto)
+    m["edgevib.metrics"] = json.dumps({k: round(row[k], 4) for k in tests} | {"onnx_bytes": row["onnx_bytes"]})
+    onnxio.save(proto, m, zoo)
+    command = f"python benchmarks/compression_table.py --data ../shared/cwru --out {args.out} --only inherit --zoo"
+    zoo.with_suffix(".md").write_text(model_card(row, by["cnn"], candidates[row["stage"]], m,
+                                                 arch.arch_kwargs(stages[-2].net), command, args.out))
+    return [zoo, zoo.with_suffix(".md")]
+
+
 def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, Any], meta: dict[str, str],
-               shape: dict[str, Any]) -> str:
+               shape: dict[str, Any], command: str, out: str) -> str:
     """The model card written beside ``cnn_small.onnx`` (numbers from this run)."""
     pct = {k: f"{100 * final[k]:.1f} %" for k in ("acc_time", "acc_load3", "acc_snr0", "acc_snr-4")}
+    recipe = ", ".join(f"{k}={v}" for k, v in INHERIT_RECIPE[1].items())
     return f"""# cnn_small.onnx: compressed WDCNN (`{meta['edgevib.arch']}`)
 
-Written by `python benchmarks/compression_table.py --data ../shared/cwru --out docs --zoo`; see
-`docs/compression.md` for the methods and `docs/compression_table.md` for every stage.
+Written by `{command}`; see `docs/compression.md` for the methods and
+`{out}/compression_inherit.md` for the run beside its teacher.
+
+- Recipe: `{INHERIT_RECIPE[0]}` with {recipe}: the teacher's own top-|gamma| channels to fixed
+  widths (no sparsity training), neuron merging, distillation on real training windows, static INT8.
+  The same recipe met the leave-one-rig-out target (`docs/compression_loro_inherit.md`).
 
 - Contract: input `x` float32 [N, 1, {meta['edgevib.window']}] raw g at {meta['edgevib.sample_rate']} Hz,
   output `probs` [N, {len(json.loads(meta['edgevib.classes']))}]; classes {meta['edgevib.classes']}.
@@ -553,8 +578,8 @@ Written by `python benchmarks/compression_table.py --data ../shared/cwru --out d
 - Accuracy: time split {pct['acc_time']}, load-3 hold-out {pct['acc_load3']}, SNR 0 dB {pct['acc_snr0']},
   SNR -4 dB {pct['acc_snr-4']} (teacher: {100 * base['acc_time']:.1f} / {100 * base['acc_load3']:.1f} /
   {100 * base['acc_snr0']:.1f} / {100 * base['acc_snr-4']:.1f} %).
-- Limits: CWRU drive-end only (one rig); accuracy drop versus the teacher is
-  {targets['drop_time_pts']:.1f} points on the time split and {targets['drop_snr0_pts']:.1f} at SNR 0 dB.
+- Limits: CWRU drive-end only (one rig); accuracy against the teacher:
+  {-targets['drop_time_pts']:+.1f} points on the time split and {-targets['drop_snr0_pts']:+.1f} at SNR 0 dB.
 """
 
 
@@ -569,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="envelope-spectrum bands of a newly trained teacher (0: the plain WDCNN)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=30, help="latency rounds (interleaved)")
-    ap.add_argument("--zoo", action="store_true", help="also write models/zoo/cnn_small.onnx")
+    ap.add_argument("--zoo", action="store_true",
+                    help="with --only inherit: also write models/zoo/cnn_small.onnx (that recipe's INT8 model) and its card")
     ap.add_argument("--opt", action="append", default=[], metavar="K=V", help="pipeline.Options override")
     ap.add_argument("--skip", default="", help="comma list of extra paths to skip: align16,align8,nkd,align8nkd")
     ap.add_argument("--bearings", default=None, help="../shared/bearings: also measure the shipped fault-type model")
@@ -614,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:40s} b1 {v['ms_b1']:.4f} b32 {v['ms_b32']:.4f} ms/window")
         return 0
     opts: dict[str, Any] = pipeline.parse_options(args.opt)
+    if args.zoo and "inherit" not in args.only.split(","):
+        ap.error("--zoo writes the model of the inherit recipe: add --only inherit")
     if args.only:
         only = [k for k in args.only.split(",") if k]
         if set(only) & TARGET_ROWS:
@@ -748,14 +776,6 @@ def main(argv: list[str] | None = None) -> int:
     files = table.write(rows, args.out, "compression_table", ref="cnn", extra=extra)
     print(table.markdown(rows, "cnn"))
     print(json.dumps({"targets": targets, "clock": clock, "faulttype": extra.get("faulttype")}, indent=2))
-    if args.zoo:
-        zoo = Path(__file__).resolve().parents[1] / "models" / "zoo" / "cnn_small.onnx"
-        proto = copy.deepcopy(real[-1].proto)
-        m = onnxio.read_meta(proto)
-        m["edgevib.metrics"] = json.dumps({k: round(final[k], 4) for k in tests} | {"onnx_bytes": final["onnx_bytes"]})
-        onnxio.save(proto, m, zoo)
-        zoo.with_suffix(".md").write_text(model_card(final, base, targets, m, arch.arch_kwargs(kd.net)))
-        files += [zoo, zoo.with_suffix(".md")]
     print("wrote", *files, file=sys.stderr)
     return 0
 
