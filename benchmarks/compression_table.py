@@ -560,12 +560,13 @@ def model_card(final: dict[str, Any], base: dict[str, Any], targets: dict[str, A
     recipe = ", ".join(f"{k}={v}" for k, v in INHERIT_RECIPE[1].items())
     return f"""# cnn_small.onnx: compressed WDCNN (`{meta['edgevib.arch']}`)
 
-Written by `{command}`; see `docs/compression.md` for the methods and
-`{out}/compression_inherit.md` for the run beside its teacher.
+Written by `{command}`;
+see `docs/compression.md` for the methods and `{out}/compression_inherit.md` for the run beside its teacher.
 
-- Recipe: `{INHERIT_RECIPE[0]}` with {recipe}: the teacher's own top-|gamma| channels to fixed
-  widths (no sparsity training), neuron merging, distillation on real training windows, static INT8.
-  The same recipe met the leave-one-rig-out target (`docs/compression_loro_inherit.md`).
+- Recipe: `{INHERIT_RECIPE[0]}` with {recipe}:
+  the teacher's own top-|gamma| channels kept to fixed widths (no sparsity training), neuron merging,
+  distillation on real training windows, static INT8. The same recipe met the leave-one-rig-out
+  target (`docs/compression_loro_inherit*.md`).
 
 - Contract: input `x` float32 [N, 1, {meta['edgevib.window']}] raw g at {meta['edgevib.sample_rate']} Hz,
   output `probs` [N, {len(json.loads(meta['edgevib.classes']))}]; classes {meta['edgevib.classes']}.

@@ -6,6 +6,9 @@
 >>> a = p.parse_args(["--model", "m.pt", "--data-free", "--out", "s.onnx"])
 >>> a.recipe, a.data_free, a.synth, a.func is run
 ('slim,merge,kd,int8', True, 'deepinversion', True)
+>>> p.parse_args(["--model", "m.pt", "--data", "d", "--out", "s.onnx", "--opt", "sparse_steps=0",
+...               "--opt", "keep_width=16"]).opt
+['sparse_steps=0', 'keep_width=16']
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--align", type=int, default=16, help="align: channel multiple (SIMD float32 lanes)")
     p.add_argument("--align-first", type=int, default=0,
                    help="align: channel multiple of the wide first conv alone (0: --align; 8 = the targets recipe)")
+    p.add_argument("--opt", action="append", default=[], metavar="K=V",
+                   help="a pipeline option (models.compress.pipeline.Options), repeatable; the shipped cnn_small: "
+                        "--recipe slim,align,merge,kd,int8 --opt sparse_steps=0 --opt keep_width=16 "
+                        "--opt keep_hidden=80 --opt kd_steps=6000")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
@@ -44,14 +51,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Handler: 0 on success, 2 on a bad input (the error names the fix)."""
-    from edgevib.models.compress.pipeline import compress
+    from edgevib.models.compress.pipeline import compress, parse_options
 
     from edgevib.progress import Bar
 
     try:
+        opts = {"synth": args.synth, "align": args.align, "align_first": args.align_first,
+                **parse_options(args.opt)}
         out = compress(args.model, args.recipe, data_dir=args.data, data_free=args.data_free, out=args.out,
-                       progress=Bar("compress"), seed=args.seed, synth=args.synth, align=args.align,
-                       align_first=args.align_first)
+                       progress=Bar("compress"), seed=args.seed, **opts)
     except EdgevibError as exc:
         log.error("%s", exc)
         print(f"error: {exc}")

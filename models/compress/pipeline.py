@@ -28,7 +28,7 @@ import copy
 import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +96,39 @@ class Stage:
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``K=V`` overrides of :class:`Options` from a command line (a number: float if it has a '.'
-    or an 'e', else int).
+    """``K=V`` overrides of :class:`Options` from a command line, each converted to the field's type
+    (``true``/``false`` for flags); an unknown key or a bad value raises :class:`CompressError`.
 
-    >>> parse_options(["kd_steps=6000", "noise_p=0.25"])
-    {'kd_steps': 6000, 'noise_p': 0.25}
+    >>> parse_options(["kd_steps=6000", "noise_p=0.25", "noise_teacher=true", "synth=kegnet"])
+    {'kd_steps': 6000, 'noise_p': 0.25, 'noise_teacher': True, 'synth': 'kegnet'}
+    >>> parse_options(["kd_step=6000"])
+    Traceback (most recent call last):
+    ...
+    edgevib.models.compress.errors.CompressError: models.compress.pipeline: option 'kd_step=6000'; fix: give K=V ...
     """
-    return {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in (o.split("=", 1) for o in pairs)}
+    kinds = {f.name: f.default for f in fields(Options)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        k, sep, v = pair.partition("=")
+        if not sep or k not in kinds:
+            raise CompressError(_COMP, f"option {pair!r}", f"give K=V with K one of {', '.join(kinds)}")
+        default = kinds[k]
+        try:
+            if isinstance(default, bool):
+                if v.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(v)
+                out[k] = v.lower() in ("true", "1")
+            elif isinstance(default, str):
+                out[k] = v
+            elif isinstance(default, int):
+                out[k] = int(v)
+            else:  # float, or None (prune_ratio)
+                out[k] = float(v)
+        except ValueError:
+            kind = ("true or false" if isinstance(default, bool) else "an integer" if isinstance(default, int)
+                    else "a number")
+            raise CompressError(_COMP, f"option {pair!r}", f"{k} takes {kind}") from None
+    return out
 
 
 def parse_recipe(recipe: str | Sequence[str]) -> list[str]:

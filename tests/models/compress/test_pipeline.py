@@ -23,6 +23,34 @@ def test_recipe_parsing() -> None:
             pipeline.parse_recipe(bad)
 
 
+def test_command_line_options_take_their_field_types_and_name_the_fix() -> None:
+    assert pipeline.parse_options(["keep_width=16", "prune_ratio=0.3", "dfq_per_channel=false"]) == {
+        "keep_width": 16, "prune_ratio": 0.3, "dfq_per_channel": False}
+    for bad, fix in (("keep_width=16.5", "keep_width takes an integer"), ("noise_teacher=maybe", "takes true or false"),
+                     ("keep_widht=16", "K one of prune_ratio"), ("kd_steps", "give K=V")):
+        with pytest.raises(CompressError, match=fix):
+            pipeline.parse_options([bad])
+
+
+def test_the_cli_passes_options_to_the_pipeline(tmp_path: Path, trained_net: Any, capsys: Any) -> None:
+    import argparse
+
+    from edgevib.models.compress import cli
+
+    ck = arch.save_checkpoint(CNNModel(trained_net, CLASSES), tmp_path / "t.pt",
+                              onnxio.base_meta(CLASSES, 12000, W, "cnn", trained_on="synthetic tones"))
+    p = cli.add_parser(argparse.ArgumentParser().add_subparsers())
+    fast = [f"--opt={k}={v}" for k, v in {**FAST, "prune_ratio": None}.items() if v is not None]
+    args = p.parse_args(["--model", str(ck), "--data-free", "--out", str(tmp_path / "s.onnx"), "--recipe",
+                         "slim,kd", *fast, "--opt", "sparse_steps=0", "--opt", "keep_width=4", "--opt", "keep_hidden=8"])
+    assert cli.run(args) == 0
+    proto = onnxio.onnx.load(str(tmp_path / "s.onnx"))
+    first = next(i for i in proto.graph.initializer if len(i.dims) == 3)  # the first conv's weight [out, 1, k]
+    assert first.dims[0] == 4, "keep_width reached the pipeline"
+    bad = p.parse_args(["--model", str(ck), "--data-free", "--out", str(tmp_path / "b.onnx"), "--opt", "kd_step=1"])
+    assert cli.run(bad) == 2 and "kd_step=1" in capsys.readouterr().out
+
+
 def test_run_real_windows_gives_every_stage(trained_net: Any, tiny_ws: Any) -> None:
     stages = pipeline.run(CNNModel(trained_net, CLASSES), "slim,merge,kd,int8", train=tiny_ws, **FAST)
     names = [s.name for s in stages]

@@ -17,7 +17,7 @@ ZOO = Path(__file__).resolve().parents[3] / "models" / "zoo" / "cnn_small.onnx"
 @pytest.mark.data
 def test_cnn_small_follows_the_contract_and_its_metrics_hold(cwru_dir: Path) -> None:
     meta = contract.check_contract(ZOO)
-    assert meta.arch == "cnn+slim+merge+kd+int8" and meta.classes == CLASSES_10
+    assert meta.arch == "cnn+slim+align+merge+kd+int8" and meta.classes == CLASSES_10  # INHERIT_RECIPE
     ops = {n.op_type for n in onnxio.onnx.load(str(ZOO)).graph.node}
     assert "QuantizeLinear" in ops  # really INT8
     sp = splits(cwru_dir, CLASSES_10)
