@@ -391,7 +391,9 @@ FIXED_WIDTHS = {"sparse_steps": 0, "keep_width": 16, "keep_hidden": 80}
 DF_VARIANTS = {"dfnkdt4fm": ("", {"kd_mixup": 1.0}),  # function matching: the pipeline names it "(mixup)"
                "dfnkdt4inh": ("(teacher channels)", {"sparse_steps": 0}),  # prune the teacher's gammas, no sparsity
                # ... to the fixed widths that worked under leave-one-rig-out
-               "dfnkdt4fw": ("(teacher channels, 16 wide)", FIXED_WIDTHS)}
+               "dfnkdt4fw": ("(teacher channels, 16 wide)", FIXED_WIDTHS),
+               # ... and the shipped recipe's 6,000 distillation steps (INHERIT_RECIPE)
+               "dfnkdt4fwk": ("(teacher channels, 16 wide, 6000 kd steps)", {**FIXED_WIDTHS, "kd_steps": 6000})}
 # the leave-one-rig-out recipe that met its target (docs/compression.md), on the CWRU test sets: --only inherit
 INHERIT_RECIPE = ("slim,align,merge,kd,int8", {"align": 16, **FIXED_WIDTHS, "kd_steps": 6000})
 DF_ROWS = {"dfnkd", "dfnkdt", "dfnkdt4"}  # --only keys with data-free rows of their own (beside DF_VARIANTS)
@@ -407,7 +409,7 @@ def target_rows(args: argparse.Namespace, opts: dict[str, Any], only: list[str])
     synthetic copies (``noise_teacher``); ``dfnkdt4``: the same with 4x the synthetic windows (96 per class)
     beside data-free ``kd`` and ``nkd(noisy teacher)`` at 24; :data:`DF_VARIANTS`: the larger noisy-teacher path
     beside itself with function matching (``dfnkdt4fm``: ``kd_mixup=1``), without sparsity training at the matched
-    prune ratio (``dfnkdt4inh``) or to :data:`FIXED_WIDTHS` (``dfnkdt4fw``); ``inherit``: :data:`INHERIT_RECIPE`
+    prune ratio (``dfnkdt4inh``) or to :data:`FIXED_WIDTHS` (``dfnkdt4fw``, and with 6,000 kd steps ``dfnkdt4fwk``); ``inherit``: :data:`INHERIT_RECIPE`
     on real windows. Latency is then measured ``--latency-repeats`` times more on fresh
     sessions (speed ratios per repeat, load average around each). Writes ``compression_targets.{md,json,png}``
     under ``--out`` (``compression_dfnoise.*`` for a run without dfnkd and target, ``compression_dfnoise4.*``
@@ -609,8 +611,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list: run only these new rows beside the teacher: wgroup,integral,scalpel "
                     "(writes compression_wgroup.{md,json,png} under --out) or dfnkd,target "
                     "(compression_targets.{md,json,png}) or dfnkdt (compression_dfnoise.{md,json,png}) or dfnkdt4 "
-                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm / dfnkdt4inh / dfnkdt4fw alone "
-                    "(compression_dfnoise<N // 24><fm|inh|fw>.*) or inherit (compression_inherit.*)")
+                    "(compression_dfnoise<N // 24>.{md,json,png}) or dfnkdt4fm / dfnkdt4inh / dfnkdt4fw / dfnkdt4fwk alone "
+                    "(compression_dfnoise<N // 24><fm|inh|fw|fwk>.*) or inherit (compression_inherit.*)")
     ap.add_argument("--nkdt-per-class", type=int, default=96,
                     help="--only dfnkdt4: synthetic windows per class of the larger noisy-teacher path "
                     "(writes compression_dfnoise<N // 24>.*)")

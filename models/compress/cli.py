@@ -41,9 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--align-first", type=int, default=0,
                    help="align: channel multiple of the wide first conv alone (0: --align; 8 = the targets recipe)")
     p.add_argument("--opt", action="append", default=[], metavar="K=V",
-                   help="a pipeline option (models.compress.pipeline.Options), repeatable; the shipped cnn_small: "
-                        "--recipe slim,align,merge,kd,int8 --opt sparse_steps=0 --opt keep_width=16 "
-                        "--opt keep_hidden=80 --opt kd_steps=6000")
+                   help="a field of models.compress.pipeline.Options, repeatable (docs/compression.md gives the "
+                        "shipped cnn_small's recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p

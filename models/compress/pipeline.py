@@ -234,8 +234,9 @@ def run(teacher: CNNModel, recipe: str | Sequence[str], *, train: Any = None, da
                 noisy += f"; distilled on mixes of two of them, Beta({o.kd_mixup:g}, {o.kd_mixup:g}) weights"
             src = ("teacher weights + BN statistics" if o.synth == "deepinversion"
                    else "teacher weights and outputs (no BN statistics)")
-            info["saw"] = (f"{src}; {n_synth} {o.synth} windows synthesised from them "
-                           f"(sparsity training, distillation, INT8 calibration){noisy}")
+            used = ("distillation, INT8 calibration; channels kept by the teacher's own |gamma|"
+                    if o.sparse_steps == 0 else "sparsity training, distillation, INT8 calibration")
+            info["saw"] = f"{src}; {n_synth} {o.synth} windows synthesised from them ({used}){noisy}"
         stages.append(Stage(arch, net, info=info))
     elif kd_step:
         raise CompressError(_COMP, f"recipe {steps}", f"'{kd_step}' needs a smaller student: add 'slim'")
